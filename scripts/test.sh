@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Sets up everything the tests need (SIPp from Debian's sip-tester, the package with its test extras)
+# and runs the whole suite. This is the README's test command.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! command -v sipp >/dev/null 2>&1; then
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq sip-tester
+fi
+python3 -m pip install -q -e '.[test]'
+python3 -m pytest -q "$@"
