@@ -1,9 +1,166 @@
-"""`callerid-proxy check|explain|apply`: placeholder until the rules issue lands."""
+"""`callerid-proxy check|explain|apply`: the administrator's Save / preview / Apply workflow."""
 
 from __future__ import annotations
 
-from typing import Any
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+import rules
+from proxy import control
 
 
 def add_rules_commands(commands: Any) -> None:
-    del commands
+    check = commands.add_parser("check", help="validate a rules file")
+    check.add_argument("rules_file", metavar="RULES.yaml", type=Path)
+    check.set_defaults(handler=run_check)
+
+    explain = commands.add_parser(
+        "explain",
+        help="show the number a call would show, and why",
+        description="With --user and --to: one call. Without: every user against one example "
+        "destination per rule, plus (other).",
+    )
+    explain.add_argument("rules_file", metavar="RULES.yaml", type=Path)
+    explain.add_argument("--user", help="SIP user / extension the PBX puts in From, e.g. 1001")
+    explain.add_argument("--to", help="destination as dialled, e.g. 00441234567890")
+    explain.add_argument("--json", action="store_true", help="print JSON instead of text")
+    explain.set_defaults(handler=run_explain)
+
+    apply = commands.add_parser("apply", help="validate, then make the running proxy load it")
+    apply.add_argument("rules_file", metavar="RULES.yaml", type=Path)
+    apply.add_argument(
+        "--pid-file",
+        type=Path,
+        default=control.DEFAULT_PID_FILE,
+        help=f"pid file of the running proxy (default: {control.DEFAULT_PID_FILE})",
+    )
+    apply.add_argument(
+        "--timeout", type=float, default=5.0, help="seconds to wait for the proxy (default: 5)"
+    )
+    apply.set_defaults(handler=run_apply)
+
+
+def _load(path: Path) -> rules.Rules | None:
+    """The rules, with warnings printed; None after printing every error."""
+    try:
+        loaded = rules.load(path)
+    except rules.RulesError as exc:
+        _print_lines(exc.warnings, sys.stderr, "warning: ")
+        _print_lines(exc.errors, sys.stderr, "error: ")
+        print(f"{path}: {len(exc.errors)} error(s)", file=sys.stderr)
+        return None
+    _print_lines(loaded.warnings, sys.stderr, "warning: ")
+    return loaded
+
+
+def _print_lines(lines: tuple[str, ...], stream: TextIO, label: str) -> None:
+    # "file:line: warning: message" keeps the file:line first, as editors expect to jump to it.
+    for line in lines:
+        location, sep, message = line.partition(": ")
+        print(f"{location}{sep}{label}{message}" if sep else f"{label}{line}", file=stream)
+
+
+def _summary(loaded: rules.Rules) -> str:
+    switch = "on" if loaded.apply_to_users_with_own_number else "off"
+    return (
+        f"version {loaded.version}: country {loaded.country}, {len(loaded.numbers)} numbers, "
+        f"{len(loaded.users)} users ({loaded.users_with_own_number} with own number), "
+        f"{len(loaded.rules)} rules (apply_to_users_with_own_number {switch})"
+    )
+
+
+def run_check(args: argparse.Namespace) -> int:
+    loaded = _load(args.rules_file)
+    if loaded is None:
+        return 1
+    print(f"{args.rules_file}: OK, {_summary(loaded)}")
+    return 0
+
+
+def _decision_json(decision: rules.Decision) -> dict[str, str | None]:
+    return {"number": decision.number, "name": decision.name, "reason": decision.reason}
+
+
+def run_explain(args: argparse.Namespace) -> int:
+    if (args.user is None) != (args.to is None):
+        print("explain: give both --user and --to, or neither for the table", file=sys.stderr)
+        return 2
+    loaded = _load(args.rules_file)
+    if loaded is None:
+        return 1
+    if args.user is not None:
+        decision = rules.resolve(loaded, args.user, args.to)
+        if args.json:
+            print(json.dumps(_decision_json(decision)))
+        else:
+            name = f' "{decision.name}"' if decision.name else ""
+            print(f"user {args.user} calling {args.to} shows {decision.number}{name}")
+            print(f"because {decision.reason}")
+        return 0
+    table = rules.who_shows_what(loaded)
+    if args.json:
+        print(json.dumps(_table_json(table), indent=2))
+    else:
+        print(_render_table(table))
+    return 0
+
+
+def _table_json(table: rules.Table) -> dict[str, Any]:
+    return {
+        "columns": [{"label": c.label, "destination": c.destination} for c in table.columns],
+        "rows": [
+            {"user": row.user, "decisions": [_decision_json(d) for d in row.decisions]}
+            for row in table.rows
+        ],
+    }
+
+
+def _cell(decision: rules.Decision) -> str:
+    # The step number is the start of the reason; a short tag is enough in a grid.
+    step = decision.reason.split(":", 1)[0]
+    tags = {"step 1": "own", "step 3": "own", "step 4": "default"}
+    if step == "step 2":
+        tag = decision.reason.split(" (", 1)[0].removeprefix("step 2: advanced ")
+    else:
+        tag = tags.get(step, step)
+    return f"{decision.number} ({tag})"
+
+
+def _render_table(table: rules.Table) -> str:
+    header = ["user", *(column.label for column in table.columns)]
+    grid = [header, *([row.user, *map(_cell, row.decisions)] for row in table.rows)]
+    widths = [max(len(line[i]) for line in grid) for i in range(len(header))]
+    lines = [
+        "  ".join(text.ljust(width) for text, width in zip(line, widths, strict=True))
+        for line in grid
+    ]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    examples = ", ".join(
+        f"{column.label} as {column.destination}" for column in table.columns if column.destination
+    )
+    if examples:
+        lines.append(
+            f"\nexample destinations: {examples}; (other): any destination no rule matches"
+        )
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def run_apply(args: argparse.Namespace) -> int:
+    loaded = _load(args.rules_file)
+    if loaded is None:
+        print("apply: nothing was sent to the proxy", file=sys.stderr)
+        return 1
+    result = control.request_reload(args.pid_file, loaded.version, args.timeout)
+    if result.outcome is control.Outcome.APPLIED:
+        print(
+            f"applied version {loaded.version} ({len(loaded.users)} users, "
+            f"{len(loaded.rules)} rules)"
+        )
+        return 0
+    print(f"apply: {result.message}", file=sys.stderr)
+    if result.outcome is control.Outcome.REFUSED and result.status is not None:
+        _print_lines(result.status.last_reload_errors, sys.stderr, "error: ")
+    return 1

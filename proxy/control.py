@@ -1,0 +1,226 @@
+"""The contract between `callerid-proxy apply` and a running proxy: a pid file and a status file.
+
+The proxy writes its pid at start, and its status at start and after every SIGHUP reload.
+`apply` signals the pid and polls the status until `reload_seq` moves, then reads the outcome.
+Files rather than a socket keep the contract inspectable with `cat` and need no open port.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+DEFAULT_PID_FILE = Path("callerid-proxy.pid")
+POLL_INTERVAL = 0.05
+
+
+def status_path(pid_file: Path) -> Path:
+    return pid_file.with_name(pid_file.name + ".status")
+
+
+@dataclass(frozen=True)
+class ProxyStatus:
+    pid: int
+    active_version: str
+    rules_path: str
+    reload_seq: int
+    last_reload_ok: bool
+    last_reload_version: str | None
+    last_reload_errors: tuple[str, ...]
+    updated_at: float
+
+    def to_json(self) -> str:
+        fields = asdict(self)
+        fields["last_reload_errors"] = list(self.last_reload_errors)
+        return json.dumps(fields, indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> ProxyStatus:
+        """Raises ValueError if `text` is not a status as `to_json` writes it."""
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError("status is not a JSON object")
+        errors = _field(data, "last_reload_errors", list)
+        if not all(isinstance(error, str) for error in errors):
+            raise ValueError("last_reload_errors must be a list of strings")
+        last_version = data.get("last_reload_version")
+        if last_version is not None and not isinstance(last_version, str):
+            raise ValueError("last_reload_version must be a string or null")
+        updated_at = _field(data, "updated_at", (int, float))
+        return cls(
+            pid=_field(data, "pid", int),
+            active_version=_field(data, "active_version", str),
+            rules_path=_field(data, "rules_path", str),
+            reload_seq=_field(data, "reload_seq", int),
+            last_reload_ok=_field(data, "last_reload_ok", bool),
+            last_reload_version=last_version,
+            last_reload_errors=tuple(errors),
+            updated_at=float(updated_at),
+        )
+
+
+def _field(data: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
+    value = data.get(key)
+    # bool is an int subclass; a status with "pid": true is corrupt, not pid 1.
+    wants_bool = kind is bool
+    if not isinstance(value, kind) or (isinstance(value, bool) and not wants_bool):
+        raise ValueError(f"status field {key!r} is missing or has the wrong type")
+    return value
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Readers see the old file or the new one, never a half-written one.
+
+    No fsync: the files describe a running process, so after a power cut they are stale anyway.
+    """
+    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+
+
+def write_status(path: Path, status: ProxyStatus) -> None:
+    _write_atomically(path, status.to_json())
+
+
+def read_status(path: Path) -> ProxyStatus | None:
+    """None if the file is missing, unreadable or not a valid status."""
+    try:
+        return ProxyStatus.from_json(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+
+
+def write_pid_file(path: Path, pid: int) -> None:
+    _write_atomically(path, f"{pid}\n")
+
+
+def read_pid_file(path: Path) -> int | None:
+    """None if the file is missing, unreadable or does not hold a positive pid."""
+    try:
+        text = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if not text.isdigit():
+        return None
+    pid = int(text)
+    return pid if pid > 0 else None
+
+
+class Outcome(Enum):
+    APPLIED = "applied"
+    REFUSED = "refused"
+    OTHER_VERSION = "other_version"
+    TIMEOUT = "timeout"
+    NO_PROXY = "no_proxy"
+
+
+@dataclass(frozen=True)
+class ReloadResult:
+    outcome: Outcome
+    message: str
+    status: ProxyStatus | None = None
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def request_reload(
+    pid_file: Path,
+    expected_version: str,
+    timeout: float,
+    *,
+    poll_interval: float = POLL_INTERVAL,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> ReloadResult:
+    """SIGHUP the proxy in `pid_file` and wait for its status to report the reload.
+
+    Refuses to signal when the status file does not vouch for the pid: SIGHUP kills a process
+    that does not handle it, and a stale pid may now belong to something else.
+    """
+    pid = read_pid_file(pid_file)
+    if pid is None:
+        return ReloadResult(Outcome.NO_PROXY, f"no proxy: no readable pid file at {pid_file}")
+    if not _process_exists(pid):
+        return ReloadResult(
+            Outcome.NO_PROXY, f"no proxy: process {pid} from {pid_file} is not running"
+        )
+    state_file = status_path(pid_file)
+    before = read_status(state_file)
+    if before is None or before.pid != pid:
+        return ReloadResult(
+            Outcome.NO_PROXY,
+            f"no proxy: {state_file} does not describe process {pid} "
+            "(is it a callerid-proxy, and has it finished starting?); nothing was sent",
+        )
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except OSError as exc:
+        return ReloadResult(Outcome.NO_PROXY, f"cannot signal process {pid}: {exc.strerror}")
+    return _await_reload(
+        pid, state_file, before.reload_seq, expected_version, timeout, poll_interval, clock, sleep
+    )
+
+
+def _await_reload(
+    pid: int,
+    state_file: Path,
+    seq_before: int,
+    expected_version: str,
+    timeout: float,
+    poll_interval: float,
+    clock: Callable[[], float],
+    sleep: Callable[[float], None],
+) -> ReloadResult:
+    deadline = clock() + timeout
+    while True:
+        status = read_status(state_file)
+        if status is not None and status.pid == pid and status.reload_seq > seq_before:
+            return _judge(status, expected_version)
+        if not _process_exists(pid):
+            return ReloadResult(Outcome.NO_PROXY, f"process {pid} exited before confirming")
+        if clock() >= deadline:
+            return ReloadResult(
+                Outcome.TIMEOUT,
+                f"process {pid} did not confirm the reload within {timeout:g} s "
+                f"(watching {state_file})",
+            )
+        sleep(poll_interval)
+
+
+def _judge(status: ProxyStatus, expected_version: str) -> ReloadResult:
+    if not status.last_reload_ok:
+        return ReloadResult(
+            Outcome.REFUSED,
+            f"the proxy refused {status.rules_path}; version {status.active_version} stays active",
+            status,
+        )
+    if status.active_version != expected_version:
+        return ReloadResult(
+            Outcome.OTHER_VERSION,
+            f"the proxy reloaded {status.rules_path} and now runs version "
+            f"{status.active_version}, not {expected_version}: it runs another file "
+            "(or the file changed again)",
+            status,
+        )
+    return ReloadResult(Outcome.APPLIED, f"applied version {expected_version}", status)
