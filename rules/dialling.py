@@ -133,7 +133,7 @@ class DiallingPlan:
             digits = text[1:]
         else:
             found = self.international_prefix.match(text)
-            if found is None or not _is_ascii_digits(text):
+            if found is None:
                 raise ValueError(
                     f"destination_prefix {prefix!r} must start with '+' or the international "
                     f"prefix {self.international_prefix_text!r} of {self.country} "
