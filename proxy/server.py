@@ -1,0 +1,235 @@
+"""Server lifecycle: bind UDP and TCP, feed the core, send its output, arm its timer, reload rules."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from proxy import control
+from proxy.active_rules import ActiveRules, ReloadOutcome
+from proxy.sip.addresses import Outgoing, Source, Target
+from proxy.sip.core import ProxyCore
+from proxy.sip.framing import Frame
+from proxy.sip.policy import ProxyConfig
+from proxy.transport import TcpConnection, UdpEndpoint
+
+log = logging.getLogger("callerid_proxy.server")
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    listen: tuple[tuple[str, int], ...]
+    pid_file: Path
+    max_message: int = 64 * 1024
+    tcp_idle_timeout: float = 120.0
+
+
+class ProxyServer:
+    def __init__(self, config: ProxyConfig, rules: ActiveRules, settings: ServerSettings) -> None:
+        self.core = ProxyCore(config, rules)
+        self.rules = rules
+        self.settings = settings
+        self._loop = asyncio.get_running_loop()
+        self._udp: list[tuple[str, UdpEndpoint]] = []
+        self._servers: list[asyncio.Server] = []
+        self._connections: dict[int, TcpConnection] = {}
+        self._by_peer: dict[tuple[str, int], TcpConnection] = {}
+        self._dialling: dict[Target, list[Outgoing]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_deadline: float | None = None
+        self._reload_seq = 0
+        self._stopped = asyncio.Event()
+
+    # ----------------------------------------------------------------- lifecycle
+    async def start(self) -> None:
+        for host, port in self.settings.listen:
+            _, endpoint = await self._loop.create_datagram_endpoint(
+                lambda: UdpEndpoint(self), local_addr=(host, port)
+            )
+            self._udp.append((host, endpoint))
+            server = await self._loop.create_server(self._accepted_connection, host, port)
+            self._servers.append(server)
+            log.info("listening on %s:%d (udp, tcp)", host, port)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            self._loop.add_signal_handler(signum, self._stopped.set)
+        self._loop.add_signal_handler(signal.SIGHUP, self.reload_rules)
+        control.write_pid_file(self.settings.pid_file, os.getpid())
+        self._write_status(ReloadOutcome(True, self.rules.current.version, ()))
+        log.info("rules version %s active (%s)", self.rules.current.version, self.rules.path)
+
+    async def serve_until_stopped(self) -> None:
+        await self._stopped.wait()
+        await self.stop()
+
+    async def stop(self) -> None:
+        log.info("shutting down")
+        if self._timer is not None:
+            self._timer.cancel()
+        for server in self._servers:
+            server.close()
+        for connection in list(self._connections.values()):
+            connection.close()
+        for _, endpoint in self._udp:
+            if endpoint.transport is not None:
+                endpoint.transport.close()
+        for server in self._servers:
+            await server.wait_closed()
+        for path in (self.settings.pid_file, control.status_path(self.settings.pid_file)):
+            path.unlink(missing_ok=True)
+
+    def request_stop(self) -> None:
+        self._stopped.set()
+
+    # ----------------------------------------------------------------- rules
+    def reload_rules(self) -> None:
+        outcome = self.rules.reload()
+        self._reload_seq += 1
+        self._write_status(outcome)
+
+    def _write_status(self, outcome: ReloadOutcome) -> None:
+        status = control.ProxyStatus(
+            pid=os.getpid(),
+            active_version=self.rules.current.version,
+            rules_path=str(self.rules.path),
+            reload_seq=self._reload_seq,
+            last_reload_ok=outcome.ok,
+            last_reload_version=outcome.version,
+            last_reload_errors=outcome.errors,
+            updated_at=time.time(),
+        )
+        control.write_status(control.status_path(self.settings.pid_file), status)
+
+    # ----------------------------------------------------------------- input from transports
+    def on_message(self, data: bytes, source: Source) -> None:
+        try:
+            self.core.receive(data, source, self._loop.time())
+        except Exception:  # the process never dies on one message; the core logs what it refused
+            self.core.counters["internal_errors"] += 1
+            log.exception("internal error on a message from %s:%s", source.host, source.port)
+        self._flush()
+
+    def on_broken_stream(self, frame: Frame, source: Source) -> None:
+        self.core.receive_broken_stream(frame.data, frame.reason, source)
+        self._flush()
+
+    def on_connection_closed(self, connection: TcpConnection) -> None:
+        self._connections.pop(connection.id, None)
+        if self._by_peer.get(connection.peer) is connection:
+            del self._by_peer[connection.peer]
+
+    def _accepted_connection(self) -> TcpConnection:
+        connection = TcpConnection(
+            self,
+            max_message=self.settings.max_message,
+            idle_timeout=self.settings.tcp_idle_timeout,
+        )
+        self._loop.call_soon(self._register, connection)
+        return connection
+
+    def _register(self, connection: TcpConnection) -> None:
+        if connection.alive:
+            self._connections[connection.id] = connection
+            self._by_peer.setdefault(connection.peer, connection)
+
+    # ----------------------------------------------------------------- output
+    def _flush(self) -> None:
+        for outgoing in self.core.datagrams_to_send():
+            try:
+                self._send(outgoing)
+            except OSError as error:
+                log.warning("send to %s failed: %s", outgoing.target.hostport(), error)
+                self.core.transport_failed(outgoing.target, self._loop.time())
+        self._arm_timer()
+
+    def _send(self, outgoing: Outgoing) -> None:
+        target = outgoing.target
+        if target.transport == "udp":
+            self._udp_for(target.host).send(outgoing.data, target)
+            return
+        connection = self._connection_for(outgoing)
+        if connection is None:
+            self._dial(outgoing)
+            return
+        if outgoing.data:
+            connection.send(outgoing.data)
+        if outgoing.close_after:
+            connection.close()
+
+    def _udp_for(self, host: str) -> UdpEndpoint:
+        v6 = ":" in host
+        for listen_host, endpoint in self._udp:
+            if (":" in listen_host) == v6:
+                return endpoint
+        return self._udp[0][1]
+
+    def _connection_for(self, outgoing: Outgoing) -> TcpConnection | None:
+        if outgoing.connection is not None:
+            connection = self._connections.get(outgoing.connection)
+            if connection is not None and connection.alive:
+                return connection
+        target = outgoing.target
+        connection = self._by_peer.get((target.host, target.port))
+        return connection if connection is not None and connection.alive else None
+
+    def _dial(self, outgoing: Outgoing) -> None:
+        target = outgoing.target
+        if outgoing.close_after and not outgoing.data:
+            return
+        queue = self._dialling.get(target)
+        if queue is not None:
+            queue.append(outgoing)
+            return
+        self._dialling[target] = [outgoing]
+        self._loop.create_task(self._connect(target))
+
+    async def _connect(self, target: Target) -> None:
+        try:
+            _, connection = await asyncio.wait_for(
+                self._loop.create_connection(
+                    lambda: TcpConnection(
+                        self,
+                        dialled=target,
+                        max_message=self.settings.max_message,
+                        idle_timeout=self.settings.tcp_idle_timeout,
+                    ),
+                    target.host,
+                    target.port,
+                ),
+                timeout=5.0,
+            )
+        except (OSError, TimeoutError) as error:
+            log.warning("tcp connect to %s failed: %s", target.hostport(), error)
+            self._dialling.pop(target, None)
+            self.core.transport_failed(target, self._loop.time())
+            self._flush()
+            return
+        self._connections[connection.id] = connection
+        self._by_peer[(target.host, target.port)] = connection
+        for queued in self._dialling.pop(target, []):
+            connection.send(queued.data)
+
+    def _arm_timer(self) -> None:
+        deadline = self.core.get_timer()
+        if deadline == self._timer_deadline:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_deadline = deadline
+        if deadline is not None:
+            self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_deadline = None
+        try:
+            self.core.handle_timer(self._loop.time())
+        except Exception:
+            self.core.counters["internal_errors"] += 1
+            log.exception("internal error in timer handling")
+        self._flush()

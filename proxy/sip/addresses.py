@@ -1,0 +1,65 @@
+"""Where a message came from and where it goes: plain values handed between core and adapter."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A next hop: transport ("udp" or "tcp"), IP literal and port."""
+
+    transport: str
+    host: str
+    port: int
+
+    def uri_host(self) -> str:
+        return f"[{self.host}]" if ":" in self.host else self.host
+
+    def hostport(self) -> str:
+        return f"{self.uri_host()}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where a message came from. `connection` identifies a TCP connection for replies on it;
+    `dialled` is the Target the proxy itself connected to, if it opened that connection."""
+
+    transport: str
+    host: str
+    port: int
+    connection: int | None = None
+    dialled: Target | None = None
+
+    def reply_target(self) -> Target:
+        return Target(self.transport, self.host, self.port)
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """Bytes for the adapter to send; on TCP, `connection` says which one (else find or open one)."""
+
+    data: bytes
+    target: Target
+    connection: int | None = None
+    close_after: bool = False
+
+
+def normalise_host(host: str) -> str:
+    host = host.strip("[]").lower()
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return host
+
+
+def is_unroutable_destination(host: str) -> bool:
+    """Broadcast and multicast are never a place to relay a response to (RFC 4475 3.4.x bcast)."""
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    if address.is_multicast or address.is_unspecified:
+        return True
+    return str(address) == "255.255.255.255"

@@ -1,0 +1,83 @@
+"""Cut a byte stream (TCP) into SIP messages by Content-Length, RFC 3261 18.3. No I/O.
+
+Feed whatever a read returned; get back complete messages. A header block that cannot be framed
+(no or bad Content-Length) is handed out with `fatal=True`: the core answers it 400 and the connection
+must then be closed, because the rest of the stream can no longer be trusted.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+DEFAULT_MAX_MESSAGE = 64 * 1024
+
+_HEADER_END = re.compile(rb"\r?\n\r?\n")
+_CONTENT_LENGTH = re.compile(rb"^(?:content-length|l)[ \t]*:[ \t]*([^\r\n]*)", re.I | re.M)
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    data: bytes
+    fatal: bool = False  # framing failed: answer it if possible, then close the connection
+    reason: str = ""
+
+
+class StreamFramer:
+    def __init__(self, max_message: int = DEFAULT_MAX_MESSAGE) -> None:
+        self._buffer = bytearray()
+        self._max = max_message
+        self.broken = False
+
+    @property
+    def pending(self) -> int:
+        return len(self._buffer)
+
+    def feed(self, data: bytes) -> list[Frame]:
+        if self.broken:
+            return []
+        self._buffer += data
+        frames: list[Frame] = []
+        while not self.broken:
+            frame = self._next_frame()
+            if frame is None:
+                break
+            frames.append(frame)
+        return frames
+
+    def _next_frame(self) -> Frame | None:
+        self._skip_keepalives()
+        end = _HEADER_END.search(self._buffer)
+        if end is None:
+            if len(self._buffer) > self._max:
+                return self._fail(bytes(self._buffer[: self._max]), "header section too large")
+            return None
+        head = bytes(self._buffer[: end.end()])
+        lengths = _CONTENT_LENGTH.findall(head[: end.start()] + b"\r\n")
+        if len(lengths) != 1:
+            problem = "missing Content-Length" if not lengths else "several Content-Length"
+            return self._fail(head, problem + " on a stream transport")
+        text = lengths[0].strip()
+        if not text.isdigit():
+            return self._fail(head, f"invalid Content-Length {text[:20]!r}")
+        total = end.end() + int(text)
+        if total > self._max:
+            return self._fail(head, f"message of {total} octets exceeds the {self._max} limit")
+        if len(self._buffer) < total:
+            return None
+        message = bytes(self._buffer[:total])
+        del self._buffer[:total]
+        return Frame(message)
+
+    def _skip_keepalives(self) -> None:
+        """RFC 5626 CRLF keep-alives between messages are not messages."""
+        strip = 0
+        while strip < len(self._buffer) and self._buffer[strip] in b"\r\n":
+            strip += 1
+        if strip:
+            del self._buffer[:strip]
+
+    def _fail(self, head: bytes, reason: str) -> Frame:
+        self.broken = True
+        self._buffer.clear()
+        return Frame(head, fatal=True, reason=reason)

@@ -1,0 +1,269 @@
+"""RFC 3261 header grammar the proxy needs: name-addr, SIP URIs, Via, CSeq, comma lists.
+
+Every parser takes a latin-1 header value and the absolute offset of that value in the message, and
+returns absolute spans, so an edit can replace exactly one part of one header.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from proxy.sip.errors import BadRequest
+
+LWS = r"(?:[ \t]*\r?\n)?[ \t]+"
+SWS = rf"(?:{LWS})?"
+TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
+QUOTED = r'"(?:[^"\\\r\n]|\\[\x00-\x09\x0b\x0c\x0e-\x7f])*"'
+_DISPLAY_NAME = re.compile(
+    rf"{SWS}(?:(?P<quoted>{QUOTED})|(?P<tokens>{TOKEN}(?:{LWS}{TOKEN})*))?{SWS}<"
+)
+_TOKEN_ONLY = re.compile(TOKEN)
+_URI_IN_BRACKETS = re.compile(r"<(?P<uri>[^<>\s\"]+)>")
+_PARAM = re.compile(
+    rf"{SWS};{SWS}(?P<name>{TOKEN})(?:{SWS}={SWS}(?P<value>{TOKEN}|{QUOTED}|\[[0-9A-Fa-f:.]+\]))?"
+)
+_ADDR_SPEC = re.compile(r"(?P<uri>[A-Za-z][A-Za-z0-9+\-.]*:[^\s;,<>\"]+)")
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+\-.]*):")
+
+MAGIC_COOKIE = "z9hG4bK"
+
+
+@dataclass(frozen=True, slots=True)
+class NameAddr:
+    """A From/To/Contact/Route value. Spans are absolute offsets in the message."""
+
+    start: int
+    end: int
+    display_name: str | None
+    uri: str
+    uri_start: int
+    uri_end: int
+    bracketed: bool
+    params: dict[str, str | None]
+    params_start: int  # where the header parameters (;tag=...) begin
+
+    @property
+    def tag(self) -> str | None:
+        return self.params.get("tag")
+
+
+def parse_name_addr(value: str, offset: int = 0, end: int | None = None) -> NameAddr:
+    """Parse `name-addr / addr-spec` followed by header params, strictly (RFC 4475 3.1.2)."""
+    stop = len(value) if end is None else end
+    position = 0
+    display: str | None = None
+    match = _DISPLAY_NAME.match(value, 0, stop)
+    if match is not None:
+        display = match.group("quoted") or match.group("tokens")
+        uri_match = _URI_IN_BRACKETS.match(value, match.end() - 1, stop)
+        if uri_match is None:
+            raise BadRequest(f"malformed <URI> in {value[:80]!r}")
+        uri, uri_start, uri_end = (
+            uri_match.group("uri"),
+            uri_match.start("uri"),
+            uri_match.end("uri"),
+        )
+        position = uri_match.end()
+        bracketed = True
+    else:
+        leading = re.match(SWS, value[:stop])
+        skip = leading.end() if leading else 0
+        spec = _ADDR_SPEC.match(value, skip, stop)
+        if spec is None:
+            raise BadRequest(f"not a name-addr or addr-spec: {value[:80]!r}")
+        uri, uri_start, uri_end = spec.group("uri"), spec.start("uri"), spec.end("uri")
+        if "?" in uri:
+            raise BadRequest("an addr-spec with URI headers must be enclosed in <>")
+        position = spec.end()
+        bracketed = False
+    params_start = position
+    params, position = _parse_params(value, position, stop)
+    trailing = value[position:stop].strip(" \t\r\n")
+    if trailing:
+        raise BadRequest(f"unexpected text after address: {trailing[:40]!r}")
+    return NameAddr(
+        start=offset,
+        end=offset + stop,
+        display_name=display,
+        uri=uri,
+        uri_start=offset + uri_start,
+        uri_end=offset + uri_end,
+        bracketed=bracketed,
+        params=params,
+        params_start=offset + params_start,
+    )
+
+
+def _parse_params(value: str, position: int, stop: int) -> tuple[dict[str, str | None], int]:
+    params: dict[str, str | None] = {}
+    while True:
+        match = _PARAM.match(value, position, stop)
+        if match is None:
+            return params, position
+        params[match.group("name").lower()] = match.group("value")
+        position = match.end()
+
+
+def split_comma_values(value: str, stop: int | None = None) -> list[tuple[int, int]]:
+    """Spans (relative) of the comma-separated values of a header, ignoring commas in quotes/<>."""
+    spans: list[tuple[int, int]] = []
+    end = len(value) if stop is None else stop
+    start = 0
+    in_quotes = in_brackets = escaped = False
+    for index in range(end):
+        char = value[index]
+        if escaped:
+            escaped = False
+        elif in_quotes:
+            if char == "\\":
+                escaped = True
+            elif char == '"':
+                in_quotes = False
+        elif char == '"':
+            in_quotes = True
+        elif char == "<":
+            in_brackets = True
+        elif char == ">":
+            in_brackets = False
+        elif char == "," and not in_brackets:
+            spans.append(_trimmed(value, start, index))
+            start = index + 1
+    if in_quotes:
+        raise BadRequest("unbalanced quotes in header value")
+    spans.append(_trimmed(value, start, end))
+    return spans
+
+
+def _trimmed(value: str, start: int, end: int) -> tuple[int, int]:
+    while start < end and value[start] in " \t\r\n":
+        start += 1
+    while end > start and value[end - 1] in " \t\r\n":
+        end -= 1
+    return start, end
+
+
+@dataclass(frozen=True, slots=True)
+class SipUri:
+    scheme: str  # lower case: sip, sips, tel, ...
+    user: str | None
+    host: str
+    port: int | None
+    params: dict[str, str | None]
+    has_headers: bool
+
+
+_SIP_URI = re.compile(
+    r"(?P<scheme>sips?):(?:(?P<user>[^@;?]*)(?::[^@;?]*)?@)?"
+    r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-.]+)(?::(?P<port>[0-9]{1,5}))?"
+    r"(?P<params>(?:;[^;?]*)*)(?P<headers>\?.*)?$",
+    re.IGNORECASE,
+)
+
+
+def uri_scheme(uri: str) -> str:
+    match = _SCHEME.match(uri)
+    if match is None:
+        raise BadRequest(f"URI without scheme: {uri[:60]!r}")
+    return match.group(1).lower()
+
+
+def parse_sip_uri(uri: str) -> SipUri:
+    """Parse a sip:/sips: URI; tel: and other schemes give host '' and the opaque part as user."""
+    scheme = uri_scheme(uri)
+    if scheme not in ("sip", "sips"):
+        opaque = uri[len(scheme) + 1 :]
+        number, _, rest = opaque.partition(";")
+        params = _uri_params(";" + rest) if rest else {}
+        return SipUri(scheme, number, "", None, params, "?" in opaque)
+    match = _SIP_URI.match(uri)
+    if match is None:
+        raise BadRequest(f"malformed SIP URI: {uri[:80]!r}")
+    port = int(match.group("port")) if match.group("port") else None
+    if port is not None and not 0 < port < 65536:
+        raise BadRequest(f"port out of range in {uri[:80]!r}")
+    return SipUri(
+        scheme=scheme,
+        user=match.group("user"),
+        host=match.group("host").lower(),
+        port=port,
+        params=_uri_params(match.group("params") or ""),
+        has_headers=match.group("headers") is not None,
+    )
+
+
+def _uri_params(text: str) -> dict[str, str | None]:
+    params: dict[str, str | None] = {}
+    for item in text.split(";")[1:]:
+        name, sep, val = item.partition("=")
+        params[name.strip().lower()] = val if sep else None
+    return params
+
+
+@dataclass(frozen=True, slots=True)
+class Via:
+    """One Via value. `start`/`end` are absolute offsets of this value (not the whole header)."""
+
+    header_index: int  # index of the header line in SipMessage.headers
+    start: int
+    end: int
+    transport: str  # upper case: UDP, TCP, ...
+    host: str
+    port: int | None
+    params: dict[str, str | None]
+    params_end: int  # absolute offset after the last parameter, where new ones are added
+
+    @property
+    def branch(self) -> str | None:
+        return self.params.get("branch")
+
+    @property
+    def sent_by(self) -> str:
+        return f"{self.host}:{self.port}" if self.port else self.host
+
+
+_VIA = re.compile(
+    rf"SIP{SWS}/{SWS}(?P<version>[0-9.]+){SWS}/{SWS}(?P<transport>{TOKEN}){LWS}"
+    r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-.]+)"
+    rf"(?:{SWS}:{SWS}(?P<port>[0-9]{{1,5}}))?",
+    re.IGNORECASE,
+)
+
+
+def parse_via_value(value: str, offset: int, header_index: int) -> Via:
+    match = _VIA.match(value)
+    if match is None or match.group("version") != "2.0":
+        raise BadRequest(f"malformed Via: {value[:80]!r}")
+    params, position = _parse_params(value, match.end(), len(value))
+    if value[position:].strip(" \t\r\n"):
+        raise BadRequest(f"unexpected text in Via: {value[position : position + 40]!r}")
+    port = int(match.group("port")) if match.group("port") else None
+    if port is not None and not 0 < port < 65536:
+        raise BadRequest("Via port out of range")
+    return Via(
+        header_index=header_index,
+        start=offset,
+        end=offset + len(value),
+        transport=match.group("transport").upper(),
+        host=match.group("host").lower(),
+        port=port,
+        params=params,
+        params_end=offset + position,
+    )
+
+
+_CSEQ = re.compile(rf"(?P<number>[0-9]+){LWS}(?P<method>{TOKEN})$")
+
+
+def parse_cseq(value: str) -> tuple[int, str]:
+    match = _CSEQ.match(value)
+    if match is None:
+        raise BadRequest(f"malformed CSeq: {value[:60]!r}")
+    number = int(match.group("number"))
+    if number >= 2**31:
+        raise BadRequest("CSeq number out of range (must be < 2**31)")
+    return number, match.group("method")
+
+
+def is_token(text: str) -> bool:
+    return _TOKEN_ONLY.fullmatch(text) is not None

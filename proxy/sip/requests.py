@@ -1,0 +1,166 @@
+"""Edits a forwarded request needs besides the caller ID: Via, Max-Forwards, Route, Record-Route.
+
+Our Record-Route carries the signed dialog identity in its `cid` parameter (see identity.py).
+"""
+
+from __future__ import annotations
+
+import re
+
+from proxy.sip.addresses import Source, Target, normalise_host
+from proxy.sip.edits import (
+    Edit,
+    append_header,
+    insert_first_header,
+    insert_header_before,
+    remove_header,
+    replace_value,
+)
+from proxy.sip.errors import BadRequest, SipError
+from proxy.sip.grammar import NameAddr, parse_name_addr, parse_sip_uri, split_comma_values
+from proxy.sip.identity import DialogIdentity, decode_identity, encode_identity
+from proxy.sip.parse import Message
+from proxy.sip.policy import ProxyConfig
+from proxy.sip.transactions import Restore
+
+IDENTITY_PARAM = "cid"
+_VALUELESS_RPORT = re.compile(r";[ \t]*rport(?=[ \t]*(?:;|$))", re.IGNORECASE)
+
+
+def uri_user(uri: str) -> str:
+    try:
+        return parse_sip_uri(uri).user or ""
+    except SipError:
+        return ""
+
+
+def max_forwards_edits(msg: Message) -> list[Edit]:
+    header = msg.wire.get("max-forwards")
+    if header is None:
+        return [append_header(msg.wire, "Max-Forwards", b"70")]  # RFC 3261 16.6 step 3
+    assert msg.max_forwards is not None
+    return [replace_value(header, str(max(msg.max_forwards - 1, 0)).encode())]
+
+
+def content_length_edits(msg: Message, target: Target) -> list[Edit]:
+    """A stream transport needs Content-Length (RFC 3261 18.3); UDP may have omitted it."""
+    if target.transport == "udp" or msg.wire.get("content-length") is not None:
+        return []
+    return [append_header(msg.wire, "Content-Length", str(len(msg.wire.body)).encode())]
+
+
+def proxy_require_options(msg: Message) -> list[str]:
+    """We implement no proxy extension, so every Proxy-Require option is unsupported."""
+    options: list[str] = []
+    for header in msg.wire.get_all("proxy-require"):
+        options += [header.value[s:e] for s, e in split_comma_values(header.value) if e > s]
+    return options
+
+
+def via_edits(msg: Message, source: Source, ours: Target, branch: str) -> list[Edit]:
+    """Our Via on top; received/rport on the sender's Via (RFC 3261 18.2.1, RFC 3581)."""
+    top = msg.vias[0]
+    edits: list[Edit] = []
+    value = msg.raw[top.start : top.params_end].decode("latin-1")
+    rport = _VALUELESS_RPORT.search(value)
+    if rport is not None:
+        start = top.start + rport.start()
+        edits.append(Edit(start, top.start + rport.end(), f";rport={source.port}".encode()))
+    if rport is not None or normalise_host(top.host) != normalise_host(source.host):
+        if "received" not in top.params:
+            edits.append(Edit(top.params_end, top.params_end, f";received={source.host}".encode()))
+    transport = ours.transport.upper()
+    our_via = f"SIP/2.0/{transport} {ours.hostport()};branch={branch};rport".encode()
+    edits.insert(0, insert_first_header(msg.wire, "Via", our_via))
+    return edits
+
+
+def _is_our_uri(name_addr: NameAddr, config: ProxyConfig) -> bool:
+    try:
+        uri = parse_sip_uri(name_addr.uri)
+    except SipError:
+        return False
+    host, port = normalise_host(uri.host), uri.port or 5060
+    return any(host == t.host and port == t.port for t in config.advertised)
+
+
+def record_route_edits(
+    msg: Message,
+    config: ProxyConfig,
+    in_transport: str,
+    out_transport: str,
+    identity: DialogIdentity | None,
+) -> list[Edit]:
+    """Record-Route ourselves (loose routing); two entries when the two legs differ in transport
+    (RFC 5658), the top one facing downstream."""
+    token = ""
+    if identity is not None:
+        token = f";{IDENTITY_PARAM}=" + encode_identity(config.secret, msg.call_id, identity)
+    facing = [out_transport] if in_transport == out_transport else [out_transport, in_transport]
+    values = []
+    for transport in facing:
+        ours = config.advertised_for(transport, config.trunk.host)
+        transport_param = ";transport=tcp" if transport == "tcp" else ""
+        values.append(f"<sip:{ours.hostport()}{transport_param};lr{token}>".encode())
+    existing = msg.wire.get("record-route")
+    if existing is not None:
+        return [insert_header_before(existing, "Record-Route", value) for value in values]
+    # Not between two Via rows: some parsers only look at the first contiguous block.
+    after_vias = msg.wire.headers[msg.vias[-1].header_index].end
+    return [Edit(after_vias, after_vias, b"Record-Route: " + value + b"\r\n") for value in values]
+
+
+def pop_our_routes(msg: Message, config: ProxyConfig) -> tuple[list[Edit], DialogIdentity | None]:
+    """Remove the leading Route entries that are ours; decode (and verify) the identity they carry."""
+    edits: list[Edit] = []
+    identity: DialogIdentity | None = None
+    for header in msg.wire.get_all("route"):
+        spans = split_comma_values(header.value)
+        mine = 0
+        for start, end in spans:
+            value = parse_name_addr(header.value[start:end], header.value_start + start)
+            if not _is_our_uri(value, config):
+                break
+            identity = identity or _identity_of(value, msg.call_id, config)
+            mine += 1
+        if mine == len(spans):
+            edits.append(remove_header(header))
+            continue
+        if mine:
+            cut_end = header.value_start + spans[mine][0]
+            edits.append(Edit(header.value_start, cut_end, b""))
+        break
+    return edits, identity
+
+
+def _identity_of(value: NameAddr, call_id: str, config: ProxyConfig) -> DialogIdentity | None:
+    params = parse_sip_uri(value.uri).params
+    if IDENTITY_PARAM not in params:
+        return None
+    token = params[IDENTITY_PARAM]
+    if not token:
+        raise BadRequest("empty caller-identity token in Route")
+    return decode_identity(config.secret, call_id, token)
+
+
+def restore_from_record_route(msg: Message, config: ProxyConfig) -> Restore | None:
+    """For a response without transaction: which identity header to give back, from our token."""
+    identity = None
+    for header in msg.wire.get_all("record-route"):
+        for start, end in split_comma_values(header.value):
+            value = parse_name_addr(header.value[start:end], header.value_start + start)
+            if _is_our_uri(value, config):
+                try:
+                    identity = _identity_of(value, msg.call_id, config)
+                except BadRequest:
+                    identity = None
+                if identity is not None:
+                    break
+    if identity is None:
+        return None
+    from_header, to_header = msg.wire.one("from"), msg.wire.one("to")
+    if msg.raw[from_header.value_start : from_header.value_end] == identity.rewritten_from:
+        return Restore("from", identity.original_from)
+    if msg.raw[to_header.value_start : to_header.value_end] == identity.original_from:
+        return Restore("to", identity.rewritten_from)
+    return None

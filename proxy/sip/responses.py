@@ -1,0 +1,87 @@
+"""Responses the proxy creates itself (100 Trying, errors) and requests it originates (CANCEL, ACK).
+
+Headers copied from the request are copied as bytes (RFC 3261 8.2.6.2), so the UAC matches them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from proxy.sip.message import SipMessage
+
+SERVER_NAME = b"callerid-proxy"
+_COPIED = ("via", "from", "call-id", "cseq")
+
+
+def _header_bytes(wire: SipMessage, name: str) -> list[bytes]:
+    lines = []
+    for header in wire.get_all(name):
+        line = wire.raw[header.start : header.end]
+        lines.append(line if line.endswith(b"\n") else line + b"\r\n")
+    return lines
+
+
+def _to_with_tag(wire: SipMessage, status: int) -> bytes:
+    """Our To tag on a final response to an out-of-dialog request; deterministic so that a
+    retransmitted request gets the very same response."""
+    header = wire.get("to")
+    if header is None:
+        return b""
+    value = wire.raw[header.value_start : header.value_end]
+    if status > 100 and b"tag=" not in value.lower():
+        digest = hashlib.sha1(wire.raw[: wire.headers_end]).hexdigest()[:10]
+        value += b";tag=cp" + digest.encode()
+    return b"To: " + value + b"\r\n"
+
+
+def build_response(
+    wire: SipMessage,
+    status: int,
+    reason: str,
+    extra_headers: tuple[tuple[str, str], ...] = (),
+) -> bytes:
+    lines = [f"SIP/2.0 {status} {reason}\r\n".encode()]
+    for name in _COPIED[:2]:
+        lines.extend(_header_bytes(wire, name))
+    lines.append(_to_with_tag(wire, status))
+    for name in _COPIED[2:]:
+        lines.extend(_header_bytes(wire, name))
+    for name, value in extra_headers:
+        lines.append(f"{name}: {value}\r\n".encode())
+    lines.append(b"Server: " + SERVER_NAME + b"\r\nContent-Length: 0\r\n\r\n")
+    return b"".join(lines)
+
+
+def build_hop_request(
+    sent: SipMessage,
+    method: str,
+    to_value: bytes | None = None,
+) -> bytes:
+    """CANCEL (RFC 3261 9.1) or ACK for a non-2xx (17.1.1.3) for a request we forwarded."""
+    cseq = sent.get("cseq")
+    number = sent.raw[cseq.value_start : cseq.value_end].split()[0] if cseq else b"1"
+    top_via = sent.get("via")
+    lines = [method.encode() + b" " + sent.uri.encode("latin-1") + b" SIP/2.0\r\n"]
+    if top_via is not None:
+        lines.append(b"Via: " + _first_via_value(sent) + b"\r\n")
+    for header in sent.get_all("route"):
+        lines.append(b"Route: " + sent.raw[header.value_start : header.value_end] + b"\r\n")
+    lines.append(b"Max-Forwards: 70\r\n")
+    for name, label in (("from", b"From"), ("call-id", b"Call-ID")):
+        found = sent.get(name)
+        if found is not None:
+            lines.append(label + b": " + sent.raw[found.value_start : found.value_end] + b"\r\n")
+    to_header = sent.get("to")
+    if to_value is None and to_header is not None:
+        to_value = sent.raw[to_header.value_start : to_header.value_end]
+    lines.append(b"To: " + (to_value or b"") + b"\r\n")
+    lines.append(b"CSeq: " + number + b" " + method.encode() + b"\r\n")
+    lines.append(b"Content-Length: 0\r\n\r\n")
+    return b"".join(lines)
+
+
+def _first_via_value(sent: SipMessage) -> bytes:
+    header = sent.get("via")
+    assert header is not None
+    value = sent.raw[header.value_start : header.value_end]
+    return value.split(b",")[0].strip()
