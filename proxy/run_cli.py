@@ -25,7 +25,7 @@ SECRET_ENV = "CALLERID_PROXY_SECRET"
 _LIST_KEYS = ("listen", "trunk", "trusted")
 _KEYS = (
     "rules", "listen", "pbx", "trunk", "trusted", "pid_file", "log_level", "secret", "advertise",
-    "max_message", "tcp_idle_timeout",
+    "max_message", "tcp_idle_timeout", "admin",
 )
 
 
@@ -50,6 +50,8 @@ def add_run_command(commands: Any) -> None:
     parser.add_argument("--pid-file", type=Path, help="default: callerid-proxy.pid")
     parser.add_argument("--secret", help=f"HMAC secret (else ${SECRET_ENV}, else random)")
     parser.add_argument("--log-level", help="debug, info, warning, error (default info)")
+    parser.add_argument("--admin", metavar="HOST:PORT",
+                        help="admin HTTP endpoint (/metrics, /status, POST /reload); loopback")
     parser.add_argument("--max-message", type=int, help="TCP message size cap (default 65536)")
     parser.add_argument("--tcp-idle-timeout", type=float, help="seconds (default 120)")
     parser.set_defaults(handler=run_command)
@@ -148,6 +150,7 @@ def build_settings(settings: dict[str, Any]) -> tuple[ProxyConfig, ServerSetting
         pid_file=Path(settings.get("pid_file") or "callerid-proxy.pid"),
         max_message=int(settings.get("max_message") or 64 * 1024),
         tcp_idle_timeout=float(settings.get("tcp_idle_timeout") or 120.0),
+        admin=parse_hostport(str(settings["admin"])) if settings.get("admin") else None,
     )
     return config, server_settings, Path(settings["rules"])
 

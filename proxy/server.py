@@ -9,8 +9,10 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from proxy import control
+from proxy.admin import AdminServer
 from proxy.active_rules import ActiveRules, ReloadOutcome
 from proxy.sip.addresses import Outgoing, Source, Target
 from proxy.sip.core import ProxyCore
@@ -27,6 +29,7 @@ class ServerSettings:
     pid_file: Path
     max_message: int = 64 * 1024
     tcp_idle_timeout: float = 120.0
+    admin: tuple[str, int] | None = None
 
 
 class ProxyServer:
@@ -44,6 +47,7 @@ class ProxyServer:
         self._timer_deadline: float | None = None
         self._reload_seq = 0
         self._stopped = asyncio.Event()
+        self._admin = AdminServer(self.status, self._reload_for_admin)
 
     # ----------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -58,6 +62,8 @@ class ProxyServer:
         for signum in (signal.SIGTERM, signal.SIGINT):
             self._loop.add_signal_handler(signum, self._stopped.set)
         self._loop.add_signal_handler(signal.SIGHUP, self.reload_rules)
+        if self.settings.admin is not None:
+            await self._admin.start(*self.settings.admin)
         control.write_pid_file(self.settings.pid_file, os.getpid())
         self._write_status(ReloadOutcome(True, self.rules.current.version, ()))
         log.info("rules version %s active (%s)", self.rules.current.version, self.rules.path)
@@ -79,6 +85,7 @@ class ProxyServer:
                 endpoint.transport.close()
         for server in self._servers:
             await server.wait_closed()
+        await self._admin.stop()
         for path in (self.settings.pid_file, control.status_path(self.settings.pid_file)):
             path.unlink(missing_ok=True)
 
@@ -91,7 +98,23 @@ class ProxyServer:
         self._reload_seq += 1
         self._write_status(outcome)
 
+    def _reload_for_admin(self) -> dict[str, Any]:
+        self.reload_rules()
+        outcome = self._last_outcome
+        return {"ok": outcome.ok, "version": self.rules.current.version, "errors": outcome.errors}
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "active_version": self.rules.current.version,
+            "rules_path": str(self.rules.path),
+            "reload_seq": self._reload_seq,
+            "counters": dict(self.core.counters),
+            "transactions": self.core.transaction_count,
+            "tcp_connections": len(self._connections),
+        }
+
     def _write_status(self, outcome: ReloadOutcome) -> None:
+        self._last_outcome = outcome
         status = control.ProxyStatus(
             pid=os.getpid(),
             active_version=self.rules.current.version,

@@ -530,16 +530,24 @@ class ProxyCore:
             self.counters["timeouts"] += 1
             self._fail_client(client, 408, "Request Timeout", now)
         elif name == "C":
+            # RFC 3261 16.8: CANCEL downstream and answer 408 upstream ourselves; the client
+            # transaction stays to ACK the 487 that the CANCEL brings (Timer B bounds the wait).
             self.counters["timeouts"] += 1
             self._send_cancel(client, now)
-            self._fail_client(client, 408, "Request Timeout", now)
+            self._answer_upstream(client, 408, "Request Timeout", now)
+            self._timers.arm(client.key, "B", now + TIMER_B)
         else:  # D, K: the transaction has absorbed its retransmissions
             self._end_client(client)
 
     def _fail_client(self, client: ClientTransaction, status: int, reason: str, now: float) -> None:
         """No usable answer downstream: the proxy answers upstream itself (RFC 3261 16.7/16.8)."""
-        server = client.server
         self._end_client(client)
+        self._answer_upstream(client, status, reason, now)
+
+    def _answer_upstream(
+        self, client: ClientTransaction, status: int, reason: str, now: float
+    ) -> None:
+        server = client.server
         if server is None or server.final_sent:
             return
         log.warning(
