@@ -77,3 +77,128 @@ def response_to(request: bytes, status: int, reason: str, *, to_tag: str | None 
 
 def sent_to(out: list[Outgoing], target: Target) -> list[bytes]:
     return [o.data for o in out if (o.target.host, o.target.port) == (target.host, target.port)]
+
+
+# ------------------------------------------------------------ fake clock and inspection helpers
+# (appended for the core transaction tests; the helpers above are unchanged)
+
+_COMPACT = {
+    "f": "from", "t": "to", "v": "via", "i": "call-id", "m": "contact", "l": "content-length",
+    "c": "content-type", "k": "supported", "s": "subject",
+}
+
+
+@dataclass
+class Clocked:
+    """A core driven by a fake clock: `now` only moves when a test moves it."""
+
+    core: ProxyCore
+    now: float = 0.0
+    fired: list[tuple[float, Outgoing]] = field(default_factory=list)
+
+    def receive(self, data: bytes, source: Source, *, at: float | None = None) -> list[Outgoing]:
+        if at is not None:
+            self.advance(at)
+        self.core.receive(data, source, self.now)
+        return self.core.datagrams_to_send()
+
+    def advance(self, until: float) -> list[tuple[float, Outgoing]]:
+        """Fire every timer due up to `until`, each at its deadline; what they sent, and when."""
+        sent: list[tuple[float, Outgoing]] = []
+        while (deadline := self.core.get_timer()) is not None and deadline <= until:
+            self.now = max(self.now, deadline)
+            self.core.handle_timer(self.now)
+            sent += [(self.now, out) for out in self.core.datagrams_to_send()]
+        self.now = max(self.now, until)
+        self.fired += sent
+        return sent
+
+
+def head_lines(data: bytes) -> list[str]:
+    """Header lines (folding kept inside the line), without the start line."""
+    head = data.split(b"\r\n\r\n", 1)[0].decode("latin-1")
+    lines: list[str] = []
+    for line in head.split("\r\n")[1:]:
+        if line[:1] in (" ", "\t") and lines:
+            lines[-1] += "\r\n" + line
+        else:
+            lines.append(line)
+    return lines
+
+
+def start_line(data: bytes) -> str:
+    return data.split(b"\r\n", 1)[0].decode("latin-1")
+
+
+def header_name(line: str) -> str:
+    name = line.split(":", 1)[0].strip().lower()
+    return _COMPACT.get(name, name)
+
+
+def values(data: bytes, name: str) -> list[str]:
+    """Every value of header `name` (case and compact form ignored), one entry per line."""
+    wanted = _COMPACT.get(name.lower(), name.lower())
+    lines = head_lines(data)
+    return [line.split(":", 1)[1].strip() for line in lines if header_name(line) == wanted]
+
+
+def value(data: bytes, name: str) -> str:
+    found = values(data, name)
+    assert len(found) == 1, f"expected one {name}, got {found}"
+    return found[0]
+
+
+def body_of(data: bytes) -> bytes:
+    return data.split(b"\r\n\r\n", 1)[1]
+
+
+def param(header_value: str, name: str) -> str | None:
+    """A `;name=value` parameter anywhere in a header value (inside <> too)."""
+    for part in header_value.replace(">", ";").split(";")[1:]:
+        key, _, val = part.strip().partition("=")
+        if key.lower() == name.lower():
+            return val
+    return None
+
+
+def with_header_replaced(data: bytes, name: str, new_line: str | None) -> bytes:
+    """`data` with every `name` line replaced by `new_line` (or removed when None)."""
+    head, body = data.split(b"\r\n\r\n", 1)
+    first, *_ = head.split(b"\r\n", 1)
+    kept: list[str] = []
+    done = False
+    for line in head_lines(data):
+        if header_name(line) == name.lower():
+            if new_line is not None and not done:
+                kept.append(new_line)
+                done = True
+            continue
+        kept.append(line)
+    return b"\r\n".join([first, *(line.encode("latin-1") for line in kept)]) + b"\r\n\r\n" + body
+
+
+def in_dialog(
+    method: str,
+    *,
+    uri: str,
+    via: str,
+    from_: str,
+    to: str,
+    call_id: str = "call-1@pbx",
+    cseq: int = 2,
+    route: str | None = None,
+    extra: str = "",
+) -> bytes:
+    route_line = f"Route: {route}\r\n" if route else ""
+    return (
+        f"{method} {uri} SIP/2.0\r\n"
+        f"Via: {via}\r\n"
+        f"{route_line}"
+        f"Max-Forwards: 70\r\n"
+        f"From: {from_}\r\n"
+        f"To: {to}\r\n"
+        f"Call-ID: {call_id}\r\n"
+        f"CSeq: {cseq} {method}\r\n"
+        f"{extra}"
+        f"Content-Length: 0\r\n\r\n"
+    ).encode()
