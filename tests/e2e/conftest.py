@@ -1,0 +1,79 @@
+"""Fixtures for the SIPp end-to-end tests: the rules file and `callerid-proxy run` on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.calls import loopback
+from tests.e2e.ports import free_port
+from tests.e2e.proxy_process import ProxyProcess
+from tests.e2e.sipp import SIPP
+
+EXAMPLE_RULES = """\
+country: BE
+numbers:
+  - "+3228880000"
+  - "+3228880001"
+  - number: "+442071234567"
+    name: "ACME UK"
+  - "+33144556677"
+default_outgoing_number: "+3228880000"
+users:
+  "1001": "+3228880001"
+  "1002": default
+advanced_rules:
+  apply_to_users_with_own_number: false
+  rules:
+    - destination_prefix: "0044"
+      number: "+442071234567"
+    - destination_prefix: "0033"
+      number: "+33144556677"
+"""
+
+StartProxy = Callable[..., ProxyProcess]
+
+
+@pytest.fixture(autouse=True)
+def _require_sipp() -> None:
+    if SIPP is None:
+        pytest.skip("sipp is not on PATH (install Debian's sip-tester: bash scripts/test.sh does)")
+
+
+@pytest.fixture
+def rules_file(tmp_path: Path) -> Path:
+    path = tmp_path / "rules.yaml"
+    path.write_text(EXAMPLE_RULES)
+    return path
+
+
+@pytest.fixture
+def start_proxy(tmp_path: Path, rules_file: Path) -> Iterator[StartProxy]:
+    """Start a proxy on free loopback ports; `transport` applies to both its PBX and its trunk.
+
+    At teardown every proxy gets SIGTERM and must exit 0.
+    """
+    started: list[ProxyProcess] = []
+
+    def start(transport: str = "udp", trusted: Sequence[str] = ()) -> ProxyProcess:
+        proxy = ProxyProcess(
+            workdir=tmp_path,
+            rules=rules_file,
+            listen=loopback(free_port()),
+            pbx=loopback(free_port(), transport),
+            trunk=loopback(free_port(), transport),
+            trusted=trusted,
+        )
+        started.append(proxy)
+        proxy.start()
+        return proxy
+
+    yield start
+    failures = []
+    for proxy in started:
+        code = proxy.stop()
+        if code != 0:
+            failures.append(f"proxy exited with {code} on SIGTERM\n{proxy.log_tail()}")
+    assert not failures, "\n".join(failures)
