@@ -22,7 +22,7 @@ class ReloadOutcome:
 
 
 class ActiveRules:
-    """Implements the core's CallerIdPolicy on whatever rules are current at the instant of a call."""
+    """The core's CallerIdPolicy, on whatever rules are current at the instant of a call."""
 
     def __init__(self, path: Path, initial: rules.Rules) -> None:
         self.path = path

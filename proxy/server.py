@@ -1,4 +1,4 @@
-"""Server lifecycle: bind UDP and TCP, feed the core, send its output, arm its timer, reload rules."""
+"""Server lifecycle: bind UDP and TCP, feed the core, send its output, arm its timer, reload."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from proxy import control
-from proxy.admin import AdminServer
 from proxy.active_rules import ActiveRules, ReloadOutcome
+from proxy.admin import AdminServer
 from proxy.sip.addresses import Outgoing, Source, Target
 from proxy.sip.core import ProxyCore
 from proxy.sip.framing import Frame

@@ -38,7 +38,7 @@ class Source:
 
 @dataclass(frozen=True, slots=True)
 class Outgoing:
-    """Bytes for the adapter to send; on TCP, `connection` says which one (else find or open one)."""
+    """Bytes for the adapter to send; on TCP, `connection` names one (else find or open one)."""
 
     data: bytes
     target: Target

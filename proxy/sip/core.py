@@ -1,8 +1,8 @@
 """The proxy core: bytes, source and `now` in; bytes to send and the next timer out. No I/O.
 
 The path of an outbound INVITE: parse -> transaction match -> classify by source -> caller-ID
-decision -> edits (From, PAI, Via, Record-Route with the signed identity, Max-Forwards) -> applied to
-the original bytes -> client transaction -> the adapter sends and arms `get_timer()`.
+decision -> edits (From, PAI, Via, Record-Route with the signed identity, Max-Forwards) ->
+applied to the original bytes -> client transaction -> the adapter sends and arms `get_timer()`.
 """
 
 from __future__ import annotations
@@ -574,6 +574,6 @@ class ProxyCore:
         self._timers.cancel_all(server.key, SERVER_TIMERS)
         server.state = State.TERMINATED
         self._servers.pop(server.key, None)
-        if server.client is not None and server.client.key in self._clients:
-            if server.client.state is State.TERMINATED:
-                self._clients.pop(server.client.key, None)
+        client = server.client
+        if client is not None and client.state is State.TERMINATED:
+            self._clients.pop(client.key, None)

@@ -20,7 +20,7 @@ class Edit:
 
 
 def apply_edits(raw: bytes, edits: Iterable[Edit], stop: int | None = None) -> bytes:
-    """Replace each span of `raw[:stop]` by its data. Inserts at the same offset keep their order."""
+    """Replace each span of `raw[:stop]` by its data; inserts at one offset keep their order."""
     ordered = sorted(edits, key=lambda edit: (edit.start, edit.end))
     limit = len(raw) if stop is None else stop
     pieces: list[bytes] = []

@@ -1,6 +1,6 @@
-"""One exception family for everything the SIP core refuses, carrying the answer to give (h11 style).
+"""One exception family for all the SIP core refuses, carrying the answer to give (h11 style).
 
-A request that raises gets a stateless response with `status_code`; a response that raises is dropped.
+A request that raises gets a stateless response with `status_code`; a response is dropped.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Cut a byte stream (TCP) into SIP messages by Content-Length, RFC 3261 18.3. No I/O.
 
-Feed whatever a read returned; get back complete messages. A header block that cannot be framed
-(no or bad Content-Length) is handed out with `fatal=True`: the core answers it 400 and the connection
-must then be closed, because the rest of the stream can no longer be trusted.
+Feed whatever a read returned; get back complete messages. A header block that cannot be
+framed (no or bad Content-Length) is handed out with `fatal=True`: the core answers it 400 and
+the connection must then be closed, because the rest of the stream can no longer be trusted.
 """
 
 from __future__ import annotations

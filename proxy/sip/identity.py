@@ -1,8 +1,9 @@
 """The caller's original identity, carried in our Record-Route and authenticated with an HMAC.
 
-Stateless restore like Kamailio's uac `vsf`, but tamper-proof: the token binds the original and the
-rewritten From to the Call-ID, so it cannot be forged nor pasted into another dialog. Because the state
-rides in the dialog's route set, a restart or a second instance with the same secret restores too.
+Stateless restore like Kamailio's uac `vsf`, but tamper-proof: the token binds the original
+and the rewritten From to the Call-ID, so it cannot be forged nor pasted into another dialog.
+Because the state rides in the dialog's route set, a restart or a second instance with the same
+secret restores too.
 """
 
 from __future__ import annotations

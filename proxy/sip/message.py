@@ -1,8 +1,8 @@
 """Split a SIP message into start line, header spans and body, keeping the original bytes.
 
-Nothing here copies or re-encodes the message: every header is a span of `raw`, so whatever the proxy
-does not edit leaves byte-identical. Text views are decoded as latin-1 so that a character index in a
-header value is also its byte offset in `raw`.
+Nothing here copies or re-encodes the message: every header is a span of `raw`, so whatever
+the proxy does not edit leaves byte-identical. Text views are decoded as latin-1 so that a
+character index in a header value is also its byte offset in `raw`.
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ def split_message(data: bytes) -> SipMessage:
 
 
 def _split_headers(text: str, begin: int, stop: int, terminator: bytes) -> list[Header]:
-    """Header lines from `begin` to `stop`; continuation lines (folding) belong to the previous one."""
+    """Header lines from `begin` to `stop`; continuation lines (folding) join the previous."""
     headers: list[Header] = []
     line_starts: list[int] = []
     position = begin

@@ -66,8 +66,8 @@ def via_edits(msg: Message, source: Source, ours: Target, branch: str) -> list[E
     if rport is not None:
         start = top.start + rport.start()
         edits.append(Edit(start, top.start + rport.end(), f";rport={source.port}".encode()))
-    if rport is not None or normalise_host(top.host) != normalise_host(source.host):
-        if "received" not in top.params:
+    moved = normalise_host(top.host) != normalise_host(source.host)
+    if (rport is not None or moved) and "received" not in top.params:
             edits.append(Edit(top.params_end, top.params_end, f";received={source.host}".encode()))
     transport = ours.transport.upper()
     our_via = f"SIP/2.0/{transport} {ours.hostport()};branch={branch};rport".encode()
@@ -111,7 +111,7 @@ def record_route_edits(
 
 
 def pop_our_routes(msg: Message, config: ProxyConfig) -> tuple[list[Edit], DialogIdentity | None]:
-    """Remove the leading Route entries that are ours; decode (and verify) the identity they carry."""
+    """Remove the leading Route entries that are ours; decode and verify their identity."""
     edits: list[Edit] = []
     identity: DialogIdentity | None = None
     for header in msg.wire.get_all("route"):

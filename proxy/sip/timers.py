@@ -28,7 +28,7 @@ class _Entry:
 
 
 class TimerQueue:
-    """Deadlines keyed by (owner, name). Re-arming replaces; cancelled entries are skipped lazily."""
+    """Deadlines keyed by (owner, name). Re-arming replaces; cancelled ones are skipped lazily."""
 
     def __init__(self) -> None:
         self._heap: list[_Entry] = []

@@ -27,7 +27,7 @@ ServerKey = tuple[str, ...]
 
 def server_key(msg: Message, method: str | None = None) -> ServerKey:
     """RFC 3261 17.2.3 matching: branch + sent-by + method (ACK and CANCEL look for the INVITE
-    when `method` says so); RFC 2543 requests without the magic cookie fall back to dialog fields."""
+    when `method` says so); RFC 2543 requests without the magic cookie use dialog fields."""
     top = msg.vias[0]
     branch = top.branch or ""
     wanted = method or msg.method
