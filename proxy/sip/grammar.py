@@ -15,14 +15,14 @@ LWS = r"(?:[ \t]*\r?\n)?[ \t]+"
 SWS = rf"(?:{LWS})?"
 TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
 QUOTED = r'"(?:[^"\\\r\n]|\\[\x00-\x09\x0b\x0c\x0e-\x7f])*"'
+IPV6 = r"[0-9A-Fa-f.]*:[0-9A-Fa-f:.]+"  # received=::1 is an unbracketed IPv6address (RFC 3261)
 _DISPLAY_NAME = re.compile(
     rf"{SWS}(?:(?P<quoted>{QUOTED})|(?P<tokens>{TOKEN}(?:{LWS}{TOKEN})*))?{SWS}<"
 )
 _TOKEN_ONLY = re.compile(TOKEN)
 _URI_IN_BRACKETS = re.compile(r"<(?P<uri>[^<>\s\"]+)>")
-_PARAM = re.compile(
-    rf"{SWS};{SWS}(?P<name>{TOKEN})(?:{SWS}={SWS}(?P<value>{TOKEN}|{QUOTED}|\[[0-9A-Fa-f:.]+\]))?"
-)
+_PARAM_VALUE = rf"{IPV6}|{TOKEN}|{QUOTED}|\[[0-9A-Fa-f:.]+\]"
+_PARAM = re.compile(rf"{SWS};{SWS}(?P<name>{TOKEN})(?:{SWS}={SWS}(?P<value>{_PARAM_VALUE}))?")
 _ADDR_SPEC = re.compile(r"(?P<uri>[A-Za-z][A-Za-z0-9+\-.]*:[^\s;,<>\"]+)")
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+\-.]*):")
 
