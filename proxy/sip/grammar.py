@@ -154,7 +154,7 @@ class SipUri:
 
 
 _SIP_URI = re.compile(
-    r"(?P<scheme>sips?):(?:(?P<user>[^@;?]*)(?::[^@;?]*)?@)?"
+    r"(?P<scheme>sips?):(?:(?P<user>[^@:]*)(?::[^@]*)?@)?"
     r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-.]+)(?::(?P<port>[0-9]{1,5}))?"
     r"(?P<params>(?:;[^;?]*)*)(?P<headers>\?.*)?$",
     re.IGNORECASE,

@@ -22,6 +22,7 @@ from proxy.sip.grammar import (
 from proxy.sip.message import SipMessage, split_message, unfold
 
 _REQUEST_LINE = re.compile(rf"(?P<method>{TOKEN}) (?P<uri>[^ \t<>]+) (?P<version>\S+)$")
+_REQUEST_METHOD = re.compile(rf"({TOKEN})[ \t]")
 _SIP_VERSION = re.compile(r"SIP/[0-9]+\.[0-9]+$", re.IGNORECASE)
 _STATUS_LINE = re.compile(r"SIP/2\.0 (?P<status>[1-6][0-9]{2}) (?P<reason>.*)$", re.DOTALL)
 _DIGITS = re.compile(r"[0-9]+$")
@@ -88,6 +89,11 @@ def _parse_start_line(wire: SipMessage) -> None:
         return
     match = _REQUEST_LINE.match(line)
     if match is None:
+        # Still a request (RFC 4475 ltgtruri, lwsruri, lwsstart, trws): keep the method so that
+        # it can be answered 400 rather than silently dropped.
+        method = _REQUEST_METHOD.match(line)
+        if method is not None:
+            wire.method = method.group(1)
         raise BadRequest(f"malformed request line: {line[:80]!r}")
     wire.method = match.group("method")
     wire.uri = match.group("uri")
