@@ -1,9 +1,11 @@
-"""The caller's original identity, carried in our Record-Route and authenticated with an HMAC.
+"""The caller's original identity, carried in our Record-Route, encrypted and authenticated.
 
-Stateless restore like Kamailio's uac `vsf`, but tamper-proof: the token binds the original
-and the rewritten From to the Call-ID, so it cannot be forged nor pasted into another dialog.
-Because the state rides in the dialog's route set, a restart or a second instance with the same
-secret restores too.
+Stateless restore like Kamailio's uac `vsf`, but tamper-proof and private: the trunk sees the
+token too, and must learn neither the PBX's extension nor its display name. The construction is
+SIV-like with the standard library only: the synthetic IV is an HMAC-SHA256 over the Call-ID and
+the plaintext (it authenticates both, binding the token to its dialog), and the plaintext is
+XORed with an HMAC-SHA256 keystream seeded by that IV. Because the state rides in the dialog's
+route set, a restart or a second instance with the same secret restores too.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from dataclasses import dataclass
 
 from proxy.sip.errors import BadRequest
 
-_MAC_BYTES = 16
+_IV_BYTES = 16
 _SEPARATOR = b"\x00"
 
 
@@ -33,28 +35,46 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def _mac(secret: bytes, call_id: str, payload: bytes) -> bytes:
-    message = call_id.encode("latin-1") + _SEPARATOR + payload
-    return hmac.new(secret, message, hashlib.sha256).digest()[:_MAC_BYTES]
+def _subkey(secret: bytes, purpose: bytes) -> bytes:
+    return hmac.new(secret, b"callerid-proxy identity " + purpose, hashlib.sha256).digest()
+
+
+def _synthetic_iv(secret: bytes, call_id: str, plaintext: bytes) -> bytes:
+    message = call_id.encode("latin-1") + _SEPARATOR + plaintext
+    return hmac.new(_subkey(secret, b"mac"), message, hashlib.sha256).digest()[:_IV_BYTES]
+
+
+def _keystream_xor(secret: bytes, iv: bytes, data: bytes) -> bytes:
+    key = _subkey(secret, b"enc")
+    stream = bytearray()
+    counter = 0
+    while len(stream) < len(data):
+        block = iv + counter.to_bytes(4, "big")
+        stream += hmac.new(key, block, hashlib.sha256).digest()
+        counter += 1
+    return bytes(a ^ b for a, b in zip(data, stream, strict=False))
 
 
 def encode_identity(secret: bytes, call_id: str, identity: DialogIdentity) -> str:
     """A URI-parameter-safe token (base64url and '.') for the Record-Route."""
-    payload = identity.original_from + _SEPARATOR + identity.rewritten_from
-    return _b64(payload) + "." + _b64(_mac(secret, call_id, payload))
+    plaintext = identity.original_from + _SEPARATOR + identity.rewritten_from
+    iv = _synthetic_iv(secret, call_id, plaintext)
+    return _b64(_keystream_xor(secret, iv, plaintext)) + "." + _b64(iv)
 
 
 def decode_identity(secret: bytes, call_id: str, token: str) -> DialogIdentity:
-    """Verify and decode a token; a forged, altered or foreign token is a 400."""
-    body, dot, mac_text = token.partition(".")
+    """Decrypt and verify a token; a forged, altered or foreign token is a 400."""
+    body, dot, iv_text = token.partition(".")
     try:
-        payload = _unb64(body)
-        mac = _unb64(mac_text)
+        ciphertext = _unb64(body)
+        iv = _unb64(iv_text)
     except ValueError as error:
         raise BadRequest("malformed caller-identity token in Route") from error
-    if not dot or not hmac.compare_digest(mac, _mac(secret, call_id, payload)):
+    plaintext = _keystream_xor(secret, iv, ciphertext)
+    expected = _synthetic_iv(secret, call_id, plaintext)
+    if not dot or not hmac.compare_digest(iv, expected):
         raise BadRequest("caller-identity token in Route failed authentication")
-    original, separator, rewritten = payload.partition(_SEPARATOR)
+    original, separator, rewritten = plaintext.partition(_SEPARATOR)
     if not separator:
         raise BadRequest("malformed caller-identity token in Route")
     return DialogIdentity(original_from=original, rewritten_from=rewritten)
