@@ -202,3 +202,20 @@ def in_dialog(
         f"{extra}"
         f"Content-Length: 0\r\n\r\n"
     ).encode()
+
+
+def our_via_removed(response: bytes) -> bytes:
+    """`response` as the PBX must get it: the first Via line (ours, alone on it) removed."""
+    head, body = response.split(b"\r\n\r\n", 1)
+    lines = head.split(b"\r\n")
+    first_via = next(i for i, line in enumerate(lines) if header_name(line.decode()) == "via")
+    del lines[first_via]
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+def forwarded_invite(clocked: Clocked, request: bytes | None = None, *, at: float = 0.0) -> bytes:
+    """The PBX sends an INVITE; the single copy the trunk got."""
+    out = clocked.receive(request or invite(), PBX_SOURCE, at=at)
+    to_trunk = sent_to(out, clocked.core.config.trunk)
+    assert len(to_trunk) == 1, out
+    return to_trunk[0]
