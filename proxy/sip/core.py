@@ -183,9 +183,10 @@ class ProxyCore:
             return TRUNK
         if dialled == pbx or source.host == pbx.host:
             return PBX
-        address = ipaddress.ip_address(source.host)
-        if any(address in network for network in self.config.trusted):
-            return PBX
+        if self.config.trusted:
+            address = ipaddress.ip_address(source.host)
+            if any(address in network for network in self.config.trusted):
+                return PBX
         if source.transport == "tcp" and source.host == trunk.host:
             return TRUNK
         return None

@@ -11,6 +11,7 @@ route set, a restart or a second instance with the same secret restores too.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+@functools.lru_cache(maxsize=8)
 def _subkey(secret: bytes, purpose: bytes) -> bytes:
     return hmac.new(secret, b"callerid-proxy identity " + purpose, hashlib.sha256).digest()
 
@@ -52,7 +54,8 @@ def _keystream_xor(secret: bytes, iv: bytes, data: bytes) -> bytes:
         block = iv + counter.to_bytes(4, "big")
         stream += hmac.new(key, block, hashlib.sha256).digest()
         counter += 1
-    return bytes(a ^ b for a, b in zip(data, stream, strict=False))
+    mask = int.from_bytes(stream[: len(data)], "big")
+    return (int.from_bytes(data, "big") ^ mask).to_bytes(len(data), "big")
 
 
 def encode_identity(secret: bytes, call_id: str, identity: DialogIdentity) -> str:
