@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -18,6 +19,9 @@ SIPP = shutil.which("sipp")
 RECV_TIMEOUT_MS = 10_000
 # How long the background side may take to bind its port.
 BIND_TIMEOUT_S = 10.0
+
+# Numbers each run's files, so a second run in the same test never reads the first one's stats.
+_run_numbers = itertools.count(1)
 
 
 @dataclass(frozen=True)
@@ -92,7 +96,7 @@ class SippProcess:
         if SIPP is None:
             raise RuntimeError("sipp is not on PATH")
         self.side = side
-        self._prefix = workdir / f"sipp-{side.name}-{side.port}"
+        self._prefix = workdir / f"sipp{next(_run_numbers)}-{side.name}-{side.port}"
         self._stat = self._prefix.with_suffix(".stat.csv")
         self._errors = self._prefix.with_suffix(".errors.log")
         self._messages = self._prefix.with_suffix(".messages.log")
