@@ -73,6 +73,10 @@ def decode_identity(secret: bytes, call_id: str, token: str) -> DialogIdentity:
         iv = _unb64(iv_text)
     except ValueError as error:
         raise BadRequest("malformed caller-identity token in Route") from error
+    if _b64(ciphertext) != body or _b64(iv) != iv_text:
+        # base64 decoding skips stray characters and unused trailing bits: only the canonical
+        # spelling is ours, so that no altered token is accepted
+        raise BadRequest("malformed caller-identity token in Route")
     plaintext = _keystream_xor(secret, iv, ciphertext)
     expected = _synthetic_iv(secret, call_id, plaintext)
     if not dot or not hmac.compare_digest(iv, expected):
