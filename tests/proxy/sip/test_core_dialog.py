@@ -92,7 +92,7 @@ def from_trunk(method: str, route: str, *, to: str = REWRITTEN_FROM, cseq: int =
 
 
 def assert_forwarded_to_trunk(request: bytes, forwarded: bytes) -> None:
-    """From rewritten again, our Route gone, Max-Forwards - 1, our Via on top; the rest identical."""
+    """From rewritten again, our Route gone, Max-Forwards - 1, our Via on top; rest identical."""
     assert start_line(forwarded) == start_line(request)
     assert value(forwarded, "From") == REWRITTEN_FROM
     assert values(forwarded, "Route") == []
