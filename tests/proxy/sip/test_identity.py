@@ -1,0 +1,127 @@
+"""The signed (and encrypted) dialog identity carried in our Record-Route `cid` parameter."""
+
+from __future__ import annotations
+
+import base64
+import re
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from proxy.sip.errors import BadRequest
+from proxy.sip.identity import DialogIdentity, decode_identity, encode_identity
+
+SECRET = b"identity-test-secret"
+CALL_ID = "a84b4c76e66710@pc33.example.com"
+IDENTITY = DialogIdentity(
+    original_from=b'"Alice \\"A\\"" <sip:1001@pbx.example.com>;tag=pbx-tag-1;x=\xe9',
+    rewritten_from=b'"+3228880001" <sip:+3228880001@192.0.2.10>;tag=pbx-tag-1;x=\xe9',
+)
+# What a SIP URI parameter value may hold without escaping (RFC 3261 25.1 paramchar, minus '%').
+URI_PARAM_SAFE = re.compile(r"[A-Za-z0-9\-_.!~*'()\[\]/:&+$]+")
+BASE64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+from_values = st.binary(max_size=300).filter(lambda b: b"\x00" not in b)
+call_ids = st.text(
+    alphabet=st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=64
+)
+
+
+def test_round_trip() -> None:
+    token = encode_identity(SECRET, CALL_ID, IDENTITY)
+    assert decode_identity(SECRET, CALL_ID, token) == IDENTITY
+
+
+def test_token_is_safe_as_a_uri_parameter_value() -> None:
+    token = encode_identity(SECRET, CALL_ID, IDENTITY)
+    assert URI_PARAM_SAFE.fullmatch(token)
+    assert token.count(".") == 1
+
+
+def test_token_is_deterministic_so_a_second_instance_makes_the_same() -> None:
+    assert encode_identity(SECRET, CALL_ID, IDENTITY) == encode_identity(SECRET, CALL_ID, IDENTITY)
+
+
+def test_token_does_not_reveal_the_pbx_extension_or_name() -> None:
+    identity = DialogIdentity(b'"Alice Smith" <sip:1001@pbx>;tag=t', b'"+32" <sip:+32@h>;tag=t')
+    token = encode_identity(SECRET, CALL_ID, identity)
+    body = token.split(".")[0]
+    decoded = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+    assert b"Alice" not in decoded and b"1001" not in decoded
+
+
+@given(from_values, from_values, call_ids, st.binary(min_size=1, max_size=64))
+def test_round_trip_of_anything(original: bytes, rewritten: bytes, call_id: str,
+                                secret: bytes) -> None:
+    identity = DialogIdentity(original, rewritten)
+    token = encode_identity(secret, call_id, identity)
+    assert URI_PARAM_SAFE.fullmatch(token)
+    assert decode_identity(secret, call_id, token) == identity
+
+
+def test_another_call_id_is_refused() -> None:
+    token = encode_identity(SECRET, CALL_ID, IDENTITY)
+    with pytest.raises(BadRequest):
+        decode_identity(SECRET, CALL_ID + "x", token)
+
+
+def test_another_secret_is_refused() -> None:
+    token = encode_identity(SECRET, CALL_ID, IDENTITY)
+    with pytest.raises(BadRequest):
+        decode_identity(b"another-secret", CALL_ID, token)
+
+
+def one_changed(token: str, index: int) -> str:
+    char = token[index]
+    replacement = "A" if char == "." else BASE64URL[(BASE64URL.index(char) + 1) % 64]
+    return token[:index] + replacement + token[index + 1 :]
+
+
+def test_every_one_character_change_is_refused() -> None:
+    token = encode_identity(SECRET, CALL_ID, IDENTITY)
+    for index in range(len(token)):
+        with pytest.raises(BadRequest):
+            decode_identity(SECRET, CALL_ID, one_changed(token, index))
+
+
+@given(st.data())
+def test_any_single_substitution_is_refused(data: st.DataObject) -> None:
+    token = encode_identity(SECRET, CALL_ID, IDENTITY)
+    index = data.draw(st.integers(0, len(token) - 1))
+    char = data.draw(st.characters(min_codepoint=33, max_codepoint=126))
+    tampered = token[:index] + char + token[index + 1 :]
+    if tampered == token:
+        return
+    with pytest.raises(BadRequest):
+        decode_identity(SECRET, CALL_ID, tampered)
+
+
+def test_swapping_the_two_halves_of_the_identity_is_refused() -> None:
+    swapped = DialogIdentity(IDENTITY.rewritten_from, IDENTITY.original_from)
+    token_of_swapped = encode_identity(SECRET, CALL_ID, swapped)
+    assert decode_identity(SECRET, CALL_ID, token_of_swapped) == swapped  # only with the secret
+    token = encode_identity(SECRET, CALL_ID, IDENTITY)
+    body, iv = token.split(".")
+    other_body, other_iv = token_of_swapped.split(".")
+    for mixed in (f"{body}.{other_iv}", f"{other_body}.{iv}"):
+        with pytest.raises(BadRequest):
+            decode_identity(SECRET, CALL_ID, mixed)
+
+
+@pytest.mark.parametrize(
+    "token",
+    ["", ".", "abc", "abc.", ".abc", "a.b.c", "!!!!.AAAA", "A" * 40, "AAAA.AAAAAAAAAAAAAAAAAAAAAA",
+     "====.====", "AA AA.AAAA"],
+)
+def test_malformed_tokens_are_refused(token: str) -> None:
+    with pytest.raises(BadRequest):
+        decode_identity(SECRET, CALL_ID, token)
+
+
+@pytest.mark.parametrize("where", [0, 3, -1])
+def test_stray_characters_inserted_are_refused(where: int) -> None:
+    token = encode_identity(SECRET, CALL_ID, IDENTITY)
+    position = where % (len(token) + 1)
+    with pytest.raises(BadRequest):
+        decode_identity(SECRET, CALL_ID, token[:position] + "!!!!" + token[position:])
