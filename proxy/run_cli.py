@@ -187,7 +187,7 @@ def parse_hostport(text: str) -> tuple[str, int]:
     """HOST:PORT or [IPv6]:PORT; a host name is resolved once, here, to an IP literal."""
     if text.startswith("["):
         host, _, rest = text[1:].partition("]")
-        port_text = rest.removeprefix(":")
+        port_text = rest[1:] if rest.startswith(":") else ""
     else:
         host, _, port_text = text.rpartition(":")
     if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:

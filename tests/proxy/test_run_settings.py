@@ -1,0 +1,303 @@
+"""`callerid-proxy run` settings: addresses, the config file under the flags, what is required."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from proxy.run_cli import (
+    SECRET_ENV,
+    SettingsError,
+    add_run_command,
+    build_settings,
+    merged_settings,
+    parse_hostport,
+    parse_target,
+    run_command,
+)
+from proxy.sip.addresses import Target
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE_RULES = ROOT / "rules" / "example.yaml"
+REQUIRED = {"rules": str(EXAMPLE_RULES), "pbx": "127.0.0.1:5070", "trunk": ["127.0.0.1:5080"]}
+
+
+def parse_args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="callerid-proxy")
+    add_run_command(parser.add_subparsers())
+    return parser.parse_args(["run", *argv])
+
+
+# ----------------------------------------------------------------- addresses
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("127.0.0.1:5060", ("127.0.0.1", 5060)),
+        ("192.0.2.1:1", ("192.0.2.1", 1)),
+        ("10.0.0.1:65535", ("10.0.0.1", 65535)),
+        ("[::1]:5060", ("::1", 5060)),
+        ("[2001:db8::1]:5080", ("2001:db8::1", 5080)),
+        ("[2001:DB8:0:0::1]:5080", ("2001:db8::1", 5080)),
+        ("[::ffff:192.0.2.1]:5060", ("::ffff:c000:201", 5060)),
+    ],
+)
+def test_parse_hostport(text: str, expected: tuple[str, int]) -> None:
+    assert parse_hostport(text) == expected
+
+
+def test_parse_hostport_resolves_a_name_once_to_an_ip_literal() -> None:
+    host, port = parse_hostport("localhost:5060")
+    assert port == 5060
+    assert ipaddress.ip_address(host).is_loopback
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "127.0.0.1",
+        "127.0.0.1:",
+        ":5060",
+        "127.0.0.1:0",
+        "127.0.0.1:65536",
+        "127.0.0.1:50x",
+        "127.0.0.1:-1",
+        "[::1]",
+        "[::1]:",
+        "[::1]5060",
+        "[]:5060",
+        "",
+    ],
+)
+def test_parse_hostport_refuses(text: str) -> None:
+    with pytest.raises(SettingsError):
+        parse_hostport(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("127.0.0.1:5080", Target("udp", "127.0.0.1", 5080)),
+        ("udp:127.0.0.1:5080", Target("udp", "127.0.0.1", 5080)),
+        ("tcp:127.0.0.1:5080", Target("tcp", "127.0.0.1", 5080)),
+        ("TCP:127.0.0.1:5080", Target("tcp", "127.0.0.1", 5080)),
+        ("tcp:[::1]:5060", Target("tcp", "::1", 5060)),
+        ("udp:[2001:db8::2]:5070", Target("udp", "2001:db8::2", 5070)),
+        ("[::1]:5060", Target("udp", "::1", 5060)),
+    ],
+)
+def test_parse_target(text: str, expected: Target) -> None:
+    assert parse_target(text) == expected
+
+
+@pytest.mark.parametrize("text", ["tcp:", "tcp:127.0.0.1", "sctp:127.0.0.1:5060", "tls:[::1]:5061"])
+def test_parse_target_refuses(text: str) -> None:
+    with pytest.raises(SettingsError):
+        parse_target(text)
+
+
+# ----------------------------------------------------------------- required settings
+@pytest.mark.parametrize("missing", ["rules", "pbx", "trunk"])
+def test_missing_required_setting(missing: str) -> None:
+    settings: dict[str, Any] = {k: v for k, v in REQUIRED.items() if k != missing}
+    with pytest.raises(SettingsError, match=f"--{missing} is required"):
+        build_settings(settings)
+
+
+@pytest.mark.parametrize("missing", ["--rules", "--pbx", "--trunk"])
+def test_run_without_a_required_flag_exits_2(
+    missing: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    flags = {"--rules": str(EXAMPLE_RULES), "--pbx": "127.0.0.1:5070",
+             "--trunk": "127.0.0.1:5080"}
+    argv = [item for flag, val in flags.items() if flag != missing for item in (flag, val)]
+    assert run_command(parse_args(*argv)) == 2
+    assert f"{missing} is required" in capsys.readouterr().err
+
+
+def test_run_with_a_rules_file_that_does_not_load_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("country: BE\n")
+    args = parse_args("--rules", str(bad), "--pbx", "127.0.0.1:5070", "--trunk", "127.0.0.1:5080",
+                      "--secret", "s")
+    assert run_command(args) == 1
+    assert "rules refused" in capsys.readouterr().err
+
+
+def test_defaults() -> None:
+    config, server, rules_path = build_settings({**REQUIRED, "secret": "s"})
+    assert rules_path == EXAMPLE_RULES
+    assert config.pbx == Target("udp", "127.0.0.1", 5070)
+    assert config.trunk == Target("udp", "127.0.0.1", 5080)
+    assert config.extra_trunks == ()
+    assert config.trusted == ()
+    assert config.advertised == (Target("udp", "127.0.0.1", 5060), Target("tcp", "127.0.0.1", 5060))
+    assert server.listen == (("127.0.0.1", 5060),)
+    assert server.pid_file == Path("callerid-proxy.pid")
+    assert server.max_message == 64 * 1024
+    assert server.tcp_idle_timeout == 120.0
+
+
+def test_several_trunks_listens_and_trusted() -> None:
+    config, server, _ = build_settings({
+        **REQUIRED,
+        "secret": "s",
+        "trunk": ["tcp:192.0.2.10:5060", "udp:192.0.2.11:5060"],
+        "listen": ["127.0.0.1:5060", "[::1]:5062"],
+        "trusted": ["10.1.0.0/16", "2001:db8::/32", "192.0.2.7"],
+    })
+    assert config.trunk == Target("tcp", "192.0.2.10", 5060)
+    assert config.extra_trunks == (Target("udp", "192.0.2.11", 5060),)
+    assert server.listen == (("127.0.0.1", 5060), ("::1", 5062))
+    assert Target("udp", "::1", 5062) in config.advertised
+    assert Target("tcp", "::1", 5062) in config.advertised
+    assert config.trusted == (
+        ipaddress.ip_network("10.1.0.0/16"),
+        ipaddress.ip_network("2001:db8::/32"),
+        ipaddress.ip_network("192.0.2.7/32"),
+    )
+
+
+def test_invalid_trusted_network() -> None:
+    with pytest.raises(SettingsError, match="trusted"):
+        build_settings({**REQUIRED, "secret": "s", "trusted": ["10.0.0.0/33"]})
+
+
+def test_wildcard_listen_needs_an_advertised_address() -> None:
+    with pytest.raises(SettingsError, match="advertise"):
+        build_settings({**REQUIRED, "secret": "s", "listen": ["0.0.0.0:5060"]})
+    config, _, _ = build_settings(
+        {**REQUIRED, "secret": "s", "listen": ["0.0.0.0:5060"], "advertise": "192.0.2.5"}
+    )
+    assert config.advertised == (Target("udp", "192.0.2.5", 5060), Target("tcp", "192.0.2.5", 5060))
+
+
+# ----------------------------------------------------------------- secret
+def test_secret_setting_wins_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(SECRET_ENV, "from-env")
+    config, _, _ = build_settings({**REQUIRED, "secret": "from-flag"})
+    assert config.secret == b"from-flag"
+
+
+def test_secret_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(SECRET_ENV, "from-env")
+    config, _, _ = build_settings(dict(REQUIRED))
+    assert config.secret == b"from-env"
+
+
+def test_random_secret_with_a_warning_when_none_is_given(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.delenv(SECRET_ENV, raising=False)
+    with caplog.at_level(logging.WARNING):
+        first, _, _ = build_settings(dict(REQUIRED))
+        second, _, _ = build_settings(dict(REQUIRED))
+    assert len(first.secret) >= 16
+    assert first.secret != second.secret
+    assert "random secret" in caplog.text
+
+
+# ----------------------------------------------------------------- config file and flags
+def write_config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "proxy.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_config_file_alone(tmp_path: Path) -> None:
+    (tmp_path / "rules").mkdir()
+    path = write_config(tmp_path, (
+        "rules: rules/mine.yaml\n"
+        "listen: 127.0.0.1:5090\n"
+        "pbx: tcp:127.0.0.1:5070\n"
+        "trunk: udp:[::1]:5080\n"
+        "trusted: 10.0.0.0/8\n"
+        "pid_file: run/proxy.pid\n"
+        "secret: from-file\n"
+        "max_message: 4096\n"
+        "tcp_idle_timeout: 30\n"
+    ))
+    settings = merged_settings(parse_args("--config", str(path)))
+    assert settings["rules"] == tmp_path / "rules" / "mine.yaml"  # relative to the file
+    assert settings["pid_file"] == tmp_path / "run" / "proxy.pid"
+    assert settings["listen"] == ["127.0.0.1:5090"]  # a scalar becomes a one-item list
+    assert settings["trunk"] == ["udp:[::1]:5080"]
+    assert settings["trusted"] == ["10.0.0.0/8"]
+    config, server, rules_path = build_settings(settings)
+    assert rules_path == tmp_path / "rules" / "mine.yaml"
+    assert config.pbx == Target("tcp", "127.0.0.1", 5070)
+    assert config.trunk == Target("udp", "::1", 5080)
+    assert config.secret == b"from-file"
+    assert server.listen == (("127.0.0.1", 5090),)
+    assert (server.max_message, server.tcp_idle_timeout) == (4096, 30.0)
+
+
+def test_flags_win_over_the_config_file(tmp_path: Path) -> None:
+    path = write_config(tmp_path, (
+        f"rules: {EXAMPLE_RULES}\n"
+        "pbx: 127.0.0.1:5070\n"
+        "trunk: [udp:127.0.0.1:5080, udp:127.0.0.1:5081]\n"
+        "listen: [127.0.0.1:5060]\n"
+        "secret: from-file\n"
+        "log_level: debug\n"
+    ))
+    args = parse_args(
+        "--config", str(path), "--trunk", "tcp:127.0.0.1:6080", "--pbx", "udp:127.0.0.1:6070",
+        "--secret", "from-flag", "--listen", "[::1]:6060",
+    )
+    settings = merged_settings(args)
+    config, server, rules_path = build_settings(settings)
+    assert config.trunk == Target("tcp", "127.0.0.1", 6080)
+    assert config.extra_trunks == ()  # a flag list replaces the file's list, it does not extend it
+    assert config.pbx == Target("udp", "127.0.0.1", 6070)
+    assert config.secret == b"from-flag"
+    assert server.listen == (("::1", 6060),)
+    assert rules_path == EXAMPLE_RULES  # not given as a flag: the file's
+    assert settings["log_level"] == "debug"
+
+
+def test_absolute_rules_path_in_the_config_stays(tmp_path: Path) -> None:
+    path = write_config(tmp_path, f"rules: {EXAMPLE_RULES}\n")
+    assert merged_settings(parse_args("--config", str(path)))["rules"] == EXAMPLE_RULES
+
+
+def test_the_example_config_builds(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(SECRET_ENV, "example")
+    settings = merged_settings(parse_args("--config", str(ROOT / "examples" / "proxy.yaml")))
+    config, _, rules_path = build_settings(settings)
+    assert rules_path.resolve() == EXAMPLE_RULES
+    assert config.trunk == Target("udp", "127.0.0.1", 5080)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("- a\n- b\n", "mapping"),
+        ("rules: r.yaml\nlisten_on: 1.2.3.4:5\n", "unknown settings listen_on"),
+        ("rules: [unclosed\n", "cannot read config"),
+    ],
+)
+def test_bad_config_files(tmp_path: Path, text: str, message: str) -> None:
+    path = write_config(tmp_path, text)
+    with pytest.raises(SettingsError, match=message):
+        merged_settings(parse_args("--config", str(path)))
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="cannot read config"):
+        merged_settings(parse_args("--config", str(tmp_path / "nope.yaml")))
+
+
+def test_config_missing_a_required_setting_is_reported_after_merging(tmp_path: Path) -> None:
+    path = write_config(tmp_path, f"rules: {EXAMPLE_RULES}\npbx: 127.0.0.1:5070\n")
+    with pytest.raises(SettingsError, match="--trunk is required"):
+        build_settings(merged_settings(parse_args("--config", str(path))))
+    settings = merged_settings(parse_args("--config", str(path), "--trunk", "127.0.0.1:5080"))
+    config, _, _ = build_settings({**settings, "secret": "s"})
+    assert config.trunk == Target("udp", "127.0.0.1", 5080)
