@@ -59,7 +59,7 @@ class StreamFramer:
             return self._fail(head, problem + " on a stream transport")
         text = lengths[0].strip()
         if not text.isdigit():
-            return self._fail(head, f"invalid Content-Length {text[:20]!r}")
+            return self._fail(head, f"invalid Content-Length {text[:20].decode('latin-1')!r}")
         total = end.end() + int(text)
         if total > self._max:
             return self._fail(head, f"message of {total} octets exceeds the {self._max} limit")

@@ -128,6 +128,9 @@ def assert_outcome(
         assert len(onward) == 2, [start_line(o) for o in onward]
         check_forwarded(first + b"\r\n\r\n", onward[0], rewritten_identity=False)
         check_forwarded(second, onward[1], rewritten_identity=from_pbx)
+        # then the unframeable rest: nothing to answer, the connection is closed
+        closing = [o for o in back if not o.data.startswith(b"SIP/2.0 100 ")]
+        assert closing == [Outgoing(b"", source.reply_target(), source.connection, True)]
     elif outcome.kind in (Kind.REPLY, Kind.CLOSE):
         assert onward == []
         assert len(out) == 1 and out[0] is back[0], [start_line(o.data) for o in out]

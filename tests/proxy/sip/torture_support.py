@@ -111,7 +111,9 @@ STREAM_EXPECTED: dict[str, Outcome] = {
     "ncl": Outcome(Kind.CLOSE, 400),  # negative Content-Length: the stream cannot be framed
     "mcl01": Outcome(Kind.CLOSE, 400),  # two Content-Length values: idem
     "clerr": Outcome(Kind.WAIT),  # Content-Length 9999: wait for the rest, close when idle
-    "dblreq": Outcome(Kind.FORWARD_BOTH),  # on a stream the "trailing octets" are the next message
+    # On a stream the "trailing octets" are the next message: an INVITE (Content-Length 150 of
+    # its 155 body octets) forwarded, then "C\r\n\r\n" that cannot be framed: connection closed.
+    "dblreq": Outcome(Kind.FORWARD_BOTH),
 }
 
 RESPONSES = tuple(name for name, outcome in EXPECTED.items() if outcome.kind in (
