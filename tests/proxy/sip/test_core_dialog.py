@@ -299,3 +299,35 @@ def test_route_to_someone_else_is_not_taken_for_ours() -> None:
     bye = from_pbx("BYE", foreign)
     (forwarded,) = sent_to(call.clocked.receive(bye, PBX_SOURCE, at=1.0), TRUNK)
     assert values(forwarded, "Route") == [foreign]  # not ours: kept, token not interpreted
+
+
+def test_re_invite_from_the_trunk_and_its_ack_reach_the_pbx_with_to_restored() -> None:
+    call = established()
+    reinvite = from_trunk("INVITE", call.record_route, cseq=2)
+    out = call.clocked.receive(reinvite, TRUNK_SOURCE, at=10.0)
+    assert [start_line(o.data) for o in out if o.target == TRUNK] == ["SIP/2.0 100 Trying"]
+    (forwarded,) = sent_to(out, PBX)
+    assert value(forwarded, "To") == ORIGINAL_FROM
+    assert values(forwarded, "Record-Route") == []
+    ok = response_to(forwarded, 200, "OK")
+    (to_trunk,) = sent_to(call.clocked.receive(ok, PBX_SOURCE, at=10.1), TRUNK)
+    assert value(to_trunk, "To") == REWRITTEN_FROM
+    assert value(to_trunk, "From") == CALLEE
+    ack = in_dialog(
+        "ACK", uri=PBX_CONTACT, via="SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bK-trunk-ack2",
+        from_=CALLEE, to=REWRITTEN_FROM, cseq=2, route=call.record_route,
+    )
+    out = call.clocked.receive(ack, TRUNK_SOURCE, at=10.2)
+    assert [(o.target, start_line(o.data), value(o.data, "To")) for o in out] == [
+        (PBX, f"ACK {PBX_CONTACT} SIP/2.0", ORIGINAL_FROM)
+    ]
+
+
+def test_trunk_in_dialog_request_timing_out_at_the_pbx_gets_408_with_the_rewritten_to() -> None:
+    call = established()
+    out = call.clocked.receive(from_trunk("BYE", call.record_route), TRUNK_SOURCE, at=3.0)
+    assert len(sent_to(out, PBX)) == 1
+    fired = call.clocked.advance(40.0)
+    answers = [o.data for _, o in fired if o.target == TRUNK]
+    assert [start_line(a) for a in answers] == ["SIP/2.0 408 Request Timeout"]
+    assert value(answers[0], "To").startswith(REWRITTEN_FROM)  # the trunk's own To, as it sent it

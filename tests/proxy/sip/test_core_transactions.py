@@ -401,3 +401,35 @@ def test_cancel_without_a_matching_invite_is_forwarded_statelessly() -> None:
     assert start_line(cancel).startswith("CANCEL ")
     assert value(cancel, "Max-Forwards") == "69"
     assert len(values(cancel, "Via")) == 2
+
+
+def test_pending_cancel_never_sent_when_the_trunk_answers_final_directly() -> None:
+    clocked = Clocked(make_core())
+    fwd = forwarded_invite(clocked)
+    clocked.receive(pbx_cancel(), PBX_SOURCE, at=0.1)
+    out = clocked.receive(response_to(fwd, 486, "Busy Here"), TRUNK_SOURCE, at=0.2)
+    assert [start_line(data) for data in sent_to(out, TRUNK)] == [
+        "ACK sip:00442079460000@127.0.0.1:5060 SIP/2.0"
+    ]
+    assert [start_line(data) for data in sent_to(out, PBX)] == ["SIP/2.0 486 Busy Here"]
+
+
+def test_pending_cancel_and_a_silent_trunk_end_with_408() -> None:
+    clocked = Clocked(make_core())
+    forwarded_invite(clocked)
+    clocked.receive(pbx_cancel(), PBX_SOURCE, at=0.1)
+    fired = clocked.advance(32.0)
+    assert [start_line(o.data) for _, o in fired if o.target == TRUNK] == [
+        "INVITE sip:00442079460000@127.0.0.1:5060 SIP/2.0"
+    ] * len(INVITE_RETRANSMISSIONS)
+    assert [(at, start_line(o.data)) for at, o in fired if o.target == PBX] == [
+        (32.0, "SIP/2.0 408 Request Timeout")
+    ]
+
+
+def test_cancel_after_the_final_gets_200_and_nothing_goes_to_the_trunk() -> None:
+    clocked = Clocked(make_core())
+    fwd = forwarded_invite(clocked)
+    clocked.receive(response_to(fwd, 486, "Busy Here"), TRUNK_SOURCE, at=0.1)
+    out = clocked.receive(pbx_cancel(), PBX_SOURCE, at=0.2)
+    assert [(o.target, start_line(o.data)) for o in out] == [(PBX, "SIP/2.0 200 OK")]
