@@ -343,3 +343,17 @@ def test_other_out_of_dialog_requests_go_to_the_trunk_without_identity_change(
     kept_in = [line for line in head_lines(request) if header_name(line) not in CHANGED]
     kept_out = [line for line in head_lines(fwd) if header_name(line) not in CHANGED]
     assert kept_out == kept_in
+
+
+def test_datagram_octets_after_the_body_are_not_forwarded() -> None:
+    request = invite()
+    fwd, _ = forward(request + b"\r\nINVITE junk")
+    assert body_of(fwd) == body_of(request)
+    assert values(fwd, "Content-Length") == [str(len(body_of(request)))]
+
+
+def test_compact_content_length_is_kept_and_right() -> None:
+    request = invite().replace(b"Content-Length: 36", b"l: 36")
+    fwd, _ = forward(request)
+    assert [line for line in head_lines(fwd) if header_name(line) == "content-length"] == ["l: 36"]
+    assert len(body_of(fwd)) == 36

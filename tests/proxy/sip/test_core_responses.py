@@ -146,3 +146,14 @@ def test_timer_b_answers_the_pbx_once_with_408_for_the_invite() -> None:
     late = [o for _, o in clocked.advance(32.0) if o.target == PBX]
     assert [value(o.data, "CSeq") for o in late] == ["1 INVITE"]
     assert late[0].data.startswith(b"SIP/2.0 408 Request Timeout\r\n")
+
+
+def test_stateless_2xx_relay_also_removes_our_via_from_a_comma_joined_line() -> None:
+    clocked = Clocked(make_core())
+    fwd = forwarded_invite(clocked)
+    ours, pbx = values(fwd, "Via")
+    ok = with_header_replaced(response_to(fwd, 200, "OK"), "via", f"Via: {ours}, {pbx}")
+    restarted = Clocked(make_core())
+    (to_pbx,) = sent_to(restarted.receive(ok, TRUNK_SOURCE, at=1.0), PBX)
+    assert values(to_pbx, "Via") == [pbx]
+    assert value(to_pbx, "From") == ORIGINAL_FROM
