@@ -433,3 +433,15 @@ def test_cancel_after_the_final_gets_200_and_nothing_goes_to_the_trunk() -> None
     clocked.receive(response_to(fwd, 486, "Busy Here"), TRUNK_SOURCE, at=0.1)
     out = clocked.receive(pbx_cancel(), PBX_SOURCE, at=0.2)
     assert [(o.target, start_line(o.data)) for o in out] == [(PBX, "SIP/2.0 200 OK")]
+
+
+def test_after_timer_c_the_487_is_acked_but_not_relayed_over_our_408() -> None:
+    clocked = Clocked(make_core())
+    fwd = forwarded_invite(clocked)
+    clocked.receive(response_to(fwd, 180, "Ringing"), TRUNK_SOURCE, at=0.1)
+    clocked.advance(180.1)
+    out = clocked.receive(response_to(fwd, 487, "Request Terminated"), TRUNK_SOURCE, at=180.2)
+    assert [start_line(data) for data in sent_to(out, TRUNK)] == [
+        "ACK sip:00442079460000@127.0.0.1:5060 SIP/2.0"
+    ]
+    assert [o for o in out if o.data.startswith(b"SIP/2.0 487")] == []
