@@ -528,8 +528,7 @@ class ProxyCore:
                 client.retransmit_interval = T2
             self._timers.arm(client.key, name, now + client.retransmit_interval)
         elif name in ("B", "F"):
-            self.counters["timeouts"] += 1
-            self._fail_client(client, 408, "Request Timeout", now)
+            self._time_out_client(client, now)
         elif name == "C":
             # RFC 3261 16.8: CANCEL downstream and answer 408 upstream ourselves; the client
             # transaction stays to ACK the 487 that the CANCEL brings (Timer B bounds the wait).
@@ -539,6 +538,15 @@ class ProxyCore:
             self._timers.arm(client.key, "B", now + TIMER_B)
         else:  # D, K: the transaction has absorbed its retransmissions
             self._end_client(client)
+
+    def _time_out_client(self, client: ClientTransaction, now: float) -> None:
+        """408 upstream, but the transaction lingers as completed: a late non-2xx final is then
+        ACKed and absorbed (not relayed on top of our 408), a late 2xx still goes end to end."""
+        self.counters["timeouts"] += 1
+        self._answer_upstream(client, 408, "Request Timeout", now)
+        self._timers.cancel_all(client.key, CLIENT_TIMERS)
+        client.state = State.COMPLETED
+        self._timers.arm(client.key, "D", now + TIMER_D)
 
     def _fail_client(self, client: ClientTransaction, status: int, reason: str, now: float) -> None:
         """No usable answer downstream: the proxy answers upstream itself (RFC 3261 16.7/16.8)."""

@@ -445,3 +445,28 @@ def test_after_timer_c_the_487_is_acked_but_not_relayed_over_our_408() -> None:
         "ACK sip:00442079460000@127.0.0.1:5060 SIP/2.0"
     ]
     assert [o for o in out if o.data.startswith(b"SIP/2.0 487")] == []
+
+
+def test_a_late_final_after_timer_b_is_acked_not_relayed_over_our_408() -> None:
+    clocked = Clocked(make_core())
+    fwd = forwarded_invite(clocked)
+    clocked.advance(32.0)
+    late = response_to(fwd, 486, "Busy Here")
+    out = clocked.receive(late, TRUNK_SOURCE, at=32.1)
+    assert [start_line(data) for data in sent_to(out, TRUNK)] == [
+        "ACK sip:00442079460000@127.0.0.1:5060 SIP/2.0"
+    ]
+    assert [o for o in out if o.data.startswith(b"SIP/2.0 486")] == []
+    again = clocked.receive(late, TRUNK_SOURCE, at=33.0)  # its retransmission: ACKed again
+    assert [start_line(o.data) for o in again] == ["ACK sip:00442079460000@127.0.0.1:5060 SIP/2.0"]
+    clocked.advance(32.1 + 32.0)
+    assert clocked.core.transaction_count == 0
+
+
+def test_a_late_2xx_after_timer_b_still_goes_end_to_end() -> None:
+    clocked = Clocked(make_core())
+    fwd = forwarded_invite(clocked)
+    clocked.advance(32.0)
+    out = clocked.receive(response_to(fwd, 200, "OK"), TRUNK_SOURCE, at=32.1)
+    assert [start_line(o.data) for o in out if o.target == PBX] == ["SIP/2.0 200 OK"]
+    assert value(next(o.data for o in out if o.target == PBX), "From") == ORIGINAL_FROM
