@@ -151,6 +151,7 @@ class ProxyServer:
             max_message=self.settings.max_message,
             idle_timeout=self.settings.tcp_idle_timeout,
         )
+        self._connections[connection.id] = connection  # replies on it may precede _register
         self._loop.call_soon(self._register, connection)
         return connection
 
