@@ -187,7 +187,9 @@ _PARAM_ADDED = re.compile(rb";received=127\.0\.0\.1")
 _RPORT_FILLED = re.compile(rb";rport=\d+")
 
 
-def check_forwarded(original: bytes, forwarded: bytes, *, rewritten_identity: bool) -> None:
+def check_forwarded(
+    original: bytes, forwarded: bytes, *, rewritten_identity: bool, number: str = NUMBER
+) -> None:
     """`forwarded` is `original` (as framed) with only what a proxy must change changed:
     our Via on top, received/rport on the sender's Via, Max-Forwards - 1 (or added at 70), our
     Record-Route(s); for a rewritten outbound INVITE also From, P-Asserted-Identity (added),
@@ -227,7 +229,7 @@ def check_forwarded(original: bytes, forwarded: bytes, *, rewritten_identity: bo
             assert after.raw[header.value_start : header.value_end] == expected
             assert line.replace(expected, original_header.value.encode(), 1) == before_line
         elif rewritten_identity and header.name == "from":
-            assert NUMBER.encode() in line, line
+            assert number.encode() in line, line
             tag = parse_message(original, datagram=True).from_addr.tag
             if tag is None:  # RFC 2543: no From tag, and the proxy must not invent one
                 assert b"tag=" not in line, line
@@ -238,7 +240,7 @@ def check_forwarded(original: bytes, forwarded: bytes, *, rewritten_identity: bo
     if rewritten_identity:
         pai = [line for header, line in zip(after.headers, lines, strict=True)
                if header.name == "p-asserted-identity"]
-        assert len(pai) == 1 and NUMBER.encode() in pai[0], pai
+        assert len(pai) == 1 and number.encode() in pai[0], pai
 
 
 def check_reply(original: bytes, response: bytes, status: int) -> None:
