@@ -296,3 +296,16 @@ def test_every_file_is_survived_in_one_core_in_a_row() -> None:
         feed_bytewise(core, load(name), TCP_SOURCES["pbx"])
     assert core.counters["internal_errors"] == 0
     assert_still_works(core, now=3.0)
+
+
+@pytest.mark.parametrize(("first", "second"), [("cparam01", "cparam02"), ("escnull", "regescrt")])
+def test_files_sharing_a_transaction_key_are_one_transaction(first: str, second: str) -> None:
+    """Same branch, sent-by and method (RFC 3261 17.2.3): in one core the second file is a
+    retransmission of the first: absorbed, the last response sent again, nothing forwarded."""
+    core = make_core()
+    (forwarded,) = sent_to(receive(core, load(first), PBX_SOURCE), TRUNK)
+    relayed = sent_to(receive(core, response_to(forwarded, 200, "OK"), TRUNK_SOURCE, 0.1), PBX)
+    assert [status_of(data) for data in relayed] == [200]
+    again = receive(core, load(second), PBX_SOURCE, 0.2)
+    assert again == [Outgoing(relayed[0], PBX_SOURCE.reply_target())]
+    assert core.counters["retransmissions_absorbed"] == 1
