@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import ipaddress
 import logging
 import os
@@ -78,6 +79,10 @@ def run_command(args: argparse.Namespace) -> int:
 async def _serve(config: ProxyConfig, active: ActiveRules, settings: ServerSettings) -> None:
     server = ProxyServer(config, active, settings)
     await server.start()
+    # Start-up objects (rules, phonenumbers metadata) never die: keep them out of every GC pass,
+    # and collect young objects less often, so no pause lets the UDP buffer overflow.
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 50)
     await server.serve_until_stopped()
 
 

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,9 +53,10 @@ class ProxyServer:
     # ----------------------------------------------------------------- lifecycle
     async def start(self) -> None:
         for host, port in self.settings.listen:
-            _, endpoint = await self._loop.create_datagram_endpoint(
+            transport, endpoint = await self._loop.create_datagram_endpoint(
                 lambda: UdpEndpoint(self), local_addr=(host, port)
             )
+            _enlarge_socket_buffers(transport.get_extra_info("socket"))
             self._udp.append((host, endpoint))
             server = await self._loop.create_server(self._accepted_connection, host, port)
             self._servers.append(server)
@@ -257,3 +259,26 @@ class ProxyServer:
             self.core.counters["internal_errors"] += 1
             log.exception("internal error in timer handling")
         self._flush()
+
+
+UDP_BUFFER_BYTES = 4 * 1024 * 1024
+
+
+def _enlarge_socket_buffers(sock: socket.socket | None) -> None:
+    """A burst of datagrams must wait in the kernel, not be dropped, while the loop is busy:
+    the default receive buffer holds only ~100 SIP messages. SO_RCVBUFFORCE passes the
+    rmem_max cap when we run with CAP_NET_ADMIN; otherwise we get what the cap allows."""
+    if sock is None:
+        return
+    for force, plain in (
+        (getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF),
+        (getattr(socket, "SO_SNDBUFFORCE", None), socket.SO_SNDBUF),
+    ):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, force or plain, UDP_BUFFER_BYTES)
+        except OSError:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, plain, UDP_BUFFER_BYTES)
+            except OSError as error:
+                log.warning("cannot enlarge UDP socket buffers: %s", error)
+    log.debug("udp receive buffer: %d bytes", sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF))
