@@ -153,14 +153,12 @@ class ProxyServer:
             max_message=self.settings.max_message,
             idle_timeout=self.settings.tcp_idle_timeout,
         )
-        self._connections[connection.id] = connection  # replies on it may precede _register
-        self._loop.call_soon(self._register, connection)
         return connection
 
-    def _register(self, connection: TcpConnection) -> None:
-        if connection.alive:
-            self._connections[connection.id] = connection
-            self._by_peer.setdefault(connection.peer, connection)
+    def on_connection_made(self, connection: TcpConnection) -> None:
+        """Accepted or dialled: replies and relayed messages find it by id or by peer address."""
+        self._connections[connection.id] = connection
+        self._by_peer[connection.peer] = connection
 
     # ----------------------------------------------------------------- output
     def _flush(self) -> None:
@@ -234,8 +232,6 @@ class ProxyServer:
             self.core.transport_failed(target, self._loop.time())
             self._flush()
             return
-        self._connections[connection.id] = connection
-        self._by_peer[(target.host, target.port)] = connection
         for queued in self._dialling.pop(target, []):
             connection.send(queued.data)
 

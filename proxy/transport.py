@@ -23,6 +23,8 @@ class MessageSink(Protocol):
 
     def on_broken_stream(self, frame: Frame, source: Source) -> None: ...
 
+    def on_connection_made(self, connection: TcpConnection) -> None: ...
+
     def on_connection_closed(self, connection: TcpConnection) -> None: ...
 
 
@@ -74,6 +76,7 @@ class TcpConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.peer = (str(peer[0]), int(peer[1]))
         self._touch()
+        self.sink.on_connection_made(self)
 
     def data_received(self, data: bytes) -> None:
         self._touch()
