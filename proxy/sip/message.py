@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from proxy.sip.errors import BadRequest, UnparseableMessage
 
@@ -37,11 +38,12 @@ COMPACT_FORMS = {
 
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 _LINE_END = re.compile(r"\r?\n")
-_HEADER_NAME = re.compile(r"([!%'*+\-.0-9A-Z_`a-z~]+)[ \t]*:")
+_FIELD = re.compile(
+    r"([!%'*+\-.0-9A-Z_`a-z~]+)[ \t]*:([^\r\n]*(?:\r?\n[ \t][^\r\n]*)*)\r?\n"
+)
 
 
-@dataclass(frozen=True, slots=True)
-class Header:
+class Header(NamedTuple):
     """One header field: `start`..`end` covers its whole line(s) with the line ending."""
 
     name: str  # canonical: lower case, compact form expanded
@@ -112,67 +114,60 @@ def split_message(data: bytes) -> SipMessage:
     end_match = _HEADER_END.search(data)
     if end_match is None:
         raise UnparseableMessage("no end of headers (blank line) found")
-    text = data[: end_match.start()].decode("latin-1")
+    # Keep the first line ending of the blank-line separator: it ends the last header.
+    first_break = 2 if data[end_match.start()] == 0x0D else 1
+    text = data[: end_match.start() + first_break].decode("latin-1")
     first_line = _LINE_END.search(text)
-    start_line = text[: first_line.start()] if first_line else text
+    assert first_line is not None  # the separator guarantees one
+    start_line = text[: first_line.start()]
     if not start_line or start_line[0] in " \t":
         raise UnparseableMessage("empty or indented start line")
-    headers_from = first_line.end() if first_line else len(text)
-    headers = _split_headers(text, headers_from, end_match.start(), end_match.group())
     message = SipMessage(
         raw=data,
         start_line=start_line,
-        headers=headers,
+        headers=_split_headers(text, first_line.end()),
         body_start=end_match.end(),
         body_end=len(data),
     )
-    for header in headers:
-        message._index.setdefault(header.name, []).append(header)
+    index = message._index
+    for header in message.headers:
+        found = index.get(header.name)
+        if found is None:
+            index[header.name] = [header]
+        else:
+            found.append(header)
     return message
 
 
-def _split_headers(text: str, begin: int, stop: int, terminator: bytes) -> list[Header]:
-    """Header lines from `begin` to `stop`; continuation lines (folding) join the previous."""
+def _split_headers(text: str, position: int) -> list[Header]:
+    """Header fields from `position` to the end of `text`; folded lines belong to their field."""
     headers: list[Header] = []
-    line_starts: list[int] = []
-    position = begin
+    stop = len(text)
+    match_field = _FIELD.match
     while position < stop:
-        line_end = _LINE_END.search(text, position, stop)
-        next_position = line_end.end() if line_end else stop
-        if text[position] in " \t":
-            if not line_starts:
+        field_match = match_field(text, position)
+        if field_match is None:
+            if text[position] in " \t":
                 raise UnparseableMessage("continuation line before the first header")
-        else:
-            line_starts.append(position)
-        position = next_position
-    line_starts.append(stop)
-    first_terminator_len = 2 if terminator.startswith(b"\r") else 1
-    for index, start in enumerate(line_starts[:-1]):
-        end_of_field = line_starts[index + 1]
-        headers.append(_parse_header(text, start, end_of_field, stop, first_terminator_len))
+            line = text[position : text.find("\n", position)].strip()
+            raise BadRequest(f"malformed header line: {line[:60]!r}")
+        raw_value = field_match.group(2)
+        value = raw_value.lstrip(" \t\r\n")
+        value_start = field_match.start(2) + len(raw_value) - len(value)
+        value = value.rstrip(" \t\r\n")
+        name = field_match.group(1).lower()
+        headers.append(
+            Header(
+                COMPACT_FORMS.get(name, name),
+                position,
+                field_match.end(),
+                value_start,
+                value_start + len(value),
+                value,
+            )
+        )
+        position = field_match.end()
     return headers
-
-
-def _parse_header(text: str, start: int, end: int, stop: int, terminator_len: int) -> Header:
-    match = _HEADER_NAME.match(text, start, end)
-    if match is None:
-        raise BadRequest(f"malformed header line: {text[start:end].strip()[:60]!r}")
-    # The last header's line ending is part of the header/body separator found by the caller.
-    line_end = end + terminator_len if end == stop else end
-    value_start = match.end()
-    value_end = end
-    while value_start < value_end and text[value_start] in " \t\r\n":
-        value_start += 1
-    while value_end > value_start and text[value_end - 1] in " \t\r\n":
-        value_end -= 1
-    return Header(
-        name=canonical_name(match.group(1)),
-        start=start,
-        end=line_end,
-        value_start=value_start,
-        value_end=value_end,
-        value=text[value_start:value_end],
-    )
 
 
 def unfold(value: str) -> str:
