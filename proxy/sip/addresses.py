@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass
 
@@ -46,6 +47,7 @@ class Outgoing:
     close_after: bool = False
 
 
+@functools.lru_cache(maxsize=1024)
 def normalise_host(host: str) -> str:
     host = host.strip("[]").lower()
     try:
