@@ -26,28 +26,15 @@ from proxy.sip.errors import (
 )
 from proxy.sip.grammar import parse_sip_uri, uri_scheme
 from proxy.sip.identity import DialogIdentity
+from proxy.sip.message import SipMessage
 from proxy.sip.parse import Message, lenient_split, parse_message
 from proxy.sip.policy import CallerIdPolicy, ProxyConfig
-from proxy.sip.responses import build_hop_request, build_response
-from proxy.sip.timers import (
-    T1,
-    T2,
-    T4,
-    TIMER_B,
-    TIMER_C,
-    TIMER_D,
-    TIMER_F,
-    TIMER_H,
-    TIMER_J,
-    TIMER_L,
-    TimerQueue,
-)
+from proxy.sip.responses import build_response
+from proxy.sip.transaction_layer import TransactionLayer
 from proxy.sip.transactions import (
     OUR_BRANCH_PREFIX,
     ClientTransaction,
     Restore,
-    ServerTransaction,
-    State,
     outgoing_branch,
     server_key,
 )
@@ -57,8 +44,6 @@ log = logging.getLogger("callerid_proxy.core")
 PBX, TRUNK = "pbx", "trunk"
 ROUTABLE_SCHEMES = ("sip", "sips", "tel")
 DIALOG_CREATING = ("INVITE", "SUBSCRIBE", "REFER")
-CLIENT_TIMERS = ("A", "B", "C", "D", "E", "F", "K")
-SERVER_TIMERS = ("G", "H", "I", "J", "L")
 
 
 class ProxyCore:
@@ -67,9 +52,9 @@ class ProxyCore:
         self.policy = policy
         self.counters: Counter[str] = Counter()
         self._outbox: list[Outgoing] = []
-        self._timers = TimerQueue()
-        self._servers: dict[tuple[str, ...], ServerTransaction] = {}
-        self._clients: dict[tuple[str, str], ClientTransaction] = {}
+        self._transactions = TransactionLayer(
+            self._outbox, self.counters, self._upstream_bytes, self._relay_stateless
+        )
 
     # ----------------------------------------------------------------- adapter interface
     def receive(self, data: bytes, source: Source, now: float) -> None:
@@ -98,29 +83,22 @@ class ProxyCore:
         self._refuse_unparsed(head, source, error, close_after=True)
 
     def datagrams_to_send(self) -> list[Outgoing]:
-        out, self._outbox = self._outbox, []
+        out = self._outbox[:]
+        self._outbox.clear()  # the transaction layer holds the same list
         return out
 
     def get_timer(self) -> float | None:
-        return self._timers.next_deadline()
+        return self._transactions.next_deadline()
 
     def handle_timer(self, now: float) -> None:
-        for owner, name in self._timers.pop_due(now):
-            if isinstance(owner, tuple) and len(owner) == 2 and owner in self._clients:
-                self._client_timer(self._clients[owner], name, now)
-            elif owner in self._servers:
-                self._server_timer(self._servers[owner], name, now)
+        self._transactions.handle_timer(now)
 
     def transport_failed(self, target: Target, now: float) -> None:
-        """The adapter could not reach `target` (RFC 3261 8.1.3.1, 16.7 step 4): 503 upstream."""
-        for client in [c for c in self._clients.values() if c.target == target]:
-            if client.state in (State.TRYING, State.PROCEEDING) and client.method != "CANCEL":
-                self.counters["transport_failures"] += 1
-                self._fail_client(client, 503, "Service Unavailable", now)
+        self._transactions.transport_failed(target, now)
 
     @property
     def transaction_count(self) -> int:
-        return len(self._servers) + len(self._clients)
+        return self._transactions.count
 
     # ----------------------------------------------------------------- refusals and drops
     def _drop(self, reason: str, *, count: bool = True) -> None:
@@ -148,15 +126,12 @@ class ProxyCore:
     def _send_error(
         self,
         method: str,
-        wire: object,
+        wire: SipMessage,
         source: Source,
         error: SipError,
         *,
         close_after: bool = False,
     ) -> None:
-        from proxy.sip.message import SipMessage
-
-        assert isinstance(wire, SipMessage)
         self.counters[f"refused_{error.status_code}"] += 1
         log.warning(
             "refused %s from %s:%s with %d: %s",
@@ -193,7 +168,7 @@ class ProxyCore:
 
     # ----------------------------------------------------------------- requests
     def _on_request(self, msg: Message, source: Source, now: float) -> None:
-        if self._absorbed_by_server_transaction(msg, source, now):
+        if self._transactions.absorb(msg, now):
             return
         side = self._side_of(source)
         if side is None:
@@ -211,25 +186,6 @@ class ProxyCore:
             self._forward_stateless(msg, source, target, edits, now)
             return
         self._forward_stateful(msg, source, target, edits, restore, now)
-
-    def _absorbed_by_server_transaction(self, msg: Message, source: Source, now: float) -> bool:
-        if msg.method == "ACK":
-            server = self._servers.get(server_key(msg, "INVITE"))
-            if server is None or server.state not in (State.COMPLETED, State.CONFIRMED):
-                return False  # an ACK for a 2xx is its own end-to-end transaction
-            if server.state is State.COMPLETED:
-                server.state = State.CONFIRMED
-                self._timers.cancel_all(server.key, ("G", "H"))
-                self._timers.arm(server.key, "I", now + (0 if self._reliable(server) else T4))
-            self.counters["ack_absorbed"] += 1
-            return True
-        server = self._servers.get(server_key(msg))
-        if server is None:
-            return False
-        self.counters["retransmissions_absorbed"] += 1
-        if server.last_response is not None and server.state is not State.ACCEPTED:
-            self._reply(server, server.last_response)
-        return True
 
     def _check_forwardable(self, msg: Message) -> None:
         """RFC 3261 16.3 request validation a proxy must do before forwarding."""
@@ -322,14 +278,8 @@ class ProxyCore:
         restore: Restore | None,
         now: float,
     ) -> None:
-        key = server_key(msg)
-        server = ServerTransaction(key=key, method=msg.method, source=source, request=msg)
-        self._servers[key] = server
-        if msg.method == "INVITE":
-            trying = build_response(msg.wire, 100, "Trying")
-            server.last_response = trying
-            self._reply(server, trying)
-        branch = outgoing_branch(key, target.transport)
+        server = self._transactions.open_server(msg, source)
+        branch = outgoing_branch(server.key, target.transport)
         data = apply_edits(
             msg.raw, self._via_edits(msg, source, target, branch) + edits, msg.wire.body_end
         )
@@ -342,49 +292,18 @@ class ProxyCore:
             restore=restore,
             created_at=now,
         )
-        server.client = client
-        self._start_client(client, now)
-
-    def _start_client(self, client: ClientTransaction, now: float) -> None:
-        self._clients[client.key] = client
-        self.counters["forwarded"] += 1
-        self._outbox.append(Outgoing(client.request, client.target))
-        if not client.reliable:
-            client.retransmit_interval = T1
-            self._timers.arm(client.key, "A" if client.method == "INVITE" else "E", now + T1)
-        timeout_name = "B" if client.method == "INVITE" else "F"
-        self._timers.arm(
-            client.key, timeout_name, now + (TIMER_B if timeout_name == "B" else TIMER_F)
-        )
+        self._transactions.start_client(client, now)
 
     # ----------------------------------------------------------------- CANCEL
     def _on_cancel(self, msg: Message, source: Source, side: str, now: float) -> None:
-        invite = self._servers.get(server_key(msg, "INVITE"))
-        if invite is None or invite.client is None:
-            target = self.config.trunk if side == PBX else self.config.pbx
-            self._forward_stateless(msg, source, target, request_edits.max_forwards_edits(msg), now)
+        invite = self._transactions.invite_server_for_cancel(msg)
+        if invite is not None:
+            self._transactions.cancel(invite, msg, source, now)
             return
-        cancel_server = ServerTransaction(server_key(msg), "CANCEL", source, msg)
-        self._servers[cancel_server.key] = cancel_server
-        self._send_final(cancel_server, build_response(msg.wire, 200, "OK"), now)
-        client = invite.client
-        if client.state is State.PROCEEDING:
-            self._send_cancel(client, now)
-        elif client.state is State.TRYING:
-            client.cancel_pending = True  # RFC 3261 9.1: wait for a provisional response
-
-    def _send_cancel(self, invite: ClientTransaction, now: float) -> None:
-        sent = parse_message(invite.request, datagram=True).wire
-        cancel = ClientTransaction(
-            branch=invite.branch,
-            method="CANCEL",
-            target=invite.target,
-            request=build_hop_request(sent, "CANCEL"),
-            server=None,
-            created_at=now,
-        )
-        invite.cancel_pending = False
-        self._start_client(cancel, now)
+        # No INVITE known here (e.g. after a restart): forward it statelessly (RFC 3261 16.10);
+        # its derived branch is the one the INVITE was forwarded with.
+        target = self.config.trunk if side == PBX else self.config.pbx
+        self._forward_stateless(msg, source, target, request_edits.max_forwards_edits(msg), now)
 
     # ----------------------------------------------------------------- responses
     def _on_response(self, msg: Message, source: Source, now: float) -> None:
@@ -395,82 +314,24 @@ class ProxyCore:
         if not (top.branch or "").startswith(OUR_BRANCH_PREFIX) or not self._is_ours(top.host):
             self._drop(f"response whose top Via is not ours ({top.sent_by})")
             return
-        client = self._clients.get((top.branch or "", msg.cseq_method))
+        client = self._transactions.client_for(top.branch or "", msg.cseq_method)
         if client is None:
             self._relay_stateless(msg)
             return
-        if msg.wire.status < 200:
-            self._client_provisional(client, msg, now)
-        else:
-            self._client_final(client, msg, now)
+        self._transactions.on_response(client, msg, now)
 
     def _is_ours(self, host: str) -> bool:
         return any(host.strip("[]") == target.host for target in self.config.advertised)
 
-    def _client_provisional(self, client: ClientTransaction, msg: Message, now: float) -> None:
-        if client.state is State.TRYING:
-            client.state = State.PROCEEDING
-            self._timers.cancel_all(client.key, ("A", "B"))
-            if client.method == "INVITE":
-                self._timers.arm(client.key, "C", now + TIMER_C)
-            elif not client.reliable:
-                client.retransmit_interval = T2
-        if client.cancel_pending:
-            self._send_cancel(client, now)
-        if msg.wire.status == 100 or client.server is None:
-            return  # 100 Trying is hop by hop; we sent our own
-        self._relay_to_server(client, msg, now)
-
-    def _client_final(self, client: ClientTransaction, msg: Message, now: float) -> None:
-        status = msg.wire.status
-        if client.state in (State.COMPLETED, State.TERMINATED):
-            if client.method == "INVITE" and status >= 300:
-                self._outbox.append(Outgoing(self._ack_for(client, msg), client.target))
-            elif client.method == "INVITE":
-                self._relay_stateless(msg)  # 2xx retransmission: end to end
-            return
-        self._timers.cancel_all(client.key, CLIENT_TIMERS)
-        if client.method == "INVITE" and status >= 300:
-            self._outbox.append(Outgoing(self._ack_for(client, msg), client.target))
-            client.state = State.COMPLETED
-            self._timers.arm(client.key, "D", now + (0 if client.reliable else TIMER_D))
-        elif client.method == "INVITE":
-            self._end_client(client)
-        else:
-            client.state = State.COMPLETED
-            self._timers.arm(client.key, "K", now + (0 if client.reliable else T4))
-        if client.server is not None:
-            self._relay_to_server(client, msg, now)
-
-    def _ack_for(self, client: ClientTransaction, response: Message) -> bytes:
-        sent = parse_message(client.request, datagram=True).wire
-        to_header = response.wire.one("to")
-        to_value = response.raw[to_header.value_start : to_header.value_end]
-        if client.restore is not None and client.restore.header == "to":
-            to_value = client.restore.value
-        return build_hop_request(sent, "ACK", to_value)
-
-    def _upstream_bytes(self, msg: Message, restore: Restore | None) -> bytes:
+    def _upstream_bytes(self, msg: Message, restore: Restore | None) -> bytes | None:
+        """A response as it goes upstream: our Via off, the sender's identity given back."""
+        if len(msg.vias) < 2:
+            self._drop("response with only our Via: nowhere to relay")
+            return None
         edits = [remove_via_value(msg.wire, msg.vias, msg.vias[0])]
         if restore is not None:
             edits += replace_identity_header(msg, restore.header, restore.value)
         return apply_edits(msg.raw, edits, msg.wire.body_end)
-
-    def _relay_to_server(self, client: ClientTransaction, msg: Message, now: float) -> None:
-        server = client.server
-        assert server is not None
-        if server.final_sent:
-            return  # upstream already has its final answer (e.g. our own 408)
-        if len(msg.vias) < 2:
-            self._drop("response with only our Via: nowhere to relay")
-            return
-        data = self._upstream_bytes(msg, client.restore)
-        self.counters["responses_relayed"] += 1
-        if msg.wire.status < 200:
-            server.last_response = data
-            self._reply(server, data)
-        else:
-            self._send_final(server, data, now)
 
     def _relay_stateless(self, msg: Message) -> None:
         """No transaction (2xx retransmission, restart): restore from our Record-Route token."""
@@ -486,103 +347,8 @@ class ProxyCore:
             return
         restore = request_edits.restore_from_record_route(msg, self.config)
         transport = "udp" if upstream.transport == "UDP" else "tcp"
+        data = self._upstream_bytes(msg, restore)
+        if data is None:
+            return
         self.counters["responses_relayed_stateless"] += 1
-        self._outbox.append(
-            Outgoing(self._upstream_bytes(msg, restore), Target(transport, host.strip("[]"), port))
-        )
-
-    # ----------------------------------------------------------------- server side sending
-    def _reply(self, server: ServerTransaction, data: bytes) -> None:
-        source = server.source
-        self._outbox.append(Outgoing(data, source.reply_target(), source.connection))
-
-    def _reliable(self, server: ServerTransaction) -> bool:
-        return server.source.transport != "udp"
-
-    def _send_final(self, server: ServerTransaction, data: bytes, now: float) -> None:
-        server.last_response = data
-        server.final_sent = True
-        self._reply(server, data)
-        status = int(data[8:11])
-        if server.method == "INVITE" and 200 <= status < 300:
-            server.state = State.ACCEPTED
-            self._timers.arm(server.key, "L", now + TIMER_L)
-        elif server.method == "INVITE":
-            server.state = State.COMPLETED
-            if not self._reliable(server):
-                server.retransmit_interval = T1
-                self._timers.arm(server.key, "G", now + T1)
-            self._timers.arm(server.key, "H", now + TIMER_H)
-        else:
-            server.state = State.COMPLETED
-            self._timers.arm(server.key, "J", now + (0 if self._reliable(server) else TIMER_J))
-
-    # ----------------------------------------------------------------- timers
-    def _client_timer(self, client: ClientTransaction, name: str, now: float) -> None:
-        if name in ("A", "E"):
-            self.counters["retransmissions_sent"] += 1
-            self._outbox.append(Outgoing(client.request, client.target))
-            cap = T2 if name == "E" or client.method != "INVITE" else float("inf")
-            client.retransmit_interval = min(client.retransmit_interval * 2, cap)
-            if client.state is State.PROCEEDING and name == "E":
-                client.retransmit_interval = T2
-            self._timers.arm(client.key, name, now + client.retransmit_interval)
-        elif name in ("B", "F"):
-            self._time_out_client(client, now)
-        elif name == "C":
-            # RFC 3261 16.8: CANCEL downstream and answer 408 upstream ourselves; the client
-            # transaction stays to ACK the 487 that the CANCEL brings (Timer B bounds the wait).
-            self.counters["timeouts"] += 1
-            self._send_cancel(client, now)
-            self._answer_upstream(client, 408, "Request Timeout", now)
-            self._timers.arm(client.key, "B", now + TIMER_B)
-        else:  # D, K: the transaction has absorbed its retransmissions
-            self._end_client(client)
-
-    def _time_out_client(self, client: ClientTransaction, now: float) -> None:
-        """408 upstream, but the transaction lingers as completed: a late non-2xx final is then
-        ACKed and absorbed (not relayed on top of our 408), a late 2xx still goes end to end."""
-        self.counters["timeouts"] += 1
-        self._answer_upstream(client, 408, "Request Timeout", now)
-        self._timers.cancel_all(client.key, CLIENT_TIMERS)
-        client.state = State.COMPLETED
-        self._timers.arm(client.key, "D", now + TIMER_D)
-
-    def _fail_client(self, client: ClientTransaction, status: int, reason: str, now: float) -> None:
-        """No usable answer downstream: the proxy answers upstream itself (RFC 3261 16.7/16.8)."""
-        self._end_client(client)
-        self._answer_upstream(client, status, reason, now)
-
-    def _answer_upstream(
-        self, client: ClientTransaction, status: int, reason: str, now: float
-    ) -> None:
-        server = client.server
-        if server is None or server.final_sent:
-            return
-        log.warning(
-            "%s %s toward %s:%s: answering %d",
-            client.method,
-            reason.lower(),
-            client.target.host,
-            client.target.port,
-            status,
-        )
-        self._send_final(server, build_response(server.request.wire, status, reason), now)
-
-    def _end_client(self, client: ClientTransaction) -> None:
-        self._timers.cancel_all(client.key, CLIENT_TIMERS)
-        client.state = State.TERMINATED
-        self._clients.pop(client.key, None)
-
-    def _server_timer(self, server: ServerTransaction, name: str, now: float) -> None:
-        if name == "G" and server.state is State.COMPLETED and server.last_response:
-            self._reply(server, server.last_response)
-            server.retransmit_interval = min(server.retransmit_interval * 2, T2)
-            self._timers.arm(server.key, "G", now + server.retransmit_interval)
-            return
-        self._timers.cancel_all(server.key, SERVER_TIMERS)
-        server.state = State.TERMINATED
-        self._servers.pop(server.key, None)
-        client = server.client
-        if client is not None and client.state is State.TERMINATED:
-            self._clients.pop(client.key, None)
+        self._outbox.append(Outgoing(data, Target(transport, host.strip("[]"), port)))
