@@ -139,7 +139,7 @@ class ProxyServer:
         self._flush()
 
     def on_broken_stream(self, frame: Frame, source: Source) -> None:
-        self.core.receive_broken_stream(frame.data, frame.reason, source)
+        self.core.receive_broken_stream(frame.data, frame.reason, source, status=frame.status)
         self._flush()
 
     def on_connection_closed(self, connection: TcpConnection) -> None:

@@ -19,6 +19,7 @@ from proxy.sip.errors import (
     BadExtension,
     BadRequest,
     Forbidden,
+    MessageTooLarge,
     SipError,
     TooManyHops,
     UnparseableMessage,
@@ -77,9 +78,11 @@ class ProxyCore:
         except SipError as error:
             self._refuse(msg, source, error)
 
-    def receive_broken_stream(self, head: bytes, reason: str, source: Source) -> None:
-        """A stream message that could not be framed: answer 400 if possible; the adapter closes."""
-        error = BadRequest(reason)
+    def receive_broken_stream(
+        self, head: bytes, reason: str, source: Source, *, status: int = 400
+    ) -> None:
+        """A stream message that could not be framed: answer it if possible; the adapter closes."""
+        error: SipError = MessageTooLarge(reason) if status == 513 else BadRequest(reason)
         self._refuse_unparsed(head, source, error, close_after=True)
 
     def datagrams_to_send(self) -> list[Outgoing]:
@@ -290,7 +293,6 @@ class ProxyCore:
             request=data,
             server=server,
             restore=restore,
-            created_at=now,
         )
         self._transactions.start_client(client, now)
 

@@ -21,6 +21,7 @@ class Frame:
     data: bytes
     fatal: bool = False  # framing failed: answer it if possible, then close the connection
     reason: str = ""
+    status: int = 400  # what to answer: 400, or 513 Message Too Large over the size cap
 
 
 class StreamFramer:
@@ -50,7 +51,8 @@ class StreamFramer:
         end = _HEADER_END.search(self._buffer)
         if end is None:
             if len(self._buffer) > self._max:
-                return self._fail(bytes(self._buffer[: self._max]), "header section too large")
+                head = bytes(self._buffer[: self._max])
+                return self._fail(head, "header section too large", status=513)
             return None
         head = bytes(self._buffer[: end.end()])
         lengths = _CONTENT_LENGTH.findall(head[: end.start()] + b"\r\n")
@@ -62,7 +64,8 @@ class StreamFramer:
             return self._fail(head, f"invalid Content-Length {text[:20].decode('latin-1')!r}")
         total = end.end() + int(text)
         if total > self._max:
-            return self._fail(head, f"message of {total} octets exceeds the {self._max} limit")
+            reason = f"message of {total} octets exceeds the {self._max} limit"
+            return self._fail(head, reason, status=513)
         if len(self._buffer) < total:
             return None
         message = bytes(self._buffer[:total])
@@ -77,7 +80,7 @@ class StreamFramer:
         if strip:
             del self._buffer[:strip]
 
-    def _fail(self, head: bytes, reason: str) -> Frame:
+    def _fail(self, head: bytes, reason: str, *, status: int = 400) -> Frame:
         self.broken = True
         self._buffer.clear()
-        return Frame(head, fatal=True, reason=reason)
+        return Frame(head, fatal=True, reason=reason, status=status)

@@ -170,7 +170,6 @@ class TransactionLayer:
             target=invite.target,
             request=build_hop_request(sent, "CANCEL"),
             server=None,
-            created_at=now,
         )
         invite.cancel_pending = False
         self.start_client(cancel, now)

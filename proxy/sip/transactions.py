@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 
 from proxy.sip.addresses import Source, Target
@@ -75,8 +75,6 @@ class ClientTransaction:
     state: State = State.TRYING
     cancel_pending: bool = False
     retransmit_interval: float = 0.0
-    created_at: float = 0.0
-    extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def key(self) -> tuple[str, str]:

@@ -6,8 +6,9 @@ import random
 
 import pytest
 
+from proxy.sip.addresses import Source
 from proxy.sip.framing import DEFAULT_MAX_MESSAGE, Frame, StreamFramer
-from tests.proxy.sip.support import invite
+from tests.proxy.sip.support import invite, make_core
 from tests.proxy.sip.torture_support import load
 
 
@@ -131,6 +132,18 @@ def test_over_the_default_cap_is_fatal_before_the_body_arrives() -> None:
     (frame,) = framer.feed(head)
     assert frame.fatal and "exceeds the 65536 limit" in frame.reason
     assert frame.data == head
+    assert frame.status == 513
+
+
+def test_an_oversized_message_is_answered_513_and_the_connection_closed() -> None:
+    head = options(9, length=str(DEFAULT_MAX_MESSAGE))
+    (frame,) = StreamFramer().feed(head)
+    core = make_core()
+    source = Source("tcp", "127.0.0.1", 40000, connection=7)
+    core.receive_broken_stream(frame.data, frame.reason, source, status=frame.status)
+    (answer,) = core.datagrams_to_send()
+    assert answer.data.startswith(b"SIP/2.0 513 Message Too Large\r\n")
+    assert (answer.connection, answer.close_after) == (7, True)
 
 
 def test_endless_header_section_is_fatal_at_the_cap() -> None:
@@ -144,6 +157,7 @@ def test_endless_header_section_is_fatal_at_the_cap() -> None:
     (frame,) = frames
     assert frame.fatal and frame.reason == "header section too large"
     assert len(frame.data) == 1000
+    assert frame.status == 513
 
 
 def test_clerr_body_shorter_than_content_length_waits() -> None:
