@@ -112,7 +112,7 @@ class ProxyCore:
     def _refuse_unparsed(
         self, data: bytes, source: Source, error: SipError, *, close_after: bool = False
     ) -> None:
-        wire = getattr(error, "wire", None) or lenient_split(data)
+        wire = error.wire or lenient_split(data)
         if isinstance(error, UnparseableMessage) or wire is None or not wire.is_request:
             self._drop(f"unparseable message from {source.host}:{source.port}: {error.detail}")
             if close_after:

@@ -5,6 +5,11 @@ A request that raises gets a stateless response with `status_code`; a response i
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from proxy.sip.message import SipMessage
+
 
 class SipError(Exception):
     """Base of every SIP-level refusal. `status_code` is the response to send to a request."""
@@ -26,6 +31,8 @@ class SipError(Exception):
             self.status_code = status_code
         self.reason = reason or self.default_reason
         self.extra_headers = extra_headers
+        # The message as split so far, when the refusal came after the split: enough to answer.
+        self.wire: SipMessage | None = None
 
 
 class UnparseableMessage(SipError):

@@ -63,7 +63,7 @@ def parse_message(data: bytes, *, datagram: bool) -> Message:
         _frame_body(wire, datagram=datagram)
         return _validate(wire)
     except SipError as error:
-        error.wire = wire  # type: ignore[attr-defined]
+        error.wire = wire
         raise
 
 

@@ -403,7 +403,8 @@ def test_a_refused_request_keeps_its_method_so_that_it_can_be_answered() -> None
     for start in ("INVITE  sip:user@example.com  SIP/2.0", "INVITE <sip:u@example.com> SIP/2.0"):
         data = message(*BASIC[:4], "CSeq: 1 INVITE", *BASIC[5:], start=start)
         caught = refused(data, BadRequest, 400)
-        assert caught.wire.method == "INVITE"  # type: ignore[attr-defined]
+        assert caught.wire is not None
+        assert caught.wire.method == "INVITE"
 
 
 def test_a_status_line_with_empty_or_unicode_reason() -> None:
