@@ -186,7 +186,7 @@ class ProxyCore:
         target = self.config.trunk if side == PBX else self.config.pbx
         edits, restore = self._routing_edits(msg, source, side, target)
         if msg.method == "ACK":
-            self._forward_stateless(msg, source, target, edits, now)
+            self._forward_stateless(msg, source, target, edits)
             return
         self._forward_stateful(msg, source, target, edits, restore, now)
 
@@ -262,9 +262,8 @@ class ProxyCore:
         return request_edits.via_edits(msg, source, ours, branch)
 
     def _forward_stateless(
-        self, msg: Message, source: Source, target: Target, edits: list[Edit], now: float
+        self, msg: Message, source: Source, target: Target, edits: list[Edit]
     ) -> None:
-        del now
         branch = outgoing_branch(server_key(msg), target.transport)
         data = apply_edits(
             msg.raw, self._via_edits(msg, source, target, branch) + edits, msg.wire.body_end
@@ -305,7 +304,7 @@ class ProxyCore:
         # No INVITE known here (e.g. after a restart): forward it statelessly (RFC 3261 16.10);
         # its derived branch is the one the INVITE was forwarded with.
         target = self.config.trunk if side == PBX else self.config.pbx
-        self._forward_stateless(msg, source, target, request_edits.max_forwards_edits(msg), now)
+        self._forward_stateless(msg, source, target, request_edits.max_forwards_edits(msg))
 
     # ----------------------------------------------------------------- responses
     def _on_response(self, msg: Message, source: Source, now: float) -> None:
@@ -337,8 +336,8 @@ class ProxyCore:
 
     def _relay_stateless(self, msg: Message) -> None:
         """No transaction (2xx retransmission, restart): restore from our Record-Route token."""
-        if len(msg.vias) < 2:
-            self._drop("response with only our Via: nowhere to relay")
+        data = self._upstream_bytes(msg, request_edits.restore_from_record_route(msg, self.config))
+        if data is None:
             return
         upstream = msg.vias[1]
         host = upstream.params.get("received") or upstream.host
@@ -347,10 +346,6 @@ class ProxyCore:
         if is_unroutable_destination(host):
             self._drop(f"response toward unroutable address {host}")
             return
-        restore = request_edits.restore_from_record_route(msg, self.config)
         transport = "udp" if upstream.transport == "UDP" else "tcp"
-        data = self._upstream_bytes(msg, restore)
-        if data is None:
-            return
         self.counters["responses_relayed_stateless"] += 1
         self._outbox.append(Outgoing(data, Target(transport, host.strip("[]"), port)))
