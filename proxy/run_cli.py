@@ -72,7 +72,11 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"callerid-proxy run: rules refused:\n{error}", file=sys.stderr)
         return 1
     _install_uvloop()
-    asyncio.run(_serve(config, active, server_settings))
+    try:
+        asyncio.run(_serve(config, active, server_settings))
+    except OSError as error:  # typically: the listen address is taken or not ours
+        print(f"callerid-proxy run: cannot listen: {error}", file=sys.stderr)
+        return 1
     return 0
 
 

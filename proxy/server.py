@@ -47,6 +47,7 @@ class ProxyServer:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_deadline: float | None = None
         self._reload_seq = 0
+        self._last_outcome = ReloadOutcome(True, rules.current.version, ())
         self._stopped = asyncio.Event()
         self._admin = AdminServer(self.status, self._reload_for_admin)
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
+import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -301,3 +304,20 @@ def test_config_missing_a_required_setting_is_reported_after_merging(tmp_path: P
     settings = merged_settings(parse_args("--config", str(path), "--trunk", "127.0.0.1:5080"))
     config, _, _ = build_settings({**settings, "secret": "s"})
     assert config.trunk == Target("udp", "127.0.0.1", 5080)
+
+
+def test_run_on_a_taken_address_exits_1_with_a_clear_message(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "proxy", "run", "--rules", str(EXAMPLE_RULES),
+             "--listen", f"127.0.0.1:{port}", "--pbx", "127.0.0.1:5070",
+             "--trunk", "127.0.0.1:5080", "--secret", "s",
+             "--pid-file", str(tmp_path / "p.pid")],
+            capture_output=True, text=True, timeout=30, check=False,
+        )
+    assert result.returncode == 1
+    assert "cannot listen" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "p.pid").exists()
