@@ -9,7 +9,7 @@ import pytest
 
 from tests.e2e.calls import loopback
 from tests.e2e.ports import free_port
-from tests.e2e.proxy_process import ProxyProcess
+from tests.e2e.proxy_process import DEFAULT_SECRET, ProxyProcess
 from tests.e2e.sipp import SIPP
 
 EXAMPLE_RULES = """\
@@ -53,18 +53,35 @@ def rules_file(tmp_path: Path) -> Path:
 def start_proxy(tmp_path: Path, rules_file: Path) -> Iterator[StartProxy]:
     """Start a proxy on free loopback ports; `transport` applies to both its PBX and its trunk.
 
-    At teardown every proxy gets SIGTERM and must exit 0.
+    `same_ports_as` starts it instead on the listen, PBX and trunk addresses of an earlier proxy
+    (stopped first: a restart); `secret` is its --secret. At teardown every proxy gets SIGTERM
+    and must exit 0.
     """
     started: list[ProxyProcess] = []
 
-    def start(transport: str = "udp", trusted: Sequence[str] = ()) -> ProxyProcess:
+    def start(
+        transport: str = "udp",
+        trusted: Sequence[str] = (),
+        *,
+        secret: str = DEFAULT_SECRET,
+        same_ports_as: ProxyProcess | None = None,
+    ) -> ProxyProcess:
+        if same_ports_as is None:
+            listen = loopback(free_port())
+            pbx, trunk = loopback(free_port(), transport), loopback(free_port(), transport)
+            name = "proxy"
+        else:
+            listen, pbx, trunk = same_ports_as.listen, same_ports_as.pbx, same_ports_as.trunk
+            name = f"proxy{len(started) + 1}"
         proxy = ProxyProcess(
             workdir=tmp_path,
             rules=rules_file,
-            listen=loopback(free_port()),
-            pbx=loopback(free_port(), transport),
-            trunk=loopback(free_port(), transport),
+            listen=listen,
+            pbx=pbx,
+            trunk=trunk,
             trusted=trusted,
+            secret=secret,
+            name=name,
         )
         started.append(proxy)
         proxy.start()

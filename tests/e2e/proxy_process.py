@@ -16,6 +16,7 @@ from tests.e2e.ports import wait_until
 READY_TIMEOUT_S = 15.0
 RELOAD_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 10.0
+DEFAULT_SECRET = "e2e-test-secret"
 
 
 @dataclass(frozen=True)
@@ -44,13 +45,17 @@ class ProxyProcess:
         pbx: Endpoint,
         trunk: Endpoint,
         trusted: Sequence[str] = (),
+        secret: str = DEFAULT_SECRET,
+        name: str = "proxy",
     ) -> None:
+        """`name` prefixes the pid and log files, so a proxy started again on the same ports
+        (a restart) keeps its own files."""
         self.listen = listen
         self.pbx = pbx
         self.trunk = trunk
-        self.pid_file = workdir / f"proxy-{listen.port}.pid"
+        self.pid_file = workdir / f"{name}-{listen.port}.pid"
         self.status_file = Path(f"{self.pid_file}.status")
-        self.log_file = workdir / f"proxy-{listen.port}.log"
+        self.log_file = workdir / f"{name}-{listen.port}.log"
         self._command = [
             sys.executable, "-m", "proxy", "run",
             "--rules", str(rules),
@@ -58,7 +63,7 @@ class ProxyProcess:
             "--pbx", pbx.option(),
             "--trunk", trunk.option(),
             "--pid-file", str(self.pid_file),
-            "--secret", "e2e-test-secret",
+            "--secret", secret,
             "--log-level", "info",
         ]  # fmt: skip
         for cidr in trusted:

@@ -43,6 +43,7 @@ class SippSide:
     rate: float | None = None
     timeout_s: int = 30
     scenario_dir: Path = SCENARIO_DIR
+    recv_timeout_ms: int = RECV_TIMEOUT_MS
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,7 @@ class SippProcess:
         cmd += ["-i", side.host, "-p", str(side.port), "-t", mode]
         cmd += ["-ci", side.host, "-cp", str(free_port(side.host))]
         cmd += ["-m", str(side.calls), "-timeout", str(side.timeout_s), "-timeout_error"]
-        cmd += ["-recv_timeout", str(RECV_TIMEOUT_MS), "-nostdin"]
+        cmd += ["-recv_timeout", str(side.recv_timeout_ms), "-nostdin"]
         if side.rate is not None:
             cmd += ["-r", str(side.rate)]
         cmd += ["-trace_stat", "-stf", str(self._stat)]
@@ -156,7 +157,8 @@ class SippProcess:
             self._process.wait(timeout=10)
             self._killed = True
 
-    def result(self) -> SippResult:
+    def result(self, message_lines: int = 80) -> SippResult:
+        """What SIPp left so far; `messages` holds the last `message_lines` lines of its log."""
         code = None if self._process is None or self._killed else self._process.returncode
         stats = read_final_stats(self._stat)
         return SippResult(
@@ -166,7 +168,7 @@ class SippProcess:
             failed=None if stats is None else stats[1],
             errors=_tail(self._errors, 200),
             stderr=_tail(self._stderr, 40),
-            messages=_tail(self._messages, 80),
+            messages=_tail(self._messages, message_lines),
         )
 
 
