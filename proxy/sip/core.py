@@ -213,7 +213,8 @@ class ProxyCore:
         edits = request_edits.max_forwards_edits(msg)
         edits += request_edits.content_length_edits(msg, target)
         if msg.to_addr.tag is not None:
-            routes, identity = request_edits.pop_our_routes(msg, self.config)
+            strict = request_edits.undo_strict_routing(msg, self.config)
+            routes, identity = strict or request_edits.pop_our_routes(msg, self.config)
             edits += routes
             identity_edits, restore = self._in_dialog_identity(msg, side, identity)
             return edits + identity_edits, restore

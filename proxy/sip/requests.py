@@ -17,8 +17,9 @@ from proxy.sip.edits import (
     replace_value,
 )
 from proxy.sip.errors import BadRequest, SipError
-from proxy.sip.grammar import NameAddr, parse_name_addr, parse_sip_uri, split_comma_values
+from proxy.sip.grammar import parse_name_addr, parse_sip_uri, split_comma_values
 from proxy.sip.identity import DialogIdentity, decode_identity, encode_identity
+from proxy.sip.message import Header
 from proxy.sip.parse import Message
 from proxy.sip.policy import ProxyConfig
 from proxy.sip.transactions import Restore
@@ -75,9 +76,9 @@ def via_edits(msg: Message, source: Source, ours: Target, branch: str) -> list[E
     return edits
 
 
-def _is_our_uri(name_addr: NameAddr, config: ProxyConfig) -> bool:
+def _is_our_uri(uri_text: str, config: ProxyConfig) -> bool:
     try:
-        uri = parse_sip_uri(name_addr.uri)
+        uri = parse_sip_uri(uri_text)
     except SipError:
         return False
     host, port = normalise_host(uri.host), uri.port or 5060
@@ -119,9 +120,9 @@ def pop_our_routes(msg: Message, config: ProxyConfig) -> tuple[list[Edit], Dialo
         mine = 0
         for start, end in spans:
             value = parse_name_addr(header.value[start:end], header.value_start + start)
-            if not _is_our_uri(value, config):
+            if not _is_our_uri(value.uri, config):
                 break
-            identity = identity or _identity_of(value, msg.call_id, config)
+            identity = identity or _identity_of(value.uri, msg.call_id, config)
             mine += 1
         if mine == len(spans):
             edits.append(remove_header(header))
@@ -133,8 +134,8 @@ def pop_our_routes(msg: Message, config: ProxyConfig) -> tuple[list[Edit], Dialo
     return edits, identity
 
 
-def _identity_of(value: NameAddr, call_id: str, config: ProxyConfig) -> DialogIdentity | None:
-    params = parse_sip_uri(value.uri).params
+def _identity_of(uri: str, call_id: str, config: ProxyConfig) -> DialogIdentity | None:
+    params = parse_sip_uri(uri).params
     if IDENTITY_PARAM not in params:
         return None
     token = params[IDENTITY_PARAM]
@@ -143,15 +144,50 @@ def _identity_of(value: NameAddr, call_id: str, config: ProxyConfig) -> DialogId
     return decode_identity(config.secret, call_id, token)
 
 
+def undo_strict_routing(
+    msg: Message, config: ProxyConfig
+) -> tuple[list[Edit], DialogIdentity | None] | None:
+    """RFC 3261 16.4: a strict router before us put our Record-Route URI in the Request-URI.
+    Put the remote target (the last Route value) back there and take it out of the Route set."""
+    if not _is_our_uri(msg.wire.uri, config):
+        return None
+    values = [
+        (header, spans, index)
+        for header in msg.wire.get_all("route")
+        for spans in [split_comma_values(header.value)]
+        for index in range(len(spans))
+    ]
+    if not values:
+        return None  # a request addressed to the proxy itself: nothing to undo
+    header, spans, index = values[-1]
+    start, end = spans[index]
+    target = parse_name_addr(header.value[start:end], header.value_start + start)
+    uri_start = len(msg.wire.method or "") + 1
+    edits = [
+        Edit(uri_start, uri_start + len(msg.wire.uri), target.uri.encode("latin-1")),
+        _remove_list_value(header, spans, index),
+    ]
+    return edits, _identity_of(msg.wire.uri, msg.call_id, config)
+
+
+def _remove_list_value(header: Header, spans: list[tuple[int, int]], index: int) -> Edit:
+    if len(spans) == 1:
+        return remove_header(header)
+    base = header.value_start
+    if index == 0:
+        return Edit(base + spans[0][0], base + spans[1][0], b"")
+    return Edit(base + spans[index - 1][1], base + spans[index][1], b"")
+
+
 def restore_from_record_route(msg: Message, config: ProxyConfig) -> Restore | None:
     """For a response without transaction: which identity header to give back, from our token."""
     identity = None
     for header in msg.wire.get_all("record-route"):
         for start, end in split_comma_values(header.value):
             value = parse_name_addr(header.value[start:end], header.value_start + start)
-            if _is_our_uri(value, config):
+            if _is_our_uri(value.uri, config):
                 try:
-                    identity = _identity_of(value, msg.call_id, config)
+                    identity = _identity_of(value.uri, msg.call_id, config)
                 except BadRequest:
                     identity = None
                 if identity is not None:

@@ -331,3 +331,43 @@ def test_trunk_in_dialog_request_timing_out_at_the_pbx_gets_408_with_the_rewritt
     answers = [o.data for _, o in fired if o.target == TRUNK]
     assert [start_line(a) for a in answers] == ["SIP/2.0 408 Request Timeout"]
     assert value(answers[0], "To").startswith(REWRITTEN_FROM)  # the trunk's own To, as it sent it
+
+
+# ----------------------------------------------------------------- strict routing (RFC 3261 16.4)
+def test_a_strict_router_before_the_proxy_is_undone_and_the_dialog_restored() -> None:
+    """A strict router puts our Record-Route URI in the Request-URI and the remote target last in
+    the Route set: the proxy puts the target back, drops it from Route, and still rewrites."""
+    call = established()
+    our_uri = call.record_route.strip("<>")
+    bye = in_dialog(
+        "BYE",
+        uri=our_uri,
+        via="SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-strict-bye;rport",
+        from_=ORIGINAL_FROM,
+        to=CALLEE,
+        route=f"<sip:other-hop.example.com;lr>, <{TRUNK_CONTACT}>",
+    )
+    (forwarded,) = sent_to(call.clocked.receive(bye, PBX_SOURCE, at=1.0), TRUNK)
+    assert start_line(forwarded) == f"BYE {TRUNK_CONTACT} SIP/2.0"
+    assert values(forwarded, "Route") == ["<sip:other-hop.example.com;lr>"]
+    assert value(forwarded, "From") == REWRITTEN_FROM
+    ok = response_to(forwarded, 200, "OK")
+    (back,) = sent_to(call.clocked.receive(ok, TRUNK_SOURCE, at=1.1), PBX)
+    assert value(back, "From") == ORIGINAL_FROM
+
+
+def test_strict_routing_with_a_forged_token_in_the_request_uri_is_refused() -> None:
+    call = established()
+    first = "B" if call.token[0] == "A" else "A"
+    forged = call.record_route.strip("<>").replace(call.token, first + call.token[1:])
+    bye = in_dialog(
+        "BYE",
+        uri=forged,
+        via="SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-strict-forged;rport",
+        from_=ORIGINAL_FROM,
+        to=CALLEE,
+        route=f"<{TRUNK_CONTACT}>",
+    )
+    out = call.clocked.receive(bye, PBX_SOURCE, at=1.0)
+    assert sent_to(out, TRUNK) == []
+    assert [start_line(o.data) for o in out] == ["SIP/2.0 400 Bad Request"]
