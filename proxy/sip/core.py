@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 from collections import Counter
+from collections.abc import Callable
 
 from proxy.sip import requests as request_edits
 from proxy.sip.addresses import Outgoing, Source, Target, is_unroutable_destination
@@ -183,12 +184,10 @@ class ProxyCore:
             self._on_cancel(msg, source, side, now)
             return
         self._check_forwardable(msg)
-        target = self.config.trunk if side == PBX else self.config.pbx
-        edits, restore = self._routing_edits(msg, source, side, target)
-        if msg.method == "ACK":
-            self._forward_stateless(msg, source, target, edits)
-            return
-        self._forward_stateful(msg, source, target, edits, restore, now)
+        if msg.to_addr.tag is not None:
+            self._forward_in_dialog(msg, source, side, now)
+        else:
+            self._forward_initial(msg, source, side, now)
 
     def _check_forwardable(self, msg: Message) -> None:
         """RFC 3261 16.3 request validation a proxy must do before forwarding."""
@@ -206,28 +205,56 @@ class ProxyCore:
                 f"unsupported Proxy-Require: {joined}", extra_headers=(("Unsupported", joined),)
             )
 
-    def _routing_edits(
-        self, msg: Message, source: Source, side: str, target: Target
+    def _hop_edits(self, msg: Message, target: Target) -> list[Edit]:
+        return request_edits.max_forwards_edits(msg) + request_edits.content_length_edits(
+            msg, target
+        )
+
+    def _forward_in_dialog(self, msg: Message, source: Source, side: str, now: float) -> None:
+        """Our Route entries off; the dialog's identity (from our token) put back or again."""
+        route = request_edits.undo_strict_routing(
+            msg, self.config
+        ) or request_edits.pop_our_routes(msg, self.config)
+        target = self.config.trunks[route.trunk_index] if side == PBX else self.config.pbx
+        identity_edits, restore = self._in_dialog_identity(msg, side, route.identity)
+        edits = self._hop_edits(msg, target) + route.edits + identity_edits
+        if msg.method == "ACK":
+            self._forward_stateless(msg, source, target, edits)
+            return
+        self._forward_stateful(msg, source, (target,), lambda *_: (edits, restore), now)
+
+    def _forward_initial(self, msg: Message, source: Source, side: str, now: float) -> None:
+        """Out of dialog: to the trunks in order (failover) or to the PBX. An outbound INVITE
+        gets its caller ID decided here, once, whichever trunk ends up taking it."""
+        targets = self.config.trunks if side == PBX else (self.config.pbx,)
+        shown = self._decide_caller_id(msg) if side == PBX and msg.method == "INVITE" else None
+
+        def edits_for(target: Target, trunk_index: int) -> tuple[list[Edit], Restore | None]:
+            return self._initial_edits(msg, source, target, shown, trunk_index)
+
+        if msg.method == "ACK":  # a stray ACK outside any dialog: nothing to keep state for
+            self._forward_stateless(msg, source, targets[0], edits_for(targets[0], 0)[0])
+            return
+        self._forward_stateful(msg, source, targets, edits_for, now)
+
+    def _initial_edits(
+        self,
+        msg: Message,
+        source: Source,
+        target: Target,
+        shown: ShownIdentity | None,
+        trunk_index: int,
     ) -> tuple[list[Edit], Restore | None]:
-        """Everything but Via: identity rewrite/restore, Route, Record-Route, Max-Forwards."""
-        edits = request_edits.max_forwards_edits(msg)
-        edits += request_edits.content_length_edits(msg, target)
-        if msg.to_addr.tag is not None:
-            strict = request_edits.undo_strict_routing(msg, self.config)
-            routes, identity = strict or request_edits.pop_our_routes(msg, self.config)
-            edits += routes
-            identity_edits, restore = self._in_dialog_identity(msg, side, identity)
-            return edits + identity_edits, restore
-        token_identity: DialogIdentity | None = None
+        edits = self._hop_edits(msg, target)
+        identity: DialogIdentity | None = None
         restore = None
-        if side == PBX and msg.method == "INVITE":
-            shown = self._decide_caller_id(msg)
-            rewrite, token_identity = rewrite_caller_id(msg, shown, target.uri_host())
+        if shown is not None:
+            rewrite, identity = rewrite_caller_id(msg, shown, target.uri_host())
             edits += rewrite
-            restore = Restore("from", token_identity.original_from)
+            restore = Restore("from", identity.original_from)
         if msg.method in DIALOG_CREATING:
             edits += request_edits.record_route_edits(
-                msg, self.config, source.transport, target.transport, token_identity
+                msg, self.config, source.transport, target.transport, identity, trunk_index
             )
         return edits, restore
 
@@ -276,25 +303,26 @@ class ProxyCore:
         self,
         msg: Message,
         source: Source,
-        target: Target,
-        edits: list[Edit],
-        restore: Restore | None,
+        targets: tuple[Target, ...],
+        edits_for: Callable[[Target, int], tuple[list[Edit], Restore | None]],
         now: float,
     ) -> None:
         server = self._transactions.open_server(msg, source)
-        branch = outgoing_branch(server.key, target.transport)
-        data = apply_edits(
-            msg.raw, self._via_edits(msg, source, target, branch) + edits, msg.wire.body_end
-        )
-        client = ClientTransaction(
-            branch=branch,
-            method=msg.method,
-            target=target,
-            request=data,
-            server=server,
-            restore=restore,
-        )
-        self._transactions.start_client(client, now)
+
+        def client_for(target: Target, index: int) -> ClientTransaction:
+            edits, restore = edits_for(target, index)
+            # Each attempt is its own client transaction; the first keeps the plain derived
+            # branch, which a restarted proxy can compute again for a stateless CANCEL.
+            branch = outgoing_branch(
+                server.key, target.transport if index == 0 else f"{target.transport}#{index}"
+            )
+            via = self._via_edits(msg, source, target, branch)
+            data = apply_edits(msg.raw, via + edits, msg.wire.body_end)
+            return ClientTransaction(branch, msg.method, target, data, server, restore)
+
+        server.retarget = client_for
+        server.alternatives = list(targets[1:])
+        self._transactions.start_client(client_for(targets[0], 0), now)
 
     # ----------------------------------------------------------------- CANCEL
     def _on_cancel(self, msg: Message, source: Source, side: str, now: float) -> None:
@@ -305,7 +333,7 @@ class ProxyCore:
         # No INVITE known here (e.g. after a restart): forward it statelessly (RFC 3261 16.10);
         # its derived branch is the one the INVITE was forwarded with.
         target = self.config.trunk if side == PBX else self.config.pbx
-        self._forward_stateless(msg, source, target, request_edits.max_forwards_edits(msg))
+        self._forward_stateless(msg, source, target, self._hop_edits(msg, target))
 
     # ----------------------------------------------------------------- responses
     def _on_response(self, msg: Message, source: Source, now: float) -> None:

@@ -36,8 +36,14 @@ class ProxyConfig:
     trusted: tuple[IPNetwork, ...] = field(default=())
     extra_trunks: tuple[Target, ...] = field(default=())
 
+    @property
+    def trunks(self) -> tuple[Target, ...]:
+        """Outbound calls try them in order: the next one when a trunk fails (5xx, 408,
+        silence, unreachable) before it answered anything."""
+        return (self.trunk, *self.extra_trunks)
+
     def is_trunk(self, host: str, port: int) -> bool:
-        return any((t.host, t.port) == (host, port) for t in (self.trunk, *self.extra_trunks))
+        return any((t.host, t.port) == (host, port) for t in self.trunks)
 
     def advertised_for(self, transport: str, family_host: str) -> Target:
         v6 = ":" in family_host

@@ -6,6 +6,7 @@ Our Record-Route carries the signed dialog identity in its `cid` parameter (see 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from proxy.sip.addresses import Source, Target, normalise_host
 from proxy.sip.edits import (
@@ -25,6 +26,7 @@ from proxy.sip.policy import ProxyConfig
 from proxy.sip.transactions import Restore
 
 IDENTITY_PARAM = "cid"
+TRUNK_PARAM = "tr"
 _VALUELESS_RPORT = re.compile(r";[ \t]*rport(?=[ \t]*(?:;|$))", re.IGNORECASE)
 
 
@@ -91,12 +93,14 @@ def record_route_edits(
     in_transport: str,
     out_transport: str,
     identity: DialogIdentity | None,
+    trunk_index: int = 0,
 ) -> list[Edit]:
     """Record-Route ourselves (loose routing); two entries when the two legs differ in transport
-    (RFC 5658), the top one facing downstream."""
-    token = ""
+    (RFC 5658), the top one facing downstream. `tr` names the trunk of the dialog when it is
+    not the first one, so that in-dialog requests follow the call to it."""
+    token = f";{TRUNK_PARAM}={trunk_index}" if trunk_index else ""
     if identity is not None:
-        token = f";{IDENTITY_PARAM}=" + encode_identity(config.secret, msg.call_id, identity)
+        token += f";{IDENTITY_PARAM}=" + encode_identity(config.secret, msg.call_id, identity)
     facing = [out_transport] if in_transport == out_transport else [out_transport, in_transport]
     values = []
     for transport in facing:
@@ -111,10 +115,20 @@ def record_route_edits(
     return [Edit(after_vias, after_vias, b"Record-Route: " + value + b"\r\n") for value in values]
 
 
-def pop_our_routes(msg: Message, config: ProxyConfig) -> tuple[list[Edit], DialogIdentity | None]:
+@dataclass(frozen=True, slots=True)
+class OurRoute:
+    """What our Route entries said: the edits removing them, the dialog's identity, its trunk."""
+
+    edits: list[Edit]
+    identity: DialogIdentity | None
+    trunk_index: int
+
+
+def pop_our_routes(msg: Message, config: ProxyConfig) -> OurRoute:
     """Remove the leading Route entries that are ours; decode and verify their identity."""
     edits: list[Edit] = []
     identity: DialogIdentity | None = None
+    trunk_index = 0
     for header in msg.wire.get_all("route"):
         spans = split_comma_values(header.value)
         mine = 0
@@ -123,6 +137,7 @@ def pop_our_routes(msg: Message, config: ProxyConfig) -> tuple[list[Edit], Dialo
             if not _is_our_uri(value.uri, config):
                 break
             identity = identity or _identity_of(value.uri, msg.call_id, config)
+            trunk_index = trunk_index or _trunk_index_of(value.uri, config)
             mine += 1
         if mine == len(spans):
             edits.append(remove_header(header))
@@ -131,7 +146,16 @@ def pop_our_routes(msg: Message, config: ProxyConfig) -> tuple[list[Edit], Dialo
             cut_end = header.value_start + spans[mine][0]
             edits.append(Edit(header.value_start, cut_end, b""))
         break
-    return edits, identity
+    return OurRoute(edits, identity, trunk_index)
+
+
+def _trunk_index_of(uri: str, config: ProxyConfig) -> int:
+    text = parse_sip_uri(uri).params.get(TRUNK_PARAM)
+    if text is None:
+        return 0
+    if not text.isdigit() or int(text) >= len(config.trunks):
+        raise BadRequest(f"unknown trunk {text[:8]!r} in Route")
+    return int(text)
 
 
 def _identity_of(uri: str, call_id: str, config: ProxyConfig) -> DialogIdentity | None:
@@ -144,9 +168,7 @@ def _identity_of(uri: str, call_id: str, config: ProxyConfig) -> DialogIdentity 
     return decode_identity(config.secret, call_id, token)
 
 
-def undo_strict_routing(
-    msg: Message, config: ProxyConfig
-) -> tuple[list[Edit], DialogIdentity | None] | None:
+def undo_strict_routing(msg: Message, config: ProxyConfig) -> OurRoute | None:
     """RFC 3261 16.4: a strict router before us put our Record-Route URI in the Request-URI.
     Put the remote target (the last Route value) back there and take it out of the Route set."""
     if not _is_our_uri(msg.wire.uri, config):
@@ -167,7 +189,8 @@ def undo_strict_routing(
         Edit(uri_start, uri_start + len(msg.wire.uri), target.uri.encode("latin-1")),
         _remove_list_value(header, spans, index),
     ]
-    return edits, _identity_of(msg.wire.uri, msg.call_id, config)
+    identity = _identity_of(msg.wire.uri, msg.call_id, config)
+    return OurRoute(edits, identity, _trunk_index_of(msg.wire.uri, config))
 
 
 def _remove_list_value(header: Header, spans: list[tuple[int, int]], index: int) -> Edit:

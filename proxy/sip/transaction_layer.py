@@ -38,6 +38,7 @@ from proxy.sip.transactions import (
 log = logging.getLogger("callerid_proxy.transactions")
 
 CLIENT_TIMERS = ("A", "B", "C", "D", "E", "F", "K")
+FAILOVER_STATUSES = frozenset((408, 500, 502, 503, 504))
 SERVER_TIMERS = ("G", "H", "I", "J", "L")
 UpstreamBytes = Callable[[Message, Restore | None], bytes | None]
 RelayStateless = Callable[[Message], None]
@@ -106,6 +107,7 @@ class TransactionLayer:
         self, invite: ServerTransaction, cancel: Message, source: Source, now: float
     ) -> None:
         """Hop-by-hop CANCEL (RFC 3261 16.10): 200 here, CANCEL downstream once it may be sent."""
+        invite.cancelled = True  # no failover to another trunk after this
         cancel_server = ServerTransaction(server_key(cancel), "CANCEL", source, cancel)
         self._servers[cancel_server.key] = cancel_server
         self._send_final(cancel_server, build_response(cancel.wire, 200, "OK"), now)
@@ -206,8 +208,11 @@ class TransactionLayer:
         else:
             client.state = State.COMPLETED
             self._timers.arm(client.key, "K", now + (0 if client.reliable else T4))
-        if client.server is not None:
-            self._relay_to_server(client, msg, now)
+        if client.server is None:
+            return
+        if status in FAILOVER_STATUSES and self._try_next_hop(client.server, now):
+            return  # this trunk's failure is not the caller's answer: the next trunk's will be
+        self._relay_to_server(client, msg, now)
 
     def _relay_to_server(self, client: ClientTransaction, msg: Message, now: float) -> None:
         server = client.server
@@ -253,7 +258,8 @@ class TransactionLayer:
             if client.state in (State.TRYING, State.PROCEEDING) and client.method != "CANCEL":
                 self._counters["transport_failures"] += 1
                 self._end_client(client)
-                self._answer_upstream(client, 503, "Service Unavailable", now)
+                if client.server is None or not self._try_next_hop(client.server, now):
+                    self._answer_upstream(client, 503, "Service Unavailable", now)
 
     def handle_timer(self, now: float) -> None:
         for owner, name in self._timers.pop_due(now):
@@ -292,13 +298,32 @@ class TransactionLayer:
         self._timers.arm(client.key, name, now + interval)
 
     def _time_out(self, client: ClientTransaction, now: float) -> None:
-        """408 upstream, but the transaction lingers as completed: a late non-2xx final is then
-        ACKed and absorbed (not relayed on top of our 408), a late 2xx still goes end to end."""
+        """408 upstream (or the next trunk, if this one never answered at all), but the
+        transaction lingers as completed: a late non-2xx final is then ACKed and absorbed (not
+        relayed on top of our 408), a late 2xx still goes end to end."""
         self._counters["timeouts"] += 1
-        self._answer_upstream(client, 408, "Request Timeout", now)
+        silent = client.state is State.TRYING
         self._timers.cancel_all(client.key, CLIENT_TIMERS)
         client.state = State.COMPLETED
         self._timers.arm(client.key, "D", now + TIMER_D)
+        server = client.server
+        if not (silent and server is not None and self._try_next_hop(server, now)):
+            self._answer_upstream(client, 408, "Request Timeout", now)
+
+    def _try_next_hop(self, server: ServerTransaction, now: float) -> bool:
+        """Failover (like Kamailio's dispatcher): the same request, built anew for the next
+        trunk, as a new client transaction; never after a CANCEL or a final upstream."""
+        if server.cancelled or server.final_sent or not server.alternatives:
+            return False
+        if server.retarget is None:
+            return False
+        target = server.alternatives.pop(0)
+        server.attempt += 1
+        failed = server.client.target.hostport() if server.client else "?"
+        log.warning("%s: %s failed, trying %s", server.method, failed, target.hostport())
+        self._counters["failovers"] += 1
+        self.start_client(server.retarget(target, server.attempt), now)
+        return True
 
     def _server_timer(self, server: ServerTransaction, name: str, now: float) -> None:
         if name == "G" and server.state is State.COMPLETED and server.last_response:

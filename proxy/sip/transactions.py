@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from enum import Enum
 
 from proxy.sip.addresses import Source, Target
@@ -62,6 +63,11 @@ class ServerTransaction:
     final_sent: bool = False
     client: ClientTransaction | None = None
     retransmit_interval: float = 0.0
+    cancelled: bool = False
+    # Failover: the next hops still to try, and how to build the request for one of them.
+    alternatives: list[Target] = field(default_factory=list)
+    retarget: Callable[[Target, int], ClientTransaction] | None = None
+    attempt: int = 0
 
 
 @dataclass(slots=True)
