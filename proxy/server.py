@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import signal
@@ -43,6 +44,7 @@ class ProxyServer:
         self._servers: list[asyncio.Server] = []
         self._connections: dict[int, TcpConnection] = {}
         self._by_peer: dict[tuple[str, int], TcpConnection] = {}
+        self._connection_ids = itertools.count(1)
         self._dialling: dict[Target, list[Outgoing]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_deadline: float | None = None
@@ -151,6 +153,7 @@ class ProxyServer:
     def _accepted_connection(self) -> TcpConnection:
         connection = TcpConnection(
             self,
+            next(self._connection_ids),
             max_message=self.settings.max_message,
             idle_timeout=self.settings.tcp_idle_timeout,
         )
@@ -218,6 +221,7 @@ class ProxyServer:
                 self._loop.create_connection(
                     lambda: TcpConnection(
                         self,
+                        next(self._connection_ids),
                         dialled=target,
                         max_message=self.settings.max_message,
                         idle_timeout=self.settings.tcp_idle_timeout,

@@ -6,7 +6,6 @@ They know nothing of SIP beyond framing a TCP stream with the sans-IO `StreamFra
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 from collections.abc import Callable
 from typing import Protocol
@@ -15,7 +14,6 @@ from proxy.sip.addresses import Source, Target
 from proxy.sip.framing import DEFAULT_MAX_MESSAGE, Frame, StreamFramer
 
 log = logging.getLogger("callerid_proxy.transport")
-_connection_ids = itertools.count(1)
 
 
 class MessageSink(Protocol):
@@ -56,12 +54,13 @@ class TcpConnection(asyncio.Protocol):
     def __init__(
         self,
         sink: MessageSink,
+        connection_id: int,
         *,
         dialled: Target | None = None,
         max_message: int = DEFAULT_MAX_MESSAGE,
         idle_timeout: float = 120.0,
     ) -> None:
-        self.id = next(_connection_ids)
+        self.id = connection_id
         self.sink = sink
         self.dialled = dialled
         self.framer = StreamFramer(max_message)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 from dataclasses import dataclass
 
@@ -47,7 +46,6 @@ class Outgoing:
     close_after: bool = False
 
 
-@functools.lru_cache(maxsize=1024)
 def normalise_host(host: str) -> str:
     host = host.strip("[]").lower()
     try:

@@ -11,7 +11,6 @@ route set, a restart or a second instance with the same secret restores too.
 from __future__ import annotations
 
 import base64
-import functools
 import hashlib
 import hmac
 from dataclasses import dataclass
@@ -36,7 +35,6 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-@functools.lru_cache(maxsize=8)
 def _subkey(secret: bytes, purpose: bytes) -> bytes:
     return hmac.new(secret, b"callerid-proxy identity " + purpose, hashlib.sha256).digest()
 

@@ -69,7 +69,7 @@ def via_edits(msg: Message, source: Source, ours: Target, branch: str) -> list[E
     if rport is not None:
         start = top.start + rport.start()
         edits.append(Edit(start, top.start + rport.end(), f";rport={source.port}".encode()))
-    moved = normalise_host(top.host) != normalise_host(source.host)
+    moved = top.host != source.host and normalise_host(top.host) != normalise_host(source.host)
     if (rport is not None or moved) and "received" not in top.params:
             edits.append(Edit(top.params_end, top.params_end, f";received={source.host}".encode()))
     transport = ours.transport.upper()
