@@ -12,6 +12,8 @@ import os
 import signal
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from enum import Enum
@@ -132,6 +134,7 @@ class ReloadResult:
     outcome: Outcome
     message: str
     status: ProxyStatus | None = None
+    errors: tuple[str, ...] = ()
 
 
 def _process_exists(pid: int) -> bool:
@@ -224,3 +227,35 @@ def _judge(status: ProxyStatus, expected_version: str) -> ReloadResult:
             status,
         )
     return ReloadResult(Outcome.APPLIED, f"applied version {expected_version}", status)
+
+
+def request_reload_via_admin(
+    address: tuple[str, int], expected_version: str, timeout: float
+) -> ReloadResult:
+    """POST /reload to the proxy's admin endpoint; its answer is the outcome, no polling."""
+    host, port = address
+    url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/reload"
+    request = urllib.request.Request(url, data=b"", method="POST")
+    # Never through an HTTP proxy from the environment: the admin endpoint is local.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(request, timeout=timeout) as response:
+            answer = json.loads(response.read())
+    except urllib.error.HTTPError as exc:  # 422: the proxy refused the file
+        answer = json.loads(exc.read() or b"{}")
+    except (OSError, ValueError) as exc:
+        return ReloadResult(Outcome.NO_PROXY, f"no proxy answering at {url}: {exc}")
+    version = str(answer.get("version", ""))
+    errors = tuple(str(line) for line in answer.get("errors", ()))
+    if not answer.get("ok"):
+        return ReloadResult(
+            Outcome.REFUSED, f"the proxy refused the file; version {version} stays active",
+            errors=errors,
+        )
+    if version != expected_version:
+        return ReloadResult(
+            Outcome.OTHER_VERSION,
+            f"the proxy reloaded {answer.get('rules_path', 'its rules')} and now runs version "
+            f"{version}, not {expected_version}: it runs another file (or the file changed again)",
+        )
+    return ReloadResult(Outcome.APPLIED, f"applied version {expected_version}")

@@ -38,6 +38,11 @@ def add_rules_commands(commands: Any) -> None:
         help=f"pid file of the running proxy (default: {control.DEFAULT_PID_FILE})",
     )
     apply.add_argument(
+        "--admin",
+        metavar="HOST:PORT",
+        help="reload through the proxy's admin endpoint instead of SIGHUP to --pid-file",
+    )
+    apply.add_argument(
         "--timeout", type=float, default=5.0, help="seconds to wait for the proxy (default: 5)"
     )
     apply.set_defaults(handler=run_apply)
@@ -153,7 +158,15 @@ def run_apply(args: argparse.Namespace) -> int:
     if loaded is None:
         print("apply: nothing was sent to the proxy", file=sys.stderr)
         return 1
-    result = control.request_reload(args.pid_file, loaded.version, args.timeout)
+    if args.admin:
+        host, _, port = args.admin.rpartition(":")
+        if not port.isdigit():
+            print(f"apply: --admin expects HOST:PORT, got {args.admin!r}", file=sys.stderr)
+            return 2
+        address = (host.strip("[]"), int(port))
+        result = control.request_reload_via_admin(address, loaded.version, args.timeout)
+    else:
+        result = control.request_reload(args.pid_file, loaded.version, args.timeout)
     if result.outcome is control.Outcome.APPLIED:
         print(
             f"applied version {loaded.version} ({len(loaded.users)} users, "
@@ -161,6 +174,7 @@ def run_apply(args: argparse.Namespace) -> int:
         )
         return 0
     print(f"apply: {result.message}", file=sys.stderr)
-    if result.outcome is control.Outcome.REFUSED and result.status is not None:
-        _print_lines(result.status.last_reload_errors, sys.stderr, "error: ")
+    if result.outcome is control.Outcome.REFUSED:
+        errors = result.status.last_reload_errors if result.status else result.errors
+        _print_lines(errors, sys.stderr, "error: ")
     return 1

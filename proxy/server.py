@@ -106,7 +106,12 @@ class ProxyServer:
     def _reload_for_admin(self) -> dict[str, Any]:
         self.reload_rules()
         outcome = self._last_outcome
-        return {"ok": outcome.ok, "version": self.rules.current.version, "errors": outcome.errors}
+        return {
+            "ok": outcome.ok,
+            "version": self.rules.current.version,
+            "rules_path": str(self.rules.path),
+            "errors": outcome.errors,
+        }
 
     def status(self) -> dict[str, Any]:
         return {
