@@ -9,7 +9,7 @@ import pytest
 
 from tests.e2e.calls import loopback
 from tests.e2e.ports import free_port
-from tests.e2e.proxy_process import DEFAULT_SECRET, ProxyProcess
+from tests.e2e.proxy_process import DEFAULT_SECRET, Endpoint, ProxyProcess
 from tests.e2e.sipp import SIPP
 
 EXAMPLE_RULES = """\
@@ -54,8 +54,9 @@ def start_proxy(tmp_path: Path, rules_file: Path) -> Iterator[StartProxy]:
     """Start a proxy on free loopback ports; `transport` applies to both its PBX and its trunk.
 
     `same_ports_as` starts it instead on the listen, PBX and trunk addresses of an earlier proxy
-    (stopped first: a restart); `secret` is its --secret. At teardown every proxy gets SIGTERM
-    and must exit 0.
+    (stopped first: a restart); `secret` is its --secret; `extra_trunks` are more `--trunk`s
+    after the first, for failover (a restart keeps the earlier proxy's unless given). At teardown
+    every proxy gets SIGTERM and must exit 0.
     """
     started: list[ProxyProcess] = []
 
@@ -65,6 +66,7 @@ def start_proxy(tmp_path: Path, rules_file: Path) -> Iterator[StartProxy]:
         *,
         secret: str = DEFAULT_SECRET,
         same_ports_as: ProxyProcess | None = None,
+        extra_trunks: Sequence[Endpoint] = (),
     ) -> ProxyProcess:
         if same_ports_as is None:
             listen = loopback(free_port())
@@ -72,6 +74,7 @@ def start_proxy(tmp_path: Path, rules_file: Path) -> Iterator[StartProxy]:
             name = "proxy"
         else:
             listen, pbx, trunk = same_ports_as.listen, same_ports_as.pbx, same_ports_as.trunk
+            extra_trunks = extra_trunks or same_ports_as.extra_trunks
             name = f"proxy{len(started) + 1}"
         proxy = ProxyProcess(
             workdir=tmp_path,
@@ -82,6 +85,7 @@ def start_proxy(tmp_path: Path, rules_file: Path) -> Iterator[StartProxy]:
             trusted=trusted,
             secret=secret,
             name=name,
+            extra_trunks=extra_trunks,
         )
         started.append(proxy)
         proxy.start()

@@ -47,12 +47,15 @@ class ProxyProcess:
         trusted: Sequence[str] = (),
         secret: str = DEFAULT_SECRET,
         name: str = "proxy",
+        extra_trunks: Sequence[Endpoint] = (),
     ) -> None:
         """`name` prefixes the pid and log files, so a proxy started again on the same ports
-        (a restart) keeps its own files."""
+        (a restart) keeps its own files. `extra_trunks` are further `--trunk`s after `trunk`,
+        tried in order when the one before fails a call (failover)."""
         self.listen = listen
         self.pbx = pbx
         self.trunk = trunk
+        self.extra_trunks = tuple(extra_trunks)
         self.pid_file = workdir / f"{name}-{listen.port}.pid"
         self.status_file = Path(f"{self.pid_file}.status")
         self.log_file = workdir / f"{name}-{listen.port}.log"
@@ -66,6 +69,8 @@ class ProxyProcess:
             "--secret", secret,
             "--log-level", "info",
         ]  # fmt: skip
+        for extra in self.extra_trunks:
+            self._command += ["--trunk", extra.option()]
         for cidr in trusted:
             self._command += ["--trusted", cidr]
         self._process: subprocess.Popen[bytes] | None = None

@@ -192,6 +192,25 @@ def run_pair(server: SippSide, client: SippSide, workdir: Path) -> tuple[SippRes
     return server_result, client_result
 
 
+def run_with_servers(
+    servers: Sequence[SippSide], client: SippSide, workdir: Path
+) -> tuple[list[SippResult], SippResult]:
+    """Like `run_pair` with several servers (e.g. one per trunk): start them all in the
+    background, wait until each listens, run `client`, collect every server in order."""
+    background = [SippProcess(server, workdir) for server in servers]
+    try:
+        for process in background:
+            process.start()
+        for process in background:
+            process.wait_bound()
+        client_result = run_client(client, workdir)
+        server_results = [process.finish() for process in background]
+    finally:
+        for process in background:
+            process.kill()
+    return server_results, client_result
+
+
 def assert_all_succeeded(results: Sequence[SippResult], calls: int, context: str = "") -> None:
     """Every side exited 0 and its stat CSV counts `calls` successful and 0 failed calls."""
     bad = [r for r in results if r.returncode != 0 or r.successful != calls or r.failed != 0]

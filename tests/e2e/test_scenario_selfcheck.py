@@ -163,3 +163,25 @@ def test_pbx_side_fails_an_inbound_call_whose_to_changed(tmp_path: Path) -> None
     pbx, trunk = inbound_direct(tmp_path, f"<sip:+3228880001@{HOST}>")
     pbx_result, _ = run_pair(pbx, trunk, tmp_path)
     assert_side_failed(pbx_result, "strcmp seen_to")
+
+
+REJECTED = ("trunk_uas_reject.xml", "pbx_uac_unavailable.xml")
+
+
+@pytest.mark.parametrize("status", ["408", "500", "502", "503", "504"])
+def test_reject_scenario_answers_each_failover_status(tmp_path: Path, status: str) -> None:
+    """trunk_uas_reject.xml answers the -set status (SIPp needs a send per code); only a 503
+    completes pbx_uac_unavailable.xml's call, any other one fails it."""
+    trunk, pbx = direct_pair(REJECTED, edited_scenarios(tmp_path, {}), {"status": status})
+    trunk_result, pbx_result = run_pair(trunk, pbx, tmp_path)
+    assert f"SIP/2.0 {status} " in trunk_result.messages, trunk_result.report()
+    if status == "503":
+        assert_all_succeeded([trunk_result, pbx_result], calls=1)
+    else:
+        assert_side_failed(pbx_result, "unexpected message")
+
+
+def test_reject_scenario_fails_on_a_status_it_has_no_answer_for(tmp_path: Path) -> None:
+    trunk, pbx = direct_pair(REJECTED, edited_scenarios(tmp_path, {}), {"status": "486"})
+    trunk_result, _ = run_pair(trunk, pbx, tmp_path)
+    assert_side_failed(trunk_result, "regexp '^(408|500|502|503|504)$'")
