@@ -155,7 +155,7 @@ class ProxyCore:
     # ----------------------------------------------------------------- classification
     def _side_of(self, source: Source) -> str | None:
         """Trunk first: PBX and trunk may share an IP address."""
-        trunk, pbx, dialled = self.config.trunk, self.config.pbx, source.dialled
+        pbx, dialled = self.config.pbx, source.dialled
         if dialled is not None and self.config.is_trunk(dialled.host, dialled.port):
             return TRUNK
         if self.config.is_trunk(source.host, source.port):
@@ -166,9 +166,17 @@ class ProxyCore:
             address = ipaddress.ip_address(source.host)
             if any(address in network for network in self.config.trusted):
                 return PBX
-        if source.transport == "tcp" and source.host == trunk.host:
-            return TRUNK
+        if source.transport == "tcp" and any(t.host == source.host for t in self.config.trunks):
+            return TRUNK  # a trunk's own connection, from an ephemeral port
         return None
+
+    def _trunk_index_of_source(self, source: Source) -> int:
+        """Which `--trunk` a message from the trunk side came from (its dialog stays there)."""
+        trunks = self.config.trunks
+        for index, trunk in enumerate(trunks):
+            if source.dialled == trunk or (trunk.host, trunk.port) == (source.host, source.port):
+                return index
+        return next((i for i, t in enumerate(trunks) if t.host == source.host), 0)
 
     # ----------------------------------------------------------------- requests
     def _on_request(self, msg: Message, source: Source, now: float) -> None:
@@ -227,10 +235,15 @@ class ProxyCore:
         """Out of dialog: to the trunks in order (failover) or to the PBX. An outbound INVITE
         gets its caller ID decided here, once, whichever trunk ends up taking it."""
         targets = self.config.trunks if side == PBX else (self.config.pbx,)
+        # An outbound proxy setting on the PBX puts our URI in a Route: ours to remove (16.4).
+        our_routes = request_edits.pop_our_routes(msg, self.config).edits
         shown = self._decide_caller_id(msg) if side == PBX and msg.method == "INVITE" else None
+        inbound_trunk = self._trunk_index_of_source(source) if side == TRUNK else 0
 
-        def edits_for(target: Target, trunk_index: int) -> tuple[list[Edit], Restore | None]:
-            return self._initial_edits(msg, source, target, shown, trunk_index)
+        def edits_for(target: Target, attempt: int) -> tuple[list[Edit], Restore | None]:
+            trunk_index = attempt if side == PBX else inbound_trunk
+            edits, restore = self._initial_edits(msg, source, target, shown, trunk_index)
+            return edits + our_routes, restore
 
         if msg.method == "ACK":  # a stray ACK outside any dialog: nothing to keep state for
             self._forward_stateless(msg, source, targets[0], edits_for(targets[0], 0)[0])
@@ -292,7 +305,9 @@ class ProxyCore:
     def _forward_stateless(
         self, msg: Message, source: Source, target: Target, edits: list[Edit]
     ) -> None:
-        branch = outgoing_branch(server_key(msg), target.transport)
+        # A CANCEL's key is its INVITE's, so that it gets the INVITE's branch (RFC 3261 9.1).
+        key = server_key(msg, "INVITE" if msg.method == "CANCEL" else None)
+        branch = outgoing_branch(key, target.transport)
         data = apply_edits(
             msg.raw, self._via_edits(msg, source, target, branch) + edits, msg.wire.body_end
         )

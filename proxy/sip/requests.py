@@ -217,9 +217,13 @@ def restore_from_record_route(msg: Message, config: ProxyConfig) -> Restore | No
                     break
     if identity is None:
         return None
+    # By the PBX's tag, not by bytes: a UA may re-serialise From/To (spacing, quoting, case).
+    pbx_tag = parse_name_addr(identity.original_from.decode("latin-1")).tag
     from_header, to_header = msg.wire.one("from"), msg.wire.one("to")
-    if msg.raw[from_header.value_start : from_header.value_end] == identity.rewritten_from:
-        return Restore("from", identity.original_from)
-    if msg.raw[to_header.value_start : to_header.value_end] == identity.original_from:
-        return Restore("to", identity.rewritten_from)
+    from_value = msg.raw[from_header.value_start : from_header.value_end]
+    to_value = msg.raw[to_header.value_start : to_header.value_end]
+    if from_value == identity.rewritten_from or (pbx_tag and msg.from_addr.tag == pbx_tag):
+        return Restore("from", identity.original_from)  # a response to the PBX's request
+    if to_value == identity.original_from or (pbx_tag and msg.to_addr.tag == pbx_tag):
+        return Restore("to", identity.rewritten_from)  # a response to a trunk's request
     return None

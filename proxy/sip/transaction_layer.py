@@ -184,6 +184,12 @@ class TransactionLayer:
                 self._timers.arm(client.key, "C", now + TIMER_C)
             elif not client.reliable:
                 client.retransmit_interval = T2
+        elif (
+            client.method == "INVITE"
+            and msg.wire.status > 100
+            and self._timers.is_armed(client.key, "C")
+        ):
+            self._timers.arm(client.key, "C", now + TIMER_C)  # RFC 3261 16.7 step 2: reset
         if client.cancel_pending:
             self._send_cancel(client, now)
         if msg.wire.status == 100 or client.server is None:
@@ -217,10 +223,16 @@ class TransactionLayer:
     def _relay_to_server(self, client: ClientTransaction, msg: Message, now: float) -> None:
         server = client.server
         assert server is not None
-        if server.final_sent:
+        status = msg.wire.status
+        late_2xx = server.final_sent and server.method == "INVITE" and 200 <= status < 300
+        if server.final_sent and not late_2xx:
             return  # upstream already has its final answer (e.g. our own 408)
         data = self._upstream(msg, client.restore)
         if data is None:
+            return
+        if late_2xx:  # RFC 3261 16.7 step 5: a 2xx goes upstream even after our own final
+            self._counters["responses_relayed"] += 1
+            self._reply(server, data)
             return
         self._counters["responses_relayed"] += 1
         if msg.wire.status < 200:
@@ -344,10 +356,8 @@ def _reliable(server: ServerTransaction) -> bool:
 
 
 def _ack_for(client: ClientTransaction, response: Message) -> bytes:
-    """The ACK a proxy sends itself for a non-2xx final (RFC 3261 17.1.1.3)."""
+    """The ACK a proxy sends itself for a non-2xx final (RFC 3261 17.1.1.3): its To is the
+    response's, as the next hop sent it (the restore is for the copy going upstream)."""
     sent = parse_message(client.request, datagram=True).wire
     to_header = response.wire.one("to")
-    to_value = response.raw[to_header.value_start : to_header.value_end]
-    if client.restore is not None and client.restore.header == "to":
-        to_value = client.restore.value
-    return build_hop_request(sent, "ACK", to_value)
+    return build_hop_request(sent, "ACK", response.raw[to_header.value_start : to_header.value_end])
