@@ -174,7 +174,7 @@ class ProxyServer:
         for outgoing in self.core.datagrams_to_send():
             try:
                 self._send(outgoing)
-            except OSError as error:
+            except (OSError, ValueError) as error:  # ValueError: uvloop on a non-IP address
                 log.warning("send to %s failed: %s", outgoing.target.hostport(), error)
                 self.core.transport_failed(outgoing.target, self._loop.time())
         self._arm_timer()

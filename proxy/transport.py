@@ -73,6 +73,10 @@ class TcpConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
+        if not peer:  # reset before we got to accept it: nothing to talk to
+            log.debug("tcp connection gone before it was accepted")
+            transport.close()
+            return
         self.peer = (str(peer[0]), int(peer[1]))
         self._touch()
         self.sink.on_connection_made(self)

@@ -10,7 +10,7 @@ internal error on its admin endpoint, still rewrite a valid call both ways, and 
 
 And the proxy must never send the trunk garbage: every datagram the trunk received parses
 (its own error replies, which must copy the sender's headers as they came, need only be framed).
-Two proxy bugs the run found are pinned down by strict xfail tests at the end.
+Two proxy bugs the run found (now fixed) are pinned down by regression tests at the end.
 
 Deterministic: one seeded `random.Random` drives every choice (override with CALLERID_FUZZ_SEED).
 Bounded: every loop has a count and a deadline; the whole test takes well under 20 s.
@@ -36,8 +36,6 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from proxy.sip.errors import SipError
 from proxy.sip.message import split_message
@@ -510,31 +508,20 @@ def valid_call(proxy: Proxy) -> None:
     assert len(parse_message(ok, datagram=True).vias) == 1  # our Via taken off
 
 
-# Proxy bugs this fuzz run can hit at random, each pinned down by a deterministic xfail(strict)
-# test below. A traceback matching one of them (and nothing else wrong) makes this test xfail
-# rather than fail; any other traceback fails it. Delete an entry once its bug is fixed.
-KNOWN_BUGS = {
-    "relay toward a Via host that is not an IP address (test_a_response_relayed_toward_a_"
-    "hostname)": ("in datagram_received", "socket family mismatch or a DNS lookup is required"),
-}
 _LOG_RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} ", re.MULTILINE)
 
 
-def tracebacks(log_text: str) -> tuple[list[str], list[str]]:
-    """The log records that carry a traceback: (known bugs hit, anything else)."""
-    known: list[str] = []
-    unknown: list[str] = []
+def tracebacks(log_text: str) -> list[str]:
+    """The log records that carry a traceback or an internal error."""
+    found: list[str] = []
     starts = [match.start() for match in _LOG_RECORD.finditer(log_text)] + [len(log_text)]
     for start, end in itertools.pairwise(starts):
         record = log_text[start:end]
-        if "Traceback" not in record and "internal error" not in record:
-            continue
-        bug = next((name for name, marks in KNOWN_BUGS.items()
-                    if all(mark in record for mark in marks)), None)
-        (known if bug else unknown).append(bug or record)
+        if "Traceback" in record or "internal error" in record:
+            found.append(record)
     if "Traceback" in log_text[: starts[0]]:
-        unknown.append(log_text[: starts[0]])
-    return sorted(set(known)), unknown
+        found.append(log_text[: starts[0]])
+    return found
 
 
 def test_fuzz_and_soak_the_live_proxy(tmp_path: Path) -> None:
@@ -553,8 +540,8 @@ def test_fuzz_and_soak_the_live_proxy(tmp_path: Path) -> None:
         proxy.alive()
         fuzzed_at_trunk = list(proxy.trunk.inbox)
 
-        known, unknown = tracebacks(proxy.log_text())
-        assert not unknown, "traceback or internal error in the log:\n" + "\n".join(unknown[:3])
+        found = tracebacks(proxy.log_text())
+        assert not found, "traceback or internal error in the log:\n" + "\n".join(found[:3])
         counters = proxy.status()["counters"]
         assert counters.get("internal_errors", 0) == 0, counters
         assert counters["received"] > sent // 2, (counters, sent)
@@ -570,22 +557,18 @@ def test_fuzz_and_soak_the_live_proxy(tmp_path: Path) -> None:
         proxy.process.send_signal(signal.SIGTERM)
         assert proxy.process.wait(timeout=10) == 0, proxy.log_tail()
         assert not proxy.pid_file.exists()
-        assert tracebacks(proxy.log_text())[1] == [], proxy.log_tail(80)
+        assert tracebacks(proxy.log_text()) == [], proxy.log_tail(80)
 
     bad = garbage_at_trunk(fuzzed_at_trunk)
     assert not bad, "the proxy sent the trunk messages that do not parse:\n" + "\n\n".join(
         f"{reason}\n{data[:600]!r}" for data, reason in bad[:5]
     )
     assert time.monotonic() - started < 30, "the fuzz run is meant to stay well under 20 s"
-    if known:
-        pytest.xfail("known proxy bug(s) hit: " + "; ".join(known))
 
 
 # ----------------------------------------------------------------------------- bugs found
-@pytest.mark.xfail(strict=True, reason="proxy bug: ProxyServer._flush lets uvloop's ValueError "
-                   "escape when a response is relayed statelessly toward a Via hostname")
 def test_a_response_relayed_toward_a_hostname(tmp_path: Path) -> None:
-    """A response from the trunk whose top Via looks ours (our host, our branch prefix) but
+    """Regression. A trunk response whose top Via looks ours (our host and branch prefix) but
     matches no transaction is relayed statelessly to the next Via's sent-by. When that is a
     hostname (no received=), `UdpEndpoint.send` hands it to `sendto`: uvloop raises ValueError
     ("socket family mismatch or a DNS lookup is required"; the standard loop would resolve it
@@ -607,10 +590,8 @@ def test_a_response_relayed_toward_a_hostname(tmp_path: Path) -> None:
         assert proxy.status()["counters"].get("internal_errors", 0) == 0
 
 
-@pytest.mark.xfail(strict=True, reason="proxy bug: TcpConnection.connection_made assumes a "
-                   "peername, None for a connection reset before it was accepted")
 def test_a_connection_reset_before_it_is_accepted(tmp_path: Path) -> None:
-    """A client that connects and resets while the connection still waits in the accept queue
+    """Regression. A client that connects and resets while its connection waits in the accept queue
     (here: the proxy stopped for a moment): `get_extra_info("peername")` is None and
     `TcpConnection.connection_made` raises TypeError ('NoneType' object is not subscriptable),
     logged by the loop with a traceback for every such connection."""
