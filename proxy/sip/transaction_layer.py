@@ -229,6 +229,8 @@ class TransactionLayer:
             return  # upstream already has its final answer (e.g. our own 408)
         data = self._upstream(msg, client.restore)
         if data is None:
+            if status >= 200 and not late_2xx:  # unrelayable final: still end the transaction
+                self._answer_upstream(client, 502, "Bad Gateway", now)
             return
         if late_2xx:  # RFC 3261 16.7 step 5: a 2xx goes upstream even after our own final
             self._counters["responses_relayed"] += 1

@@ -207,3 +207,19 @@ def test_2xx_retransmission_with_a_reformatted_from_is_still_restored() -> None:
     )
     (to_pbx,) = sent_to(clocked.receive(reformatted, TRUNK_SOURCE, at=0.6), PBX)
     assert value(to_pbx, "From") == ORIGINAL_FROM
+
+
+# ----------------------------------------------------------------- state leaks
+def test_a_final_that_cannot_be_relayed_does_not_leave_the_server_transaction_for_ever() -> None:
+    """A trunk answering with our Via only (it dropped the PBX's): the answer is dropped, but
+    the server transaction must still end (else one leaked entry per such request)."""
+    clocked = Clocked(make_core())
+    fwd = forwarded_invite(clocked)
+    head, body = response_to(fwd, 486, "Busy Here").split(b"\r\n\r\n", 1)
+    lines = head.split(b"\r\n")
+    first_via = next(i for i, line in enumerate(lines) if line.startswith(b"Via:"))
+    stripped = b"\r\n".join(lines[: first_via + 1] + lines[first_via + 2 :]) + b"\r\n\r\n" + body
+    assert len(values(stripped, "Via")) == 1
+    clocked.receive(stripped, TRUNK_SOURCE, at=0.1)
+    clocked.advance(600.0)
+    assert clocked.core.transaction_count == 0
