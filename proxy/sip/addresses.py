@@ -54,12 +54,14 @@ def normalise_host(host: str) -> str:
         return host
 
 
-def is_unroutable_destination(host: str) -> bool:
-    """Broadcast and multicast are never a place to relay a response to (RFC 4475 3.4.x bcast)."""
+def unroutable_reason(host: str) -> str | None:
+    """Why a response cannot be relayed to `host`, or None. Broadcast and multicast never
+    (RFC 4475 bcast); a host name neither, since the proxy does no DNS on its hot path (a
+    sender whose Via we stamped carries received= with its IP)."""
     try:
         address = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
-        return False
-    if address.is_multicast or address.is_unspecified:
-        return True
-    return str(address) == "255.255.255.255"
+        return "a host name, not an IP address"
+    if address.is_multicast or address.is_unspecified or str(address) == "255.255.255.255":
+        return "a broadcast, multicast or unspecified address"
+    return None

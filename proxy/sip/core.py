@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Callable
 
 from proxy.sip import requests as request_edits
-from proxy.sip.addresses import Outgoing, Source, Target, is_unroutable_destination
+from proxy.sip.addresses import Outgoing, Source, Target, unroutable_reason
 from proxy.sip.caller_id import ShownIdentity, replace_identity_header, rewrite_caller_id
 from proxy.sip.edits import Edit, apply_edits, remove_via_value
 from proxy.sip.errors import (
@@ -387,8 +387,9 @@ class ProxyCore:
         host = upstream.params.get("received") or upstream.host
         rport = upstream.params.get("rport")
         port = int(rport) if rport and rport.isdigit() else upstream.port or 5060
-        if is_unroutable_destination(host):
-            self._drop(f"response toward unroutable address {host}")
+        unroutable = unroutable_reason(host)
+        if unroutable is not None:
+            self._drop(f"response toward {host[:64]}: {unroutable}")
             return
         transport = "udp" if upstream.transport == "UDP" else "tcp"
         self.counters["responses_relayed_stateless"] += 1

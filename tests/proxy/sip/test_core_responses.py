@@ -157,3 +157,29 @@ def test_stateless_2xx_relay_also_removes_our_via_from_a_comma_joined_line() -> 
     (to_pbx,) = sent_to(restarted.receive(ok, TRUNK_SOURCE, at=1.0), PBX)
     assert values(to_pbx, "Via") == [pbx]
     assert value(to_pbx, "From") == ORIGINAL_FROM
+
+
+@pytest.mark.parametrize(
+    ("upstream_via", "reason"),
+    [
+        ("SIP/2.0/UDP pbx.invalid:5070;branch=z9hG4bK-host", "a host name"),
+        ("SIP/2.0/UDP 255.255.255.255;branch=z9hG4bK-bcast", "broadcast"),
+        ("SIP/2.0/UDP 224.0.1.75:5060;branch=z9hG4bK-mcast", "multicast"),
+    ],
+)
+def test_a_stateless_relay_never_goes_to_a_name_or_a_broadcast(
+    upstream_via: str, reason: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without a transaction the next Via decides; a name would need DNS on the hot path."""
+    core = make_core()
+    response = (
+        "SIP/2.0 200 OK\r\n"
+        "Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKcp0123456789;rport\r\n"
+        f"Via: {upstream_via}\r\n"
+        "From: <sip:1001@pbx.invalid>;tag=a\r\nTo: <sip:2@127.0.0.1>;tag=b\r\n"
+        "Call-ID: relay-nowhere@pbx\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+    core.receive(response, TRUNK_SOURCE, 0.0)
+    assert core.datagrams_to_send() == []
+    assert core.counters["dropped"] == 1
+    assert reason in caplog.text
