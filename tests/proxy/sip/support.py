@@ -15,6 +15,16 @@ PBX_SOURCE = Source("udp", "127.0.0.1", 5070)
 TRUNK_SOURCE = Source("udp", "127.0.0.1", 5080)
 SECRET = b"test-secret"
 
+# What invite() carries and what the trunk then sees (FixedPolicy's number, trunk on loopback).
+ORIGINAL_FROM = '"Alice" <sip:1001@pbx.example.com>;tag=pbx-tag-1'
+REWRITTEN_FROM = '"+3228880001" <sip:+3228880001@127.0.0.1>;tag=pbx-tag-1'
+CALLEE = "<sip:00442079460000@127.0.0.1>;tag=trunk-1"
+PBX_VIA = "SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-inv-1;rport"
+PBX_CONTACT = "sip:1001@127.0.0.1:5070"
+TRUNK_CONTACT = "sip:callee@127.0.0.1:5080"
+BACKUP = Target("udp", "127.0.0.2", 5090)  # a second --trunk
+BACKUP_SOURCE = Source("udp", "127.0.0.2", 5090)
+
 
 @dataclass
 class FixedPolicy:
@@ -27,10 +37,22 @@ class FixedPolicy:
         return CallerIdDecision(self.number, self.name, "test", "v1")
 
 
-def make_core(policy: FixedPolicy | None = None, *, trunk: Target = TRUNK) -> ProxyCore:
+def make_core(
+    policy: FixedPolicy | None = None,
+    *,
+    trunk: Target = TRUNK,
+    extra_trunks: tuple[Target, ...] = (),
+) -> ProxyCore:
     advertised = (PROXY, Target("tcp", PROXY.host, PROXY.port))
-    config = ProxyConfig(advertised=advertised, pbx=PBX, trunk=trunk, secret=SECRET)
+    config = ProxyConfig(
+        advertised=advertised, pbx=PBX, trunk=trunk, extra_trunks=extra_trunks, secret=SECRET
+    )
     return ProxyCore(config, policy or FixedPolicy())
+
+
+def two_trunks() -> Clocked:
+    """A fake-clocked core with TRUNK and BACKUP as its --trunk's, in that order."""
+    return Clocked(make_core(extra_trunks=(BACKUP,)))
 
 
 def invite(
@@ -59,8 +81,9 @@ def invite(
     ).encode()
 
 
-def response_to(request: bytes, status: int, reason: str, *, to_tag: str | None = "trunk-1",
-                extra: str = "") -> bytes:
+def response_to(
+    request: bytes, status: int, reason: str, *, to_tag: str | None = "trunk-1", extra: str = ""
+) -> bytes:
     """What a UAS answers: Via, From, To (+tag), Call-ID, CSeq and Record-Route copied."""
     head = request.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")[1:]
     keep = ("via:", "from:", "to:", "call-id:", "cseq:", "record-route:")
@@ -83,8 +106,15 @@ def sent_to(out: list[Outgoing], target: Target) -> list[bytes]:
 # (appended for the core transaction tests; the helpers above are unchanged)
 
 _COMPACT = {
-    "f": "from", "t": "to", "v": "via", "i": "call-id", "m": "contact", "l": "content-length",
-    "c": "content-type", "k": "supported", "s": "subject",
+    "f": "from",
+    "t": "to",
+    "v": "via",
+    "i": "call-id",
+    "m": "contact",
+    "l": "content-length",
+    "c": "content-type",
+    "k": "supported",
+    "s": "subject",
 }
 
 

@@ -11,10 +11,15 @@ import pytest
 from proxy.sip.core import ProxyCore
 from proxy.sip.policy import ProxyConfig
 from tests.proxy.sip.support import (
+    CALLEE,
+    ORIGINAL_FROM,
     PBX,
+    PBX_CONTACT,
     PBX_SOURCE,
     PROXY,
+    REWRITTEN_FROM,
     TRUNK,
+    TRUNK_CONTACT,
     TRUNK_SOURCE,
     Clocked,
     FixedPolicy,
@@ -33,11 +38,6 @@ from tests.proxy.sip.support import (
     with_header_replaced,
 )
 
-ORIGINAL_FROM = '"Alice" <sip:1001@pbx.example.com>;tag=pbx-tag-1'
-REWRITTEN_FROM = '"+3228880001" <sip:+3228880001@127.0.0.1>;tag=pbx-tag-1'
-CALLEE = "<sip:00442079460000@127.0.0.1>;tag=trunk-1"
-TRUNK_CONTACT = "sip:callee@127.0.0.1:5080"
-PBX_CONTACT = "sip:1001@127.0.0.1:5070"
 BASE64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
 

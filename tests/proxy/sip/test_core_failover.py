@@ -4,41 +4,24 @@ the dialog then stays with the trunk that took it."""
 
 from __future__ import annotations
 
-from proxy.sip.addresses import Source, Target
-from proxy.sip.core import ProxyCore
-from proxy.sip.policy import ProxyConfig
 from tests.proxy.sip.support import (
+    BACKUP,
+    BACKUP_SOURCE,
+    ORIGINAL_FROM,
     PBX,
     PBX_SOURCE,
-    PROXY,
-    SECRET,
     TRUNK,
     TRUNK_SOURCE,
     Clocked,
-    FixedPolicy,
     in_dialog,
     invite,
     response_to,
     sent_to,
     start_line,
+    two_trunks,
     value,
     values,
 )
-
-BACKUP = Target("udp", "127.0.0.2", 5090)
-BACKUP_SOURCE = Source("udp", "127.0.0.2", 5090)
-ORIGINAL_FROM = '"Alice" <sip:1001@pbx.example.com>;tag=pbx-tag-1'
-
-
-def two_trunks() -> Clocked:
-    config = ProxyConfig(
-        advertised=(PROXY, Target("tcp", PROXY.host, PROXY.port)),
-        pbx=PBX,
-        trunk=TRUNK,
-        extra_trunks=(BACKUP,),
-        secret=SECRET,
-    )
-    return Clocked(ProxyCore(config, FixedPolicy()))
 
 
 def first_attempt(clocked: Clocked) -> bytes:

@@ -9,6 +9,7 @@ import pytest
 from proxy.sip.addresses import Source, Target
 from proxy.sip.identity import decode_identity
 from tests.proxy.sip.support import (
+    ORIGINAL_FROM,
     PBX,
     PBX_SOURCE,
     SECRET,
@@ -28,7 +29,6 @@ from tests.proxy.sip.support import (
     values,
 )
 
-ORIGINAL_FROM = '"Alice" <sip:1001@pbx.example.com>;tag=pbx-tag-1'
 SHOWN = '"+3228880001" <sip:+3228880001@127.0.0.1>'
 # Headers the proxy has to change on an outbound INVITE; every other line must be byte-identical.
 CHANGED = {"via", "from", "max-forwards", "p-asserted-identity", "p-preferred-identity",

@@ -6,6 +6,7 @@ import pytest
 
 from proxy.sip.addresses import Source
 from tests.proxy.sip.support import (
+    ORIGINAL_FROM,
     PBX,
     TRUNK,
     TRUNK_SOURCE,
@@ -20,8 +21,6 @@ from tests.proxy.sip.support import (
     values,
     with_header_replaced,
 )
-
-ORIGINAL_FROM = '"Alice" <sip:1001@pbx.example.com>;tag=pbx-tag-1'
 
 
 def pbx_view(response: bytes) -> bytes:

@@ -3,18 +3,19 @@ is one interop bug a PBX <-> trunk deployment would hit."""
 
 from __future__ import annotations
 
-from proxy.sip.addresses import Source, Target
-from proxy.sip.core import ProxyCore
-from proxy.sip.policy import ProxyConfig
+from proxy.sip.addresses import Source
 from tests.proxy.sip.support import (
+    BACKUP,
+    CALLEE,
+    ORIGINAL_FROM,
     PBX,
+    PBX_CONTACT,
     PBX_SOURCE,
-    PROXY,
-    SECRET,
+    PBX_VIA,
+    REWRITTEN_FROM,
     TRUNK,
     TRUNK_SOURCE,
     Clocked,
-    FixedPolicy,
     forwarded_invite,
     in_dialog,
     invite,
@@ -22,28 +23,11 @@ from tests.proxy.sip.support import (
     response_to,
     sent_to,
     start_line,
+    two_trunks,
     value,
     values,
     with_header_replaced,
 )
-
-ORIGINAL_FROM = '"Alice" <sip:1001@pbx.example.com>;tag=pbx-tag-1'
-REWRITTEN_FROM = '"+3228880001" <sip:+3228880001@127.0.0.1>;tag=pbx-tag-1'
-CALLEE = "<sip:00442079460000@127.0.0.1>;tag=trunk-1"
-PBX_VIA = "SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-inv-1;rport"
-PBX_CONTACT = "sip:1001@127.0.0.1:5070"
-BACKUP = Target("udp", "127.0.0.2", 5090)
-
-
-def two_trunks() -> Clocked:
-    config = ProxyConfig(
-        advertised=(PROXY, Target("tcp", PROXY.host, PROXY.port)),
-        pbx=PBX,
-        trunk=TRUNK,
-        extra_trunks=(BACKUP,),
-        secret=SECRET,
-    )
-    return Clocked(ProxyCore(config, FixedPolicy()))
 
 
 def pbx_cancel() -> bytes:

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from proxy.sip.addresses import Source, Target
 from tests.proxy.sip.support import (
+    CALLEE,
+    ORIGINAL_FROM,
     PBX,
     PBX_SOURCE,
+    REWRITTEN_FROM,
     Clocked,
     forwarded_invite,
     in_dialog,
@@ -19,9 +22,6 @@ from tests.proxy.sip.support import (
     values,
 )
 
-ORIGINAL_FROM = '"Alice" <sip:1001@pbx.example.com>;tag=pbx-tag-1'
-REWRITTEN_FROM = '"+3228880001" <sip:+3228880001@127.0.0.1>;tag=pbx-tag-1'
-CALLEE = "<sip:00442079460000@127.0.0.1>;tag=trunk-1"
 PBX_TCP = Source("tcp", "127.0.0.1", 40000, connection=7)
 TCP_TRUNK = Target("tcp", "127.0.0.1", 5080)
 # The trunk answering on the connection the proxy opened to it: the port is the proxy's view.

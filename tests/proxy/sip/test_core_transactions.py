@@ -6,8 +6,10 @@ import pytest
 
 from proxy.sip.addresses import Target
 from tests.proxy.sip.support import (
+    ORIGINAL_FROM,
     PBX,
     PBX_SOURCE,
+    PBX_VIA,
     TRUNK,
     TRUNK_SOURCE,
     Clocked,
@@ -23,8 +25,6 @@ from tests.proxy.sip.support import (
     values,
 )
 
-ORIGINAL_FROM = '"Alice" <sip:1001@pbx.example.com>;tag=pbx-tag-1'
-PBX_VIA = "SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-inv-1;rport"
 # RFC 3261 17.1.1.2: Timer A doubles from T1 (0.5 s) until Timer B (64*T1) ends it.
 INVITE_RETRANSMISSIONS = [0.5, 1.5, 3.5, 7.5, 15.5, 31.5]
 # RFC 3261 17.1.2.2: Timer E doubles up to T2 (4 s) until Timer F (64*T1).
