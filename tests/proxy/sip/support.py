@@ -249,3 +249,15 @@ def forwarded_invite(clocked: Clocked, request: bytes | None = None, *, at: floa
     to_trunk = sent_to(out, clocked.core.config.trunk)
     assert len(to_trunk) == 1, out
     return to_trunk[0]
+
+
+def pbx_cancel() -> bytes:
+    """The PBX's CANCEL of invite()."""
+    return in_dialog(
+        "CANCEL",
+        uri="sip:00442079460000@127.0.0.1:5060",
+        via=PBX_VIA,
+        from_=ORIGINAL_FROM,
+        to="<sip:00442079460000@127.0.0.1>",
+        cseq=1,
+    )

@@ -11,7 +11,6 @@ from tests.proxy.sip.support import (
     PBX,
     PBX_CONTACT,
     PBX_SOURCE,
-    PBX_VIA,
     REWRITTEN_FROM,
     TRUNK,
     TRUNK_SOURCE,
@@ -20,6 +19,7 @@ from tests.proxy.sip.support import (
     in_dialog,
     invite,
     make_core,
+    pbx_cancel,
     response_to,
     sent_to,
     start_line,
@@ -28,17 +28,6 @@ from tests.proxy.sip.support import (
     values,
     with_header_replaced,
 )
-
-
-def pbx_cancel() -> bytes:
-    return in_dialog(
-        "CANCEL",
-        uri="sip:00442079460000@127.0.0.1:5060",
-        via=PBX_VIA,
-        from_=ORIGINAL_FROM,
-        to="<sip:00442079460000@127.0.0.1>",
-        cseq=1,
-    )
 
 
 def established(clocked: Clocked) -> tuple[bytes, bytes, str]:

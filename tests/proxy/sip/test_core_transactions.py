@@ -18,6 +18,7 @@ from tests.proxy.sip.support import (
     invite,
     make_core,
     param,
+    pbx_cancel,
     response_to,
     sent_to,
     start_line,
@@ -311,17 +312,6 @@ def test_pbx_ack_over_a_comma_joined_via_is_absorbed() -> None:
 
 
 # ----------------------------------------------------------------- CANCEL
-def pbx_cancel() -> bytes:
-    return in_dialog(
-        "CANCEL",
-        uri="sip:00442079460000@127.0.0.1:5060",
-        via=PBX_VIA,
-        from_=ORIGINAL_FROM,
-        to="<sip:00442079460000@127.0.0.1>",
-        cseq=1,
-    )
-
-
 def assert_cancel_for(cancel: bytes, fwd: bytes) -> None:
     assert start_line(cancel) == "CANCEL sip:00442079460000@127.0.0.1:5060 SIP/2.0"
     assert values(cancel, "Via") == [values(fwd, "Via")[0]]  # the forwarded INVITE's branch
