@@ -94,9 +94,6 @@ class ProxyServer:
         for path in (self.settings.pid_file, control.status_path(self.settings.pid_file)):
             path.unlink(missing_ok=True)
 
-    def request_stop(self) -> None:
-        self._stopped.set()
-
     # ----------------------------------------------------------------- rules
     def reload_rules(self) -> None:
         outcome = self.rules.reload()

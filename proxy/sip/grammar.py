@@ -19,7 +19,6 @@ IPV6 = r"[0-9A-Fa-f.]*:[0-9A-Fa-f:.]+"  # received=::1 is an unbracketed IPv6add
 _DISPLAY_NAME = re.compile(
     rf"{SWS}(?:(?P<quoted>{QUOTED})|(?P<tokens>{TOKEN}(?:{LWS}{TOKEN})*))?{SWS}<"
 )
-_TOKEN_ONLY = re.compile(TOKEN)
 _URI_IN_BRACKETS = re.compile(r"<(?P<uri>[^<>\s\"]+)>")
 _PARAM_VALUE = rf"{IPV6}|{TOKEN}|{QUOTED}|\[[0-9A-Fa-f:.]+\]"
 _PARAM = re.compile(rf"{SWS};{SWS}(?P<name>{TOKEN})(?:{SWS}={SWS}(?P<value>{_PARAM_VALUE}))?")
@@ -270,7 +269,3 @@ def parse_cseq(value: str) -> tuple[int, str]:
     if number >= 2**31:
         raise BadRequest("CSeq number out of range (must be < 2**31)")
     return number, match.group("method")
-
-
-def is_token(text: str) -> bool:
-    return _TOKEN_ONLY.fullmatch(text) is not None

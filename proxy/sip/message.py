@@ -155,10 +155,9 @@ def _split_headers(text: str, position: int) -> list[Header]:
         value = raw_value.lstrip(" \t\r\n")
         value_start = field_match.start(2) + len(raw_value) - len(value)
         value = value.rstrip(" \t\r\n")
-        name = field_match.group(1).lower()
         headers.append(
             Header(
-                COMPACT_FORMS.get(name, name),
+                canonical_name(field_match.group(1)),
                 position,
                 field_match.end(),
                 value_start,
