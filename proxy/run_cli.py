@@ -26,7 +26,7 @@ SECRET_ENV = "CALLERID_PROXY_SECRET"
 _LIST_KEYS = ("listen", "trunk", "trusted")
 _KEYS = (
     "rules", "listen", "pbx", "trunk", "trusted", "pid_file", "log_level", "secret", "advertise",
-    "max_message", "tcp_idle_timeout", "admin",
+    "max_message", "tcp_idle_timeout", "admin", "advertise_pbx", "advertise_trunk",
 )
 
 
@@ -48,6 +48,10 @@ def add_run_command(commands: Any) -> None:
     parser.add_argument("--trusted", action="append", metavar="CIDR",
                         help="extra sources allowed to place outbound calls (repeatable)")
     parser.add_argument("--advertise", metavar="HOST", help="address put in Via/Record-Route")
+    parser.add_argument("--advertise-pbx", metavar="HOST",
+                        help="address the PBX side is shown (e.g. a LAN address), if different")
+    parser.add_argument("--advertise-trunk", metavar="HOST",
+                        help="address the trunk side is shown (e.g. a public or NAT address)")
     parser.add_argument("--pid-file", type=Path, help="default: callerid-proxy.pid")
     parser.add_argument("--secret", help=f"HMAC secret (else ${SECRET_ENV}, else random)")
     parser.add_argument("--log-level", help="debug, info, warning, error (default info)")
@@ -145,7 +149,11 @@ def build_settings(settings: dict[str, Any]) -> tuple[ProxyConfig, ServerSetting
     listen = [parse_hostport(str(item)) for item in settings.get("listen") or ["127.0.0.1:5060"]]
     trunks = [parse_target(str(item)) for item in settings["trunk"]]
     pbx = parse_target(str(settings["pbx"]))
-    advertised = _advertised(listen, settings.get("advertise"))
+    sides = tuple(
+        _resolve(str(settings[key])) if settings.get(key) else None
+        for key in ("advertise_pbx", "advertise_trunk")
+    )
+    advertised = _advertised(listen, settings.get("advertise"), sides)
     config = ProxyConfig(
         advertised=advertised,
         pbx=pbx,
@@ -153,6 +161,8 @@ def build_settings(settings: dict[str, Any]) -> tuple[ProxyConfig, ServerSetting
         extra_trunks=tuple(trunks[1:]),
         secret=_secret(settings.get("secret")),
         trusted=tuple(_network(str(item)) for item in settings.get("trusted") or []),
+        pbx_facing=sides[0],
+        trunk_facing=sides[1],
     )
     server_settings = ServerSettings(
         listen=tuple(listen),
@@ -164,13 +174,27 @@ def build_settings(settings: dict[str, Any]) -> tuple[ProxyConfig, ServerSetting
     return config, server_settings, Path(settings["rules"])
 
 
-def _advertised(listen: list[tuple[str, int]], advertise: object) -> tuple[Target, ...]:
+def _advertised(
+    listen: list[tuple[str, int]], advertise: object, sides: tuple[str | None, ...]
+) -> tuple[Target, ...]:
+    """Every address of ours a peer may see (Via, Record-Route, Route), per transport."""
     targets: list[Target] = []
     for host, port in listen:
         shown = str(advertise) if advertise else host
         if ipaddress.ip_address(shown).is_unspecified:
-            raise SettingsError(f"listening on {host}: give --advertise with a reachable address")
+            if not all(sides):
+                raise SettingsError(
+                    f"listening on {host}: give --advertise (or --advertise-pbx and "
+                    "--advertise-trunk) with reachable addresses"
+                )
+            continue  # the wildcard is shown as the per-side addresses below
         targets += [Target("udp", shown, port), Target("tcp", shown, port)]
+    for side_host in sides:
+        if side_host is None or any(t.host == side_host for t in targets):
+            continue
+        v6 = ":" in side_host
+        port = next((p for h, p in listen if (":" in h) == v6), listen[0][1])
+        targets += [Target("udp", side_host, port), Target("tcp", side_host, port)]
     return tuple(targets)
 
 

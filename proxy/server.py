@@ -179,7 +179,7 @@ class ProxyServer:
     def _send(self, outgoing: Outgoing) -> None:
         target = outgoing.target
         if target.transport == "udp":
-            self._udp_for(target.host).send(outgoing.data, target)
+            self._udp_for(target).send(outgoing.data, target)
             return
         connection = self._connection_for(outgoing)
         if connection is None:
@@ -190,12 +190,16 @@ class ProxyServer:
         if outgoing.close_after:
             connection.close()
 
-    def _udp_for(self, host: str) -> UdpEndpoint:
-        v6 = ":" in host
-        for listen_host, endpoint in self._udp:
-            if (":" in listen_host) == v6:
+    def _udp_for(self, target: Target) -> UdpEndpoint:
+        """The socket bound to the address this side is shown, so that replies come back to it;
+        else the first one of the target's address family."""
+        config = self.core.config
+        facing = config.facing(config.side_of_target(target), "udp", target.host).host
+        same_family = [(h, e) for h, e in self._udp if (":" in h) == (":" in target.host)]
+        for listen_host, endpoint in same_family:
+            if listen_host == facing:
                 return endpoint
-        return self._udp[0][1]
+        return (same_family or self._udp)[0][1]
 
     def _connection_for(self, outgoing: Outgoing) -> TcpConnection | None:
         if outgoing.connection is not None:

@@ -242,7 +242,7 @@ class ProxyCore:
 
         def edits_for(target: Target, attempt: int) -> tuple[list[Edit], Restore | None]:
             trunk_index = attempt if side == PBX else inbound_trunk
-            edits, restore = self._initial_edits(msg, source, target, shown, trunk_index)
+            edits, restore = self._initial_edits(msg, source, side, target, shown, trunk_index)
             return edits + our_routes, restore
 
         if msg.method == "ACK":  # a stray ACK outside any dialog: nothing to keep state for
@@ -254,6 +254,7 @@ class ProxyCore:
         self,
         msg: Message,
         source: Source,
+        side: str,
         target: Target,
         shown: ShownIdentity | None,
         trunk_index: int,
@@ -266,8 +267,10 @@ class ProxyCore:
             edits += rewrite
             restore = Restore("from", identity.original_from)
         if msg.method in DIALOG_CREATING:
+            upstream = self.config.facing(side, source.transport, source.host)
+            downstream = self._facing(target)
             edits += request_edits.record_route_edits(
-                msg, self.config, source.transport, target.transport, identity, trunk_index
+                msg, self.config, upstream, downstream, identity, trunk_index
             )
         return edits, restore
 
@@ -298,9 +301,12 @@ class ProxyCore:
         )
         return ShownIdentity(decision.number, decision.name)
 
+    def _facing(self, target: Target) -> Target:
+        side = self.config.side_of_target(target)
+        return self.config.facing(side, target.transport, target.host)
+
     def _via_edits(self, msg: Message, source: Source, target: Target, branch: str) -> list[Edit]:
-        ours = self.config.advertised_for(target.transport, target.host)
-        return request_edits.via_edits(msg, source, ours, branch)
+        return request_edits.via_edits(msg, source, self._facing(target), branch)
 
     def _forward_stateless(
         self, msg: Message, source: Source, target: Target, edits: list[Edit]

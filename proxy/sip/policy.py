@@ -9,6 +9,7 @@ from typing import Protocol
 from proxy.sip.addresses import Target
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+PBX_SIDE, TRUNK_SIDE = "pbx", "trunk"
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +36,10 @@ class ProxyConfig:
     secret: bytes
     trusted: tuple[IPNetwork, ...] = field(default=())
     extra_trunks: tuple[Target, ...] = field(default=())
+    # The host shown to each side when they differ (a LAN toward the PBX, a public address or a
+    # NAT's toward the trunk); None: the listen address. Also listed in `advertised`.
+    pbx_facing: str | None = None
+    trunk_facing: str | None = None
 
     @property
     def trunks(self) -> tuple[Target, ...]:
@@ -45,9 +50,19 @@ class ProxyConfig:
     def is_trunk(self, host: str, port: int) -> bool:
         return any((t.host, t.port) == (host, port) for t in self.trunks)
 
-    def advertised_for(self, transport: str, family_host: str) -> Target:
-        v6 = ":" in family_host
-        for target in self.advertised:
-            if target.transport == transport and (":" in target.host) == v6:
+    def side_of_target(self, target: Target) -> str:
+        return TRUNK_SIDE if self.is_trunk(target.host, target.port) else PBX_SIDE
+
+    def facing(self, side: str, transport: str, peer_host: str) -> Target:
+        """Our address as the `side` must see it (Via, Record-Route), for that transport and the
+        peer's address family."""
+        v6 = ":" in peer_host
+        same = [t for t in self.advertised if t.transport == transport and (":" in t.host) == v6]
+        candidates = same or [self.advertised[0]]
+        host = self.trunk_facing if side == TRUNK_SIDE else self.pbx_facing
+        if host is None:
+            return candidates[0]
+        for target in candidates:
+            if target.host == host:
                 return target
-        return self.advertised[0]
+        return Target(transport, host, candidates[0].port)

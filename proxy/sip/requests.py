@@ -90,29 +90,32 @@ def _is_our_uri(uri_text: str, config: ProxyConfig) -> bool:
 def record_route_edits(
     msg: Message,
     config: ProxyConfig,
-    in_transport: str,
-    out_transport: str,
+    upstream: Target,
+    downstream: Target,
     identity: DialogIdentity | None,
     trunk_index: int = 0,
 ) -> list[Edit]:
-    """Record-Route ourselves (loose routing); two entries when the two legs differ in transport
-    (RFC 5658), the top one facing downstream. `tr` names the trunk of the dialog when it is
-    not the first one, so that in-dialog requests follow the call to it."""
-    token = f";{TRUNK_PARAM}={trunk_index}" if trunk_index else ""
+    """Record-Route ourselves (loose routing): one entry, or two when the sides see us at
+    different addresses or transports (RFC 5658), the top one facing downstream. Only the top
+    one carries the dialog's parameters: in-dialog requests pop both, in either order. `tr`
+    names the trunk of the dialog when it is not the first one."""
+    params = f";{TRUNK_PARAM}={trunk_index}" if trunk_index else ""
     if identity is not None:
-        token += f";{IDENTITY_PARAM}=" + encode_identity(config.secret, msg.call_id, identity)
-    facing = [out_transport] if in_transport == out_transport else [out_transport, in_transport]
-    values = []
-    for transport in facing:
-        ours = config.advertised_for(transport, config.trunk.host)
-        transport_param = ";transport=tcp" if transport == "tcp" else ""
-        values.append(f"<sip:{ours.hostport()}{transport_param};lr{token}>".encode())
+        params += f";{IDENTITY_PARAM}=" + encode_identity(config.secret, msg.call_id, identity)
+    values = [_record_route_uri(downstream, params)]
+    if upstream != downstream:
+        values.append(_record_route_uri(upstream, ""))
     existing = msg.wire.get("record-route")
     if existing is not None:
         return [insert_header_before(existing, "Record-Route", value) for value in values]
     # Not between two Via rows: some parsers only look at the first contiguous block.
     after_vias = msg.wire.headers[msg.vias[-1].header_index].end
     return [Edit(after_vias, after_vias, b"Record-Route: " + value + b"\r\n") for value in values]
+
+
+def _record_route_uri(ours: Target, params: str) -> bytes:
+    transport_param = ";transport=tcp" if ours.transport == "tcp" else ""
+    return f"<sip:{ours.hostport()}{transport_param};lr{params}>".encode()
 
 
 @dataclass(frozen=True, slots=True)

@@ -321,3 +321,38 @@ def test_run_on_a_taken_address_exits_1_with_a_clear_message(tmp_path: Path) -> 
     assert "cannot listen" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "p.pid").exists()
+
+
+def test_each_side_can_be_shown_its_own_address() -> None:
+    settings = {**REQUIRED, "secret": "s", "listen": ["0.0.0.0:5060"],
+                "advertise_pbx": "10.0.0.1", "advertise_trunk": "203.0.113.5"}
+    config, _, _ = build_settings(settings)
+    assert (config.pbx_facing, config.trunk_facing) == ("10.0.0.1", "203.0.113.5")
+    assert config.advertised == (
+        Target("udp", "10.0.0.1", 5060), Target("tcp", "10.0.0.1", 5060),
+        Target("udp", "203.0.113.5", 5060), Target("tcp", "203.0.113.5", 5060),
+    )
+    assert config.facing("trunk", "udp", "198.51.100.7") == Target("udp", "203.0.113.5", 5060)
+    assert config.facing("pbx", "tcp", "10.0.0.9") == Target("tcp", "10.0.0.1", 5060)
+
+
+def test_a_nat_address_for_the_trunk_beside_a_specific_listen_address() -> None:
+    settings = {**REQUIRED, "secret": "s", "listen": ["10.0.0.1:5070"],
+                "advertise_trunk": "203.0.113.5"}
+    config, _, _ = build_settings(settings)
+    assert config.facing("pbx", "udp", "10.0.0.9") == Target("udp", "10.0.0.1", 5070)
+    assert config.facing("trunk", "udp", "198.51.100.7") == Target("udp", "203.0.113.5", 5070)
+
+
+def test_a_wildcard_listen_with_only_one_side_shown_is_refused() -> None:
+    with pytest.raises(SettingsError, match="--advertise-pbx and --advertise-trunk"):
+        build_settings({**REQUIRED, "secret": "s", "listen": ["0.0.0.0:5060"],
+                        "advertise_trunk": "203.0.113.5"})
+
+
+def test_the_side_addresses_come_from_flags() -> None:
+    args = parse_args("--rules", str(EXAMPLE_RULES), "--pbx", "127.0.0.1:5070",
+                      "--trunk", "127.0.0.1:5080", "--advertise-pbx", "127.0.0.2",
+                      "--advertise-trunk", "127.0.0.3")
+    settings = merged_settings(args)
+    assert (settings["advertise_pbx"], settings["advertise_trunk"]) == ("127.0.0.2", "127.0.0.3")
