@@ -221,6 +221,13 @@ class ProxyServer:
         self._dialling[target] = [outgoing]
         self._loop.create_task(self._connect(target))
 
+    def _local_address_for(self, target: Target) -> tuple[str, int] | None:
+        """Dial from the address this side is shown, when it is one we listen on."""
+        config = self.core.config
+        facing = config.facing(config.side_of_target(target), "tcp", target.host).host
+        listening = {host for host, _ in self.settings.listen}
+        return (facing, 0) if facing in listening and len(listening) > 1 else None
+
     async def _connect(self, target: Target) -> None:
         try:
             _, connection = await asyncio.wait_for(
@@ -234,6 +241,7 @@ class ProxyServer:
                     ),
                     target.host,
                     target.port,
+                    local_addr=self._local_address_for(target),
                 ),
                 timeout=5.0,
             )
