@@ -160,7 +160,7 @@ def run_apply(args: argparse.Namespace) -> int:
         return 1
     if args.admin:
         host, _, port = args.admin.rpartition(":")
-        if not port.isdigit():
+        if not host.strip("[]") or not port.isdigit() or not 0 < int(port) < 65536:
             print(f"apply: --admin expects HOST:PORT, got {args.admin!r}", file=sys.stderr)
             return 2
         address = (host.strip("[]"), int(port))

@@ -58,6 +58,7 @@ class DiallingPlan:
     country_code: str
     international_prefix: re.Pattern[str]
     international_prefix_text: str
+    """The one international prefix people dial (e.g. "00"), or "" when there are several."""
     national_prefix: str | None
     national_lengths: frozenset[int]
 
@@ -73,6 +74,9 @@ class DiallingPlan:
         readable = metadata.preferred_international_prefix or pattern
         if not _is_ascii_digits(readable):
             readable = readable.replace("~", "")
+        if not _is_ascii_digits(readable):
+            # Several prefixes (a regex such as Korea's); there is no one to show.
+            readable = ""
         return cls(
             country=country,
             country_code=str(metadata.country_code),
@@ -133,6 +137,11 @@ class DiallingPlan:
             digits = text[1:]
         else:
             found = self.international_prefix.match(text)
+            if found is None and not self.international_prefix_text:
+                raise ValueError(
+                    f"destination_prefix {prefix!r} must start with '+' or one of the "
+                    f"international prefixes of {self.country} (for example '+44')"
+                )
             if found is None:
                 raise ValueError(
                     f"destination_prefix {prefix!r} must start with '+' or the international "

@@ -32,7 +32,9 @@ def load(path: str | os.PathLike[str]) -> Rules:
 
 
 def loads(text: str, filename: str = "<string>") -> Rules:
-    return _load_bytes(text.encode("utf-8"), filename)
+    # surrogatepass: a str holding a lone surrogate then fails decoding below, with its line,
+    # instead of raising UnicodeEncodeError here.
+    return _load_bytes(text.encode("utf-8", "surrogatepass"), filename)
 
 
 def _load_bytes(data: bytes, filename: str) -> Rules:

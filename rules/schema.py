@@ -241,6 +241,8 @@ def _users(node: Node, c: Collector, numbers: _Numbers) -> dict[str, str | None]
             c.error(value_node, f"{what} has no number: give one from numbers, or {DEFAULT}")
         elif isinstance(value_node, ScalarNode) and value_node.value == DEFAULT:
             users[user] = None
+        elif isinstance(value_node, ScalarNode) and str(value_node.value).lower() == DEFAULT:
+            c.error(value_node, f"{what}: write {DEFAULT} in lower case, not {value_node.value}")
         else:
             users[user] = _number_ref(value_node, c, what, numbers)
     return users
@@ -254,8 +256,9 @@ def _advanced(node: Node, c: Collector, numbers: _Numbers, parsed: Parsed) -> No
         return
     if "apply_to_users_with_own_number" in fields:
         switch = fields["apply_to_users_with_own_number"][1]
-        if isinstance(switch, ScalarNode) and switch.tag == BOOL_TAG:
-            parsed.apply_to_users_with_own_number = bool(yaml_value(switch))
+        value = yaml_value(switch) if isinstance(switch, ScalarNode) else None
+        if switch.tag == BOOL_TAG and isinstance(value, bool):
+            parsed.apply_to_users_with_own_number = value
         else:
             c.error(
                 switch,

@@ -57,8 +57,10 @@ def e164_problem(text: str) -> str | None:
         )
     try:
         parsed = phonenumbers.parse(text, None)
-    except phonenumbers.NumberParseException:
-        return f"{text!r} is not a valid E.164 number (unknown country code)"
+    except phonenumbers.NumberParseException as exc:
+        if exc.error_type == phonenumbers.NumberParseException.INVALID_COUNTRY_CODE:
+            return f"{text!r} is not a valid E.164 number (unknown country code)"
+        return f"{text!r} is not a valid E.164 number (too short to be a phone number)"
     if not phonenumbers.is_possible_number(parsed):
         return (
             f"{text!r} is not a valid E.164 number (wrong length for country code "
@@ -69,7 +71,7 @@ def e164_problem(text: str) -> str | None:
 
 def name_problem(text: str) -> str | None:
     if not text.strip():
-        return "name is empty (leave the name out instead)"
+        return "is empty (leave the name out instead)"
     return unsafe_character(text)
 
 

@@ -7,7 +7,7 @@ line, and so it can see which scalars YAML 1.1 silently turned into numbers or b
 from __future__ import annotations
 
 import yaml
-from yaml.constructor import ConstructorError, SafeConstructor
+from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 try:
@@ -68,7 +68,10 @@ def yaml_value(node: Node) -> object:
     """What YAML 1.1 constructs from a scalar, e.g. 36 for an unquoted 0044."""
     try:
         return SafeConstructor().construct_object(node, deep=True)
-    except (ConstructorError, ValueError):
+    except Exception:
+        # An explicit tag on a value it cannot build (`!!timestamp x`, `!!bool x`) makes
+        # PyYAML's constructors raise AttributeError, KeyError, ValueError...; the value is
+        # then reported as written instead of crashing the load.
         return node.value
 
 
