@@ -96,14 +96,17 @@ class DiallingPlan:
         text = _uri_number_part(destination.strip())
         if text is None:
             return None
+        # "+44 (0)20 ..." writes the trunk 0 that is not dialled from abroad; it only means
+        # something in the national form, "(0)20 ...".
+        international = strip_separators(text.replace("(0)", ""))
+        if international.startswith("+"):
+            return self._international(international[1:])
         text = strip_separators(text)
-        if text.startswith("+"):
-            return self._international(text[1:])
         if not _is_ascii_digits(text):
             return None
-        found = self.international_prefix.match(text)
+        found = self.international_prefix.match(international)
         if found is not None:
-            return self._international(text[found.end() :])
+            return self._international(international[found.end() :])
         return self._national(text)
 
     def _international(self, digits: str) -> str | None:

@@ -155,3 +155,19 @@ def test_a_mutated_file_loads_or_raises_rules_error_with_lines(
     except rules.RulesError as exc:
         assert exc.errors
         assert all(re.match(r"f\.yaml:\d+: ", line) for line in exc.errors), exc.errors
+
+
+@pytest.mark.parametrize(
+    "dialled", ["+44 (0)20 7946 0000", "+44(0)2079460000", "0044 (0)20 7946 0000"]
+)
+def test_the_trunk_zero_written_in_brackets_after_the_country_code_is_dropped(
+    dialled: str,
+) -> None:
+    # "+44 (0)20..." (as numbers are written on letterheads and in CRMs) gave 4402079460000,
+    # which a rule for "+4420" (London) did not match.
+    assert DiallingPlan.for_country("GB").normalise(dialled) == "442079460000"
+    assert DiallingPlan.for_country("BE").normalise(dialled) == "442079460000"
+
+
+def test_a_national_number_with_its_trunk_zero_in_brackets_stays_national() -> None:
+    assert DiallingPlan.for_country("GB").normalise("(0)20 7946 0000") == "442079460000"
