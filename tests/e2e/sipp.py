@@ -30,6 +30,9 @@ class SippSide:
 
     `remote` ("host:port") makes it a client; without it, it waits for calls (a server).
     `variables` are passed with `-set` and must match the scenario's <Global variables>.
+    `builtin` plays SIPp's own scenario named `scenario` (`-sn uac`) instead of a file;
+    `mode` overrides the `-t` mode derived from `transport` (e.g. "tn": one TCP connection per
+    call); `extra_args` are appended to the command line as they are.
     """
 
     name: str
@@ -44,6 +47,9 @@ class SippSide:
     timeout_s: int = 30
     scenario_dir: Path = SCENARIO_DIR
     recv_timeout_ms: int = RECV_TIMEOUT_MS
+    builtin: bool = False
+    mode: str | None = None
+    extra_args: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -108,10 +114,13 @@ class SippProcess:
     def command(self) -> list[str]:
         side = self.side
         assert SIPP is not None
-        cmd = [SIPP, "-sf", str(side.scenario_dir / side.scenario)]
+        if side.builtin:
+            cmd = [SIPP, "-sn", side.scenario]
+        else:
+            cmd = [SIPP, "-sf", str(side.scenario_dir / side.scenario)]
         if side.remote is not None:
             cmd.append(side.remote)
-        mode = "t1" if side.transport == "tcp" else "u1"
+        mode = side.mode or ("t1" if side.transport == "tcp" else "u1")
         cmd += ["-i", side.host, "-p", str(side.port), "-t", mode]
         cmd += ["-ci", side.host, "-cp", str(free_port(side.host))]
         cmd += ["-m", str(side.calls), "-timeout", str(side.timeout_s), "-timeout_error"]
@@ -123,6 +132,7 @@ class SippProcess:
         cmd += ["-trace_msg", "-message_file", str(self._messages)]
         for name, value in side.variables.items():
             cmd += ["-set", name, value]
+        cmd += side.extra_args
         return cmd
 
     def start(self) -> None:
