@@ -15,6 +15,7 @@ from collections.abc import Callable
 from proxy.sip import requests as request_edits
 from proxy.sip.addresses import Outgoing, Source, Target, unroutable_reason
 from proxy.sip.caller_id import ShownIdentity, replace_identity_header, rewrite_caller_id
+from proxy.sip.dialogs import DialogMemory
 from proxy.sip.edits import Edit, apply_edits, remove_via_value
 from proxy.sip.errors import (
     BadExtension,
@@ -54,6 +55,8 @@ class ProxyCore:
         self.policy = policy
         self.counters: Counter[str] = Counter()
         self._outbox: list[Outgoing] = []
+        self._dialogs = DialogMemory()
+        self._now = 0.0  # the time of the message or timer being handled
         self._transactions = TransactionLayer(
             self._outbox, self.counters, self._upstream_bytes, self._relay_stateless
         )
@@ -62,6 +65,7 @@ class ProxyCore:
     def receive(self, data: bytes, source: Source, now: float) -> None:
         """One datagram, or one framed stream message, from `source`."""
         self.counters["received"] += 1
+        self._now = now
         try:
             msg = parse_message(data, datagram=source.transport == "udp")
         except SipError as error:
@@ -95,6 +99,7 @@ class ProxyCore:
         return self._transactions.next_deadline()
 
     def handle_timer(self, now: float) -> None:
+        self._now = now
         self._transactions.handle_timer(now)
 
     def transport_failed(self, target: Target, now: float) -> None:
@@ -223,8 +228,15 @@ class ProxyCore:
         route = request_edits.undo_strict_routing(
             msg, self.config
         ) or request_edits.pop_our_routes(msg, self.config)
-        target = self.config.trunks[route.trunk_index] if side == PBX else self.config.pbx
-        identity_edits, restore = self._in_dialog_identity(msg, side, route.identity)
+        identity, trunk_index = route.identity, route.trunk_index
+        if identity is None:  # no token: a peer dropped our Record-Route; ask our memory
+            pbx_tag = msg.from_addr.tag if side == PBX else msg.to_addr.tag
+            remembered = self._dialogs.recall(msg.call_id, pbx_tag, now)
+            if remembered is not None:
+                self.counters["dialogs_restored_from_memory"] += 1
+                identity, trunk_index = remembered.identity, remembered.trunk_index
+        target = self.config.trunks[trunk_index] if side == PBX else self.config.pbx
+        identity_edits, restore = self._in_dialog_identity(msg, side, identity)
         edits = self._hop_edits(msg, target) + route.edits + identity_edits
         if msg.method == "ACK":
             self._forward_stateless(msg, source, target, edits)
@@ -266,6 +278,10 @@ class ProxyCore:
             rewrite, identity = rewrite_caller_id(msg, shown, target.uri_host())
             edits += rewrite
             restore = Restore("from", identity.original_from)
+            if msg.from_addr.tag is not None:
+                self._dialogs.remember(
+                    msg.call_id, msg.from_addr.tag, identity, trunk_index, self._now
+                )
         if msg.method in DIALOG_CREATING:
             upstream = self.config.facing(side, source.transport, source.host)
             downstream = self._facing(target)
@@ -384,9 +400,20 @@ class ProxyCore:
             edits += replace_identity_header(msg, restore.header, restore.value)
         return apply_edits(msg.raw, edits, msg.wire.body_end)
 
+    def _restore_from_memory(self, msg: Message) -> Restore | None:
+        """A response without our Record-Route token: the PBX's tag finds the dialog, if any."""
+        by_from = self._dialogs.recall(msg.call_id, msg.from_addr.tag, self._now)
+        if by_from is not None:  # a response to the PBX's request
+            return Restore("from", by_from.identity.original_from)
+        by_to = self._dialogs.recall(msg.call_id, msg.to_addr.tag, self._now)
+        if by_to is not None:  # a response to the trunk's request
+            return Restore("to", by_to.identity.rewritten_from)
+        return None
+
     def _relay_stateless(self, msg: Message) -> None:
         """No transaction (2xx retransmission, restart): restore from our Record-Route token."""
-        data = self._upstream_bytes(msg, request_edits.restore_from_record_route(msg, self.config))
+        restore = request_edits.restore_from_record_route(msg, self.config)
+        data = self._upstream_bytes(msg, restore or self._restore_from_memory(msg))
         if data is None:
             return
         upstream = msg.vias[1]
