@@ -7,7 +7,6 @@ applied to the original bytes -> client transaction -> the adapter sends and arm
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from collections import Counter
 from collections.abc import Callable
@@ -15,6 +14,7 @@ from collections.abc import Callable
 from proxy.sip import requests as request_edits
 from proxy.sip.addresses import Outgoing, Source, Target, unroutable_reason
 from proxy.sip.caller_id import ShownIdentity, replace_identity_header, rewrite_caller_id
+from proxy.sip.classify import side_of, trunk_index_of
 from proxy.sip.dialogs import DialogMemory
 from proxy.sip.edits import Edit, apply_edits, remove_via_value
 from proxy.sip.errors import (
@@ -31,7 +31,7 @@ from proxy.sip.grammar import parse_sip_uri, uri_scheme
 from proxy.sip.identity import DialogIdentity
 from proxy.sip.message import SipMessage
 from proxy.sip.parse import Message, lenient_split, parse_message
-from proxy.sip.policy import CallerIdPolicy, ProxyConfig
+from proxy.sip.policy import PBX_SIDE, TRUNK_SIDE, CallerIdPolicy, ProxyConfig
 from proxy.sip.responses import build_response
 from proxy.sip.transaction_layer import TransactionLayer
 from proxy.sip.transactions import (
@@ -44,7 +44,7 @@ from proxy.sip.transactions import (
 
 log = logging.getLogger("callerid_proxy.core")
 
-PBX, TRUNK = "pbx", "trunk"
+PBX, TRUNK = PBX_SIDE, TRUNK_SIDE
 ROUTABLE_SCHEMES = ("sip", "sips", "tel")
 DIALOG_CREATING = ("INVITE", "SUBSCRIBE", "REFER")
 
@@ -157,37 +157,11 @@ class ProxyCore:
             Outgoing(response, source.reply_target(), source.connection, close_after)
         )
 
-    # ----------------------------------------------------------------- classification
-    def _side_of(self, source: Source) -> str | None:
-        """Trunk first: PBX and trunk may share an IP address."""
-        pbx, dialled = self.config.pbx, source.dialled
-        if dialled is not None and self.config.is_trunk(dialled.host, dialled.port):
-            return TRUNK
-        if self.config.is_trunk(source.host, source.port):
-            return TRUNK
-        if dialled == pbx or source.host == pbx.host:
-            return PBX
-        if self.config.trusted:
-            address = ipaddress.ip_address(source.host)
-            if any(address in network for network in self.config.trusted):
-                return PBX
-        if source.transport == "tcp" and any(t.host == source.host for t in self.config.trunks):
-            return TRUNK  # a trunk's own connection, from an ephemeral port
-        return None
-
-    def _trunk_index_of_source(self, source: Source) -> int:
-        """Which `--trunk` a message from the trunk side came from (its dialog stays there)."""
-        trunks = self.config.trunks
-        for index, trunk in enumerate(trunks):
-            if source.dialled == trunk or (trunk.host, trunk.port) == (source.host, source.port):
-                return index
-        return next((i for i, t in enumerate(trunks) if t.host == source.host), 0)
-
     # ----------------------------------------------------------------- requests
     def _on_request(self, msg: Message, source: Source, now: float) -> None:
         if self._transactions.absorb(msg, now):
             return
-        side = self._side_of(source)
+        side = side_of(self.config, source)
         if side is None:
             if msg.method == "ACK":
                 self._drop(f"ACK from unknown source {source.host}:{source.port}")
@@ -250,7 +224,7 @@ class ProxyCore:
         # An outbound proxy setting on the PBX puts our URI in a Route: ours to remove (16.4).
         our_routes = request_edits.pop_our_routes(msg, self.config).edits
         shown = self._decide_caller_id(msg) if side == PBX and msg.method == "INVITE" else None
-        inbound_trunk = self._trunk_index_of_source(source) if side == TRUNK else 0
+        inbound_trunk = trunk_index_of(self.config, source) if side == TRUNK else 0
 
         def edits_for(target: Target, attempt: int) -> tuple[list[Edit], Restore | None]:
             trunk_index = attempt if side == PBX else inbound_trunk
@@ -374,7 +348,7 @@ class ProxyCore:
 
     # ----------------------------------------------------------------- responses
     def _on_response(self, msg: Message, source: Source, now: float) -> None:
-        if self._side_of(source) is None:
+        if side_of(self.config, source) is None:
             self._drop(f"response from unknown source {source.host}:{source.port}")
             return
         top = msg.vias[0]
