@@ -263,8 +263,33 @@ class Live:
         assert [status_of(data) for data in self.arrived(self.pbx, key)][:1] == [100]
         check_forwarded(request, forwarded, rewritten_identity=True, number="+3228880001")
 
-    def fence(self) -> tuple[list[bytes], list[bytes]]:
-        """Probe, then return what PBX and trunk got before it (the probe itself left out)."""
+    def probe_from_trunk(self) -> None:
+        """An OPTIONS with Max-Forwards 0 on the trunk's own path, which the proxy answers 483
+        itself: once the 483 is back, everything the trunk sent before it on that socket or
+        connection has been handled. Over TCP the PBX's probe alone cannot say so: two
+        connections have no order between them."""
+        self.probes += 1
+        call_id = f"trunk-probe-{self.transport}-{self.probes}@trunk"
+        request = (
+            f"OPTIONS sip:probe@{HOST}:{self.proxy_port} SIP/2.0\r\n".encode()
+            + self.trunk.via(f"z9hG4bK-tprobe-{self.probes}")
+            + (
+                f"Max-Forwards: 0\r\nFrom: <sip:trunk@{HOST}>;tag=tp{self.probes}\r\n"
+                f"To: <sip:probe@{HOST}>\r\nCall-ID: {call_id}\r\nCSeq: 1 OPTIONS\r\n"
+                "Content-Length: 0\r\n\r\n"
+            ).encode()
+        )
+        self.trunk.send(request)
+        key = call_id.encode()
+        self.stale_call_ids.add(key)
+        self.wait(lambda: bool(self.arrived(self.trunk, key)), f"483 for {call_id} at the trunk")
+        assert [status_of(data) for data in self.arrived(self.trunk, key)] == [483]
+
+    def fence(self, *, from_trunk: bool = False) -> tuple[list[bytes], list[bytes]]:
+        """Probe, then return what PBX and trunk got before it (the probe itself left out);
+        `from_trunk` when the step's own message came from the trunk side."""
+        if from_trunk:
+            self.probe_from_trunk()
         self.probe()
         probe_id = f"probe-{self.transport}-{self.probes}@pbx".encode()
         self.stale_call_ids.add(probe_id)
@@ -411,7 +436,7 @@ def response_step(live: Live, name: str) -> None:
     forwarded = live.arrived(live.trunk, call_id)[0]
     response = with_vias(data, via_lines(forwarded))
     live.trunk.send(response)
-    back, onward = live.fence()
+    back, onward = live.fence(from_trunk=True)
     live.stale_call_ids.add(call_id)
     assert onward == [forwarded]
     trying = [d for d in back if d.startswith(b"SIP/2.0 100 ") and b"Server: callerid-proxy" in d]
@@ -429,7 +454,7 @@ def step(live: Live, name: str) -> None:
             # a probe makes sure exists): top Via not ours, dropped
             live.fence()
             live.trunk.send(load(name))
-            back, onward = live.fence()
+            back, onward = live.fence(from_trunk=True)
             assert (back, onward) == ([], [])
         elif name in ("unreason", "noreason", "scalarlg", "bigcode"):
             response_step(live, name)
