@@ -190,11 +190,14 @@ class ProxyServer:
         if outgoing.close_after:
             connection.close()
 
+    def _facing_host(self, target: Target, transport: str) -> str:
+        config = self.core.config
+        return config.facing(config.side_of_target(target), transport, target.host).host
+
     def _udp_for(self, target: Target) -> UdpEndpoint:
         """The socket bound to the address this side is shown, so that replies come back to it;
         else the first one of the target's address family."""
-        config = self.core.config
-        facing = config.facing(config.side_of_target(target), "udp", target.host).host
+        facing = self._facing_host(target, "udp")
         same_family = [(h, e) for h, e in self._udp if (":" in h) == (":" in target.host)]
         for listen_host, endpoint in same_family:
             if listen_host == facing:
@@ -223,8 +226,7 @@ class ProxyServer:
 
     def _local_address_for(self, target: Target) -> tuple[str, int] | None:
         """Dial from the address this side is shown, when it is one we listen on."""
-        config = self.core.config
-        facing = config.facing(config.side_of_target(target), "tcp", target.host).host
+        facing = self._facing_host(target, "tcp")
         listening = {host for host, _ in self.settings.listen}
         return (facing, 0) if facing in listening and len(listening) > 1 else None
 
