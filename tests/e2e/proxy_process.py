@@ -14,6 +14,19 @@ from typing import Any
 from tests.e2e.ports import wait_until
 
 READY_TIMEOUT_S = 15.0
+
+
+def wait_for_status_file(process: subprocess.Popen[str], pid_file: Path) -> None:
+    """Bounded wait until a `callerid-proxy run` started by a test has written its status file
+    (it does once bound); a proxy that exits first fails the test with its stderr."""
+
+    def ready() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"the proxy exited with {process.returncode}: "
+                                 f"{process.communicate()[1]}")
+        return Path(f"{pid_file}.status").exists()
+
+    wait_until(ready, READY_TIMEOUT_S, f"{pid_file}.status")
 RELOAD_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 10.0
 DEFAULT_SECRET = "e2e-test-secret"

@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from tests.e2e.ports import free_port
+from tests.e2e.proxy_process import wait_for_status_file
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -23,11 +23,7 @@ def test_demo_call_through_the_example_proxy(tmp_path: Path) -> None:
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
     try:
-        deadline = time.monotonic() + 15
-        while not Path(f"{pid_file}.status").exists():
-            assert proxy.poll() is None, proxy.communicate()[1]
-            assert time.monotonic() < deadline, "the proxy did not start"
-            time.sleep(0.05)
+        wait_for_status_file(proxy, pid_file)
         env = {**os.environ, "PROXY_PORT": str(proxy_port), "PBX_PORT": str(pbx_port),
                "TRUNK_PORT": str(trunk_port), "CONTROL_PORT": str(free_port())}
         demo = subprocess.run(["bash", "scripts/demo_call.sh"], cwd=ROOT, env=env,

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.ports import free_port
+from tests.e2e.proxy_process import wait_for_status_file
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "rules" / "example.yaml"
 
@@ -35,11 +35,7 @@ def running(tmp_path: Path) -> Iterator[tuple[Path, str]]:
          "--admin", admin],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
-    deadline = time.monotonic() + 15
-    while not Path(f"{pid_file}.status").exists():
-        assert process.poll() is None, process.communicate()[1]
-        assert time.monotonic() < deadline, "proxy did not start"
-        time.sleep(0.05)
+    wait_for_status_file(process, pid_file)
     yield rules, admin
     process.terminate()
     assert process.wait(timeout=10) == 0

@@ -5,10 +5,10 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from tests.e2e.ports import free_port
+from tests.e2e.proxy_process import wait_for_status_file
 from tests.proxy.sip.support import invite
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,11 +36,7 @@ def test_the_trunk_gets_the_call_from_and_through_the_trunk_facing_address(
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
     try:
-        deadline = time.monotonic() + 15
-        while not Path(f"{pid_file}.status").exists():
-            assert proxy.poll() is None, proxy.communicate()[1]
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_for_status_file(proxy, pid_file)
         pbx.sendto(invite(), (PBX_SIDE, port))
         data, sender = trunk.recvfrom(65536)
         assert sender == (TRUNK_SIDE, port)  # sent from the trunk-facing socket
