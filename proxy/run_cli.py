@@ -21,7 +21,6 @@ from proxy.settings import (
     LOG_FORMATS,
     LOG_LEVELS,
     Setting,
-    SettingsError,
     choice,
     file_path,
     host_name,
@@ -34,6 +33,9 @@ from proxy.settings import (
     table,
     text,
     validate,
+)
+from proxy.settings import (
+    SettingsError as SettingsError,
 )
 from proxy.sip.addresses import Target
 from proxy.sip.policy import ProxyConfig

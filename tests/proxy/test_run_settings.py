@@ -502,10 +502,9 @@ def test_each_side_may_be_shown_a_name() -> None:
 def test_every_setting_is_a_flag_and_a_config_key(tmp_path: Path) -> None:
     from proxy.run_cli import SETTINGS
 
-    parser = argparse.ArgumentParser()
-    add_run_command(parser.add_subparsers())
-    run_parser = parser._subparsers._group_actions[0].choices["run"]  # type: ignore[union-attr]
-    options = {o for action in run_parser._actions for o in action.option_strings}
     for row in SETTINGS.values():
-        assert row.option in options
-    assert "--log-format" in options
+        given = getattr(parse_args(row.option, "x"), row.name)
+        assert given == (["x"] if row.repeatable else "x")
+        path = write_config(tmp_path, f"{row.name}: x\n")
+        assert row.name in merged_settings(parse_args("--config", str(path)))
+    assert {"log_format", "log_level", "max_message"} <= set(SETTINGS)
