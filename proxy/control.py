@@ -11,11 +11,12 @@ import itertools
 import json
 import os
 import signal
+import socket
 import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from enum import Enum
 from pathlib import Path
@@ -303,3 +304,19 @@ def remove_own_files(pid_file: Path, pid: int) -> None:
     status = read_status(state)
     if status is not None and status.pid == pid:
         state.unlink(missing_ok=True)
+
+
+def sd_notify(state: str, environ: Mapping[str, str] | None = None) -> bool:
+    """Tell systemd (Type=notify) our state, e.g. "READY=1": one datagram to $NOTIFY_SOCKET
+    (sd_notify(3)). False when not run by systemd, or when the socket cannot be reached."""
+    address = (os.environ if environ is None else environ).get("NOTIFY_SOCKET", "")
+    if not address.startswith(("/", "@")):
+        return False
+    if address.startswith("@"):  # an abstract socket
+        address = "\0" + address[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.sendto(state.encode(), address)
+        except OSError:
+            return False
+    return True

@@ -139,6 +139,7 @@ def run_command(args: argparse.Namespace) -> int:
 async def _serve(config: ProxyConfig, active: ActiveRules, settings: ServerSettings) -> None:
     server = ProxyServer(config, active, settings)
     await server.start()
+    control.sd_notify("READY=1")  # under systemd Type=notify: listening, rules loaded
     # Start-up objects (rules, phonenumbers metadata) never die: keep them out of every GC pass,
     # and collect young objects less often, so no pause lets the UDP buffer overflow.
     gc.freeze()
