@@ -101,11 +101,7 @@ def add_run_command(commands: Any) -> None:
         "run", help="run the proxy between the PBX and the trunk"
     )
     parser.add_argument("--config", type=Path, help="YAML file with the same settings; flags win")
-    for row in SETTINGS.values():
-        parser.add_argument(
-            row.option, dest=row.name, metavar=row.metavar, help=row.help,
-            action="append" if row.repeatable else "store",
-        )
+    add_flags(parser, SETTINGS)
     parser.set_defaults(handler=run_command)
 
 

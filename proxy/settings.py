@@ -7,6 +7,7 @@ it expected, and the caller prefixes where the value came from (`--max-message` 
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import ipaddress
 import re
@@ -33,10 +34,13 @@ class Setting:
     repeatable: bool = False  # a list: the flag is repeated, the key takes a list or one value
     path: bool = False  # a file name: relative to the config file's directory
     required: bool = False
+    const: object = None  # not None: the flag takes no value and stores this (--tls-no-verify)
+    flag_name: str | None = None  # the flag, when not --name-with-dashes
+    hidden: bool = False  # left out of --help (internal settings)
 
     @property
     def option(self) -> str:
-        return "--" + self.name.replace("_", "-")
+        return self.flag_name or "--" + self.name.replace("_", "-")
 
 
 class SettingsError(ValueError):
@@ -109,6 +113,18 @@ def seconds(minimum: float, maximum: float) -> Parser:
         return number
 
     return parse
+
+
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+
+
+def boolean(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    word = value.strip().lower() if isinstance(value, str) else ""
+    if word in _TRUE + _FALSE:
+        return word in _TRUE
+    raise ValueError(f"expected true or false, got {describe(value)}")
 
 
 def choice(*options: str) -> Parser:
@@ -200,6 +216,20 @@ LOG_FORMATS = ("text", "json")
 
 def table(rows: Sequence[Setting]) -> dict[str, Setting]:
     return {row.name: row for row in rows}
+
+
+def add_flags(parser: argparse.ArgumentParser, rows: dict[str, Setting]) -> None:
+    """One flag per row; every flag keeps its raw text (None when absent) for `validate`."""
+    for row in rows.values():
+        shown = argparse.SUPPRESS if row.hidden else row.help
+        if row.const is not None:
+            parser.add_argument(row.option, dest=row.name, action="store_const",
+                                const=row.const, help=shown)
+            continue
+        parser.add_argument(
+            row.option, dest=row.name, metavar=row.metavar, help=shown,
+            action="append" if row.repeatable else "store",
+        )
 
 
 def validate(

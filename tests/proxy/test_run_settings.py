@@ -508,3 +508,19 @@ def test_every_setting_is_a_flag_and_a_config_key(tmp_path: Path) -> None:
         path = write_config(tmp_path, f"{row.name}: x\n")
         assert row.name in merged_settings(parse_args("--config", str(path)))
     assert {"log_format", "log_level", "max_message"} <= set(SETTINGS)
+
+
+# ----------------------------------------------------------------- rows of other kinds
+def test_a_const_flag_and_a_boolean_key_from_one_row(tmp_path: Path) -> None:
+    from proxy.settings import Setting, add_flags, boolean, table, validate
+
+    rows = table([Setting("tls_verify", boolean, True, "verify peers", const=False,
+                          flag_name="--tls-no-verify")])
+    parser = argparse.ArgumentParser()
+    add_flags(parser, rows)
+    assert parser.parse_args(["--tls-no-verify"]).tls_verify is False
+    assert parser.parse_args([]).tls_verify is None  # absent: the file's value or the default
+    assert validate(rows, {}, {}) == {"tls_verify": True}
+    assert validate(rows, {"tls_verify": "no"}, {}) == {"tls_verify": False}
+    with pytest.raises(SettingsError, match=r"^f\.yaml:3: tls_verify: expected true or false"):
+        validate(rows, {"tls_verify": "maybe"}, {"tls_verify": "f.yaml:3: tls_verify"})
