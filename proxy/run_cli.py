@@ -21,6 +21,7 @@ from proxy.settings import (
     LOG_FORMATS,
     LOG_LEVELS,
     Setting,
+    add_flags,
     choice,
     file_path,
     host_name,
