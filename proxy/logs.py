@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 # The `extra` fields a record may carry, in the order they are written.
 FIELDS = (
     "event", "call_id", "user", "destination", "shown", "rule", "rules_version", "trunk", "status",
+    "reason", "source",
 )
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 

@@ -55,17 +55,17 @@ def _target(value: object) -> Target:
 
 
 # One row per setting: the flag --name-with-dashes and the --config key name_with_underscores.
-# Adding a setting = one row here + reading values["name"] where it is used in _build.
+# Adding a setting = one row here + reading values["name"] where it is used, in build_from.
 SETTINGS = table([
     Setting("rules", file_path, None, "caller-ID rules file", "FILE", path=True, required=True),
-    Setting("listen", listed(_resolved_hostport), [("127.0.0.1", 5060)],
+    Setting("listen", listed(_resolved_hostport), (("127.0.0.1", 5060),),
             "UDP and TCP address to listen on (repeatable; default 127.0.0.1:5060)",
             "HOST:PORT", repeatable=True),
     Setting("pbx", _target, None, "where inbound calls go", "[udp:|tcp:]HOST:PORT",
             required=True),
     Setting("trunk", listed(_target), None, "where outbound calls go (first one); repeatable",
             "[udp:|tcp:]HOST:PORT", repeatable=True, required=True),
-    Setting("trusted", listed(network), [],
+    Setting("trusted", listed(network), (),
             "extra sources allowed to place outbound calls (repeatable)", "CIDR",
             repeatable=True),
     Setting("advertise", host_name, None, "address or host name put in Via/Record-Route", "HOST"),
@@ -178,7 +178,7 @@ def build_settings(settings: dict[str, Any]) -> tuple[ProxyConfig, ServerSetting
 
 
 def build_from(values: dict[str, Any]) -> tuple[ProxyConfig, ServerSettings, Path]:
-    listen: list[tuple[str, int]] = values["listen"]
+    listen: list[tuple[str, int]] = list(values["listen"])
     trunks: list[Target] = values["trunk"]
     sides = (values["advertise_pbx"], values["advertise_trunk"])
     config = ProxyConfig(
