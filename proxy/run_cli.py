@@ -55,7 +55,15 @@ def _target(value: object) -> Target:
 
 
 # One row per setting: the flag --name-with-dashes and the --config key name_with_underscores.
-# Adding a setting = one row here + reading values["name"] where it is used, in build_from.
+# Adding a setting = one row here + reading values["name"] where it is used, in build_from:
+#   Setting("tcp_max_connections", integer(1, 1_000_000), 1024, "accepted TCP ... (default 1024)",
+#           "N"),
+#   Setting("untrusted", choice("reply", "drop"), "reply", "...", "{reply,drop}"),
+#   Setting("tls_cert", file_path, None, "...", "FILE", path=True),   # relative to the config
+#   Setting("tls_verify", boolean, True, "...", const=False, flag_name="--tls-no-verify"),
+#   Setting("worker_spec", text, None, "", hidden=True),
+# The parser gets the raw flag text or the YAML value and raises ValueError("expected ..., got
+# ..."); the caller prefixes `--flag:` or `file:line: key:`. Never parse a value outside the table.
 SETTINGS = table([
     Setting("rules", file_path, None, "caller-ID rules file", "FILE", path=True, required=True),
     Setting("listen", listed(_resolved_hostport), (("127.0.0.1", 5060),),
