@@ -7,14 +7,16 @@ Files rather than a socket keep the contract inspectable with `cat` and need no 
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
+import socket
 import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from enum import Enum
 from pathlib import Path
@@ -259,3 +261,62 @@ def request_reload_via_admin(
             f"{version}, not {expected_version}: it runs another file (or the file changed again)",
         )
     return ReloadResult(Outcome.APPLIED, f"applied version {expected_version}")
+
+
+class PidFileTaken(Exception):
+    pass
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [part.decode("utf-8", "replace") for part in raw.split(b"\0") if part]
+
+
+def is_callerid_proxy(pid: int) -> bool:
+    """Whether `pid` runs callerid-proxy: the installed script, or `python -m proxy`."""
+    words = _cmdline(pid)
+    if any(Path(word).name == "callerid-proxy" for word in words):
+        return True
+    return any(a == "-m" and b == "proxy" for a, b in itertools.pairwise(words))
+
+
+def refuse_live_pid_file(path: Path) -> None:
+    """Raises PidFileTaken when `path` names another live callerid-proxy: a second proxy must
+    not take over the file `apply` uses to reach the first. A stale file is simply replaced."""
+    pid = read_pid_file(path)
+    if pid is None or pid == os.getpid() or not _process_exists(pid):
+        return
+    if is_callerid_proxy(pid):
+        raise PidFileTaken(
+            f"pid file {path} belongs to callerid-proxy process {pid}, which is running: "
+            "stop it first, or give this one another --pid-file"
+        )
+
+
+def remove_own_files(pid_file: Path, pid: int) -> None:
+    """On exit, remove the pid and status files only if they are still ours."""
+    if read_pid_file(pid_file) == pid:
+        pid_file.unlink(missing_ok=True)
+    state = status_path(pid_file)
+    status = read_status(state)
+    if status is not None and status.pid == pid:
+        state.unlink(missing_ok=True)
+
+
+def sd_notify(state: str, environ: Mapping[str, str] | None = None) -> bool:
+    """Tell systemd (Type=notify) our state, e.g. "READY=1": one datagram to $NOTIFY_SOCKET
+    (sd_notify(3)). False when not run by systemd, or when the socket cannot be reached."""
+    address = (os.environ if environ is None else environ).get("NOTIFY_SOCKET", "")
+    if not address.startswith(("/", "@")):
+        return False
+    if address.startswith("@"):  # an abstract socket
+        address = "\0" + address[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.sendto(state.encode(), address)
+        except OSError:
+            return False
+    return True

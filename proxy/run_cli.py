@@ -14,24 +14,95 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from proxy import control, logs
 from proxy.active_rules import ActiveRules
 from proxy.server import ProxyServer, ServerSettings
+from proxy.settings import (
+    LOG_FORMATS,
+    LOG_LEVELS,
+    Setting,
+    add_flags,
+    choice,
+    file_path,
+    host_name,
+    integer,
+    listed,
+    network,
+    read_config,
+    seconds,
+    split_hostport,
+    table,
+    text,
+    validate,
+)
+from proxy.settings import (
+    SettingsError as SettingsError,
+)
 from proxy.sip.addresses import Target
-from proxy.sip.policy import IPNetwork, ProxyConfig
+from proxy.sip.policy import ProxyConfig
 
 log = logging.getLogger("callerid_proxy")
 SECRET_ENV = "CALLERID_PROXY_SECRET"
-_LIST_KEYS = ("listen", "trunk", "trusted")
-_KEYS = (
-    "rules", "listen", "pbx", "trunk", "trusted", "pid_file", "log_level", "secret", "advertise",
-    "max_message", "tcp_idle_timeout", "admin", "advertise_pbx", "advertise_trunk",
-)
 
 
-class SettingsError(Exception):
-    pass
+def _resolved_hostport(value: object) -> tuple[str, int]:
+    name, port = split_hostport(value)
+    return _resolve(name), port
+
+
+def _target(value: object) -> Target:
+    return parse_target(text(value))
+
+
+# One row per setting: the flag --name-with-dashes and the --config key name_with_underscores.
+# Adding a setting = one row here + reading values["name"] where it is used, in build_from:
+#   Setting("tcp_max_connections", integer(1, 1_000_000), 1024, "accepted TCP ... (default 1024)",
+#           "N"),
+#   Setting("untrusted", choice("reply", "drop"), "reply", "...", "{reply,drop}"),
+#   Setting("tls_cert", file_path, None, "...", "FILE", path=True),   # relative to the config
+#   Setting("tls_verify", boolean, True, "...", const=False, flag_name="--tls-no-verify"),
+#   Setting("worker_spec", text, None, "", hidden=True),
+# The parser gets the raw flag text or the YAML value and raises ValueError("expected ..., got
+# ..."); the caller prefixes `--flag:` or `file:line: key:`. Never parse a value outside the table.
+SETTINGS = table([
+    Setting("rules", file_path, None, "caller-ID rules file", "FILE", path=True, required=True),
+    Setting("listen", listed(_resolved_hostport), (("127.0.0.1", 5060),),
+            "UDP and TCP address to listen on (repeatable; default 127.0.0.1:5060)",
+            "HOST:PORT", repeatable=True),
+    Setting("pbx", _target, None, "where inbound calls go", "[udp:|tcp:]HOST:PORT",
+            required=True),
+    Setting("trunk", listed(_target), None, "where outbound calls go (first one); repeatable",
+            "[udp:|tcp:]HOST:PORT", repeatable=True, required=True),
+    Setting("trusted", listed(network), (),
+            "extra sources allowed to place outbound calls (repeatable)", "CIDR",
+            repeatable=True),
+    Setting("advertise", host_name, None, "address or host name put in Via/Record-Route", "HOST"),
+    Setting("advertise_pbx", host_name, None,
+            "address the PBX side is shown (e.g. a LAN address), if different", "HOST"),
+    Setting("advertise_trunk", host_name, None,
+            "address the trunk side is shown (e.g. a public or NAT address or name)", "HOST"),
+    Setting("pid_file", file_path, Path("callerid-proxy.pid"),
+            "pid file (default: callerid-proxy.pid); its .status file sits beside it", "FILE",
+            path=True),
+    Setting("secret", text, None, f"HMAC secret (else ${SECRET_ENV}, else random)"),
+    Setting("log_level", choice(*LOG_LEVELS), "info", "default info", "{" + ",".join(LOG_LEVELS)
+            + "}"),
+    Setting("log_format", choice(*LOG_FORMATS), "text",
+            "text, or json: one object per line (default text)", "{text,json}"),
+    Setting("admin", _resolved_hostport, None,
+            "admin HTTP endpoint (/metrics, /status, POST /reload); loopback", "HOST:PORT"),
+    Setting("max_message", integer(1024, 16 * 1024 * 1024), 64 * 1024,
+            "TCP message size cap in bytes (default 65536)", "BYTES"),
+    Setting("tcp_idle_timeout", seconds(1, 86400), 120.0, "seconds (default 120)", "SECONDS"),
+])
+
+
+class MergedSettings(dict[str, Any]):
+    """Raw settings (the file's, then the flags over them), with where each came from."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.origins: dict[str, str] = {}
 
 
 def add_run_command(commands: Any) -> None:
@@ -39,37 +110,23 @@ def add_run_command(commands: Any) -> None:
         "run", help="run the proxy between the PBX and the trunk"
     )
     parser.add_argument("--config", type=Path, help="YAML file with the same settings; flags win")
-    parser.add_argument("--rules", type=Path, help="caller-ID rules file")
-    parser.add_argument("--listen", action="append", metavar="HOST:PORT",
-                        help="UDP and TCP address to listen on (repeatable)")
-    parser.add_argument("--pbx", metavar="[udp:|tcp:]HOST:PORT", help="where inbound calls go")
-    parser.add_argument("--trunk", action="append", metavar="[udp:|tcp:]HOST:PORT",
-                        help="where outbound calls go (first one); repeatable")
-    parser.add_argument("--trusted", action="append", metavar="CIDR",
-                        help="extra sources allowed to place outbound calls (repeatable)")
-    parser.add_argument("--advertise", metavar="HOST", help="address put in Via/Record-Route")
-    parser.add_argument("--advertise-pbx", metavar="HOST",
-                        help="address the PBX side is shown (e.g. a LAN address), if different")
-    parser.add_argument("--advertise-trunk", metavar="HOST",
-                        help="address the trunk side is shown (e.g. a public or NAT address)")
-    parser.add_argument("--pid-file", type=Path, help="default: callerid-proxy.pid")
-    parser.add_argument("--secret", help=f"HMAC secret (else ${SECRET_ENV}, else random)")
-    parser.add_argument("--log-level", help="debug, info, warning, error (default info)")
-    parser.add_argument("--admin", metavar="HOST:PORT",
-                        help="admin HTTP endpoint (/metrics, /status, POST /reload); loopback")
-    parser.add_argument("--max-message", type=int, help="TCP message size cap (default 65536)")
-    parser.add_argument("--tcp-idle-timeout", type=float, help="seconds (default 120)")
+    add_flags(parser, SETTINGS)
     parser.set_defaults(handler=run_command)
 
 
 def run_command(args: argparse.Namespace) -> int:
     try:
         settings = merged_settings(args)
-        configure_logging(str(settings.get("log_level") or "info"))
-        config, server_settings, rules_path = build_settings(settings)
+        values = validate_settings(settings)
+        logs.configure(values["log_level"], values["log_format"])
+        config, server_settings, rules_path = build_from(values)
+        control.refuse_live_pid_file(server_settings.pid_file)
     except SettingsError as error:
         print(f"callerid-proxy run: {error}", file=sys.stderr)
         return 2
+    except control.PidFileTaken as error:
+        print(f"callerid-proxy run: {error}", file=sys.stderr)
+        return 1
     try:
         active = ActiveRules.load(rules_path)
     except Exception as error:  # RulesError lists every problem with file:line
@@ -87,6 +144,7 @@ def run_command(args: argparse.Namespace) -> int:
 async def _serve(config: ProxyConfig, active: ActiveRules, settings: ServerSettings) -> None:
     server = ProxyServer(config, active, settings)
     await server.start()
+    control.sd_notify("READY=1")  # under systemd Type=notify: listening, rules loaded
     # Start-up objects (rules, phonenumbers metadata) never die: keep them out of every GC pass,
     # and collect young objects less often, so no pause lets the UDP buffer overflow.
     gc.freeze()
@@ -103,75 +161,52 @@ def _install_uvloop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-
-
-def merged_settings(args: argparse.Namespace) -> dict[str, Any]:
-    settings: dict[str, Any] = {}
+def merged_settings(args: argparse.Namespace) -> MergedSettings:
+    settings = MergedSettings()
     if args.config is not None:
-        settings.update(_read_config(args.config))
-    for key in _KEYS:
-        value = getattr(args, key, None)
+        from_file = read_config(args.config, SETTINGS)
+        settings.update(from_file.values)
+        settings.origins.update(from_file.origins)
+    for name, row in SETTINGS.items():
+        value = getattr(args, name, None)
         if value is not None:
-            settings[key] = value
+            settings[name] = value
+            settings.origins[name] = row.option
+        elif row.repeatable and name in settings and not isinstance(settings[name], list | dict):
+            settings[name] = [settings[name]]  # a scalar in the file is a one-item list
     return settings
 
 
-def _read_config(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as error:
-        raise SettingsError(f"cannot read config {path}: {error}") from error
-    if not isinstance(data, dict):
-        raise SettingsError(f"{path}: expected a mapping of settings")
-    unknown = sorted(set(data) - set(_KEYS))
-    if unknown:
-        raise SettingsError(f"{path}: unknown settings {', '.join(unknown)}")
-    for key in _LIST_KEYS:
-        if key in data and not isinstance(data[key], list):
-            data[key] = [data[key]]
-    for key in ("rules", "pid_file"):
-        if key in data:
-            data[key] = (path.parent / str(data[key])) if not Path(str(data[key])).is_absolute() \
-                else Path(str(data[key]))
-    return data
+def validate_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    return validate(SETTINGS, settings, getattr(settings, "origins", {}))
 
 
 def build_settings(settings: dict[str, Any]) -> tuple[ProxyConfig, ServerSettings, Path]:
-    for key in ("rules", "pbx", "trunk"):
-        if not settings.get(key):
-            raise SettingsError(f"--{key} is required")
-    listen = [parse_hostport(str(item)) for item in settings.get("listen") or ["127.0.0.1:5060"]]
-    trunks = [parse_target(str(item)) for item in settings["trunk"]]
-    pbx = parse_target(str(settings["pbx"]))
-    sides = tuple(
-        _resolve(str(settings[key])) if settings.get(key) else None
-        for key in ("advertise_pbx", "advertise_trunk")
-    )
-    advertised = _advertised(listen, settings.get("advertise"), sides)
+    return build_from(validate_settings(settings))
+
+
+def build_from(values: dict[str, Any]) -> tuple[ProxyConfig, ServerSettings, Path]:
+    listen: list[tuple[str, int]] = list(values["listen"])
+    trunks: list[Target] = values["trunk"]
+    sides = (values["advertise_pbx"], values["advertise_trunk"])
     config = ProxyConfig(
-        advertised=advertised,
-        pbx=pbx,
+        advertised=_advertised(listen, values["advertise"], sides),
+        pbx=values["pbx"],
         trunk=trunks[0],
         extra_trunks=tuple(trunks[1:]),
-        secret=_secret(settings.get("secret")),
-        trusted=tuple(_network(str(item)) for item in settings.get("trusted") or []),
+        secret=_secret(values["secret"]),
+        trusted=tuple(values["trusted"]),
         pbx_facing=sides[0],
         trunk_facing=sides[1],
     )
     server_settings = ServerSettings(
         listen=tuple(listen),
-        pid_file=Path(settings.get("pid_file") or "callerid-proxy.pid"),
-        max_message=int(settings.get("max_message") or 64 * 1024),
-        tcp_idle_timeout=float(settings.get("tcp_idle_timeout") or 120.0),
-        admin=parse_hostport(str(settings["admin"])) if settings.get("admin") else None,
+        pid_file=values["pid_file"],
+        max_message=values["max_message"],
+        tcp_idle_timeout=values["tcp_idle_timeout"],
+        admin=values["admin"],
     )
-    return config, server_settings, Path(settings["rules"])
+    return config, server_settings, values["rules"]
 
 
 def _advertised(
@@ -181,7 +216,7 @@ def _advertised(
     targets: list[Target] = []
     for host, port in listen:
         shown = str(advertise) if advertise else host
-        if ipaddress.ip_address(shown).is_unspecified:
+        if _is_unspecified(shown):
             if not all(sides):
                 raise SettingsError(
                     f"listening on {host}: give --advertise (or --advertise-pbx and "
@@ -198,6 +233,13 @@ def _advertised(
     return tuple(targets)
 
 
+def _is_unspecified(shown: str) -> bool:
+    try:
+        return ipaddress.ip_address(shown).is_unspecified
+    except ValueError:
+        return False  # a host name
+
+
 def _secret(value: object) -> bytes:
     text = str(value) if value else os.environ.get(SECRET_ENV, "")
     if text:
@@ -209,23 +251,14 @@ def _secret(value: object) -> bytes:
     return secrets.token_bytes(32)
 
 
-def _network(text: str) -> IPNetwork:
-    try:
-        return ipaddress.ip_network(text, strict=False)
-    except ValueError as error:
-        raise SettingsError(f"invalid --trusted {text!r}: {error}") from error
-
-
 def parse_hostport(text: str) -> tuple[str, int]:
     """HOST:PORT or [IPv6]:PORT; a host name is resolved once, here, to an IP literal."""
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port_text = rest[1:] if rest.startswith(":") else ""
-    else:
-        host, _, port_text = text.rpartition(":")
-    if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise SettingsError(f"expected HOST:PORT, got {text!r}")
-    return _resolve(host), int(port_text)
+    try:
+        return _resolved_hostport(text)
+    except SettingsError:
+        raise
+    except ValueError as error:
+        raise SettingsError(str(error)) from None
 
 
 def parse_target(text: str) -> Target:
@@ -234,17 +267,17 @@ def parse_target(text: str) -> Target:
     for prefix in ("udp:", "tcp:"):
         if lowered.startswith(prefix):
             transport, text = prefix[:3], text[4:]
-    host, port = parse_hostport(text)
-    return Target(transport, host, port)
+    name, port = parse_hostport(text)
+    return Target(transport, name, port)
 
 
-def _resolve(host: str) -> str:
+def _resolve(name: str) -> str:
     try:
-        return str(ipaddress.ip_address(host))
+        return str(ipaddress.ip_address(name))
     except ValueError:
         pass
     try:
-        infos = socket.getaddrinfo(host, None, type=socket.SOCK_DGRAM)
+        infos = socket.getaddrinfo(name, None, type=socket.SOCK_DGRAM)
     except OSError as error:
-        raise SettingsError(f"cannot resolve {host!r}: {error}") from error
+        raise SettingsError(f"cannot resolve {name!r}: {error}") from error
     return str(infos[0][4][0])

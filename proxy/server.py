@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from proxy import control
+from proxy import control, logs
 from proxy.active_rules import ActiveRules, ReloadOutcome
 from proxy.admin import AdminServer
 from proxy.sip.addresses import Outgoing, Source, Target
@@ -72,6 +72,8 @@ class ProxyServer:
         control.write_pid_file(self.settings.pid_file, os.getpid())
         self._write_status(ReloadOutcome(True, self.rules.current.version, ()))
         log.info("rules version %s active (%s)", self.rules.current.version, self.rules.path)
+        log.info(logs.start_message(self.core.config, self.settings, self.rules.current.version),
+                 extra={"event": "start", "rules_version": self.rules.current.version})
 
     async def serve_until_stopped(self) -> None:
         await self._stopped.wait()
@@ -91,8 +93,7 @@ class ProxyServer:
         for server in self._servers:
             await server.wait_closed()
         await self._admin.stop()
-        for path in (self.settings.pid_file, control.status_path(self.settings.pid_file)):
-            path.unlink(missing_ok=True)
+        control.remove_own_files(self.settings.pid_file, os.getpid())
 
     # ----------------------------------------------------------------- rules
     def reload_rules(self) -> None:
@@ -115,6 +116,11 @@ class ProxyServer:
             "active_version": self.rules.current.version,
             "rules_path": str(self.rules.path),
             "reload_seq": self._reload_seq,
+            "last_reload": {
+                "ok": self._last_outcome.ok,
+                "version": self._last_outcome.version,
+                "errors": list(self._last_outcome.errors),
+            },
             "counters": dict(self.core.counters),
             "transactions": self.core.transaction_count,
             "tcp_connections": len(self._connections),

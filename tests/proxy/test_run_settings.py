@@ -282,8 +282,10 @@ def test_the_example_config_builds(monkeypatch: pytest.MonkeyPatch) -> None:
     ("text", "message"),
     [
         ("- a\n- b\n", "mapping"),
-        ("rules: r.yaml\nlisten_on: 1.2.3.4:5\n", "unknown settings listen_on"),
-        ("rules: [unclosed\n", "cannot read config"),
+        ("rules: r.yaml\nlisten_on: 1.2.3.4:5\n",
+         r"proxy\.yaml:2: unknown setting listen_on \(did you mean listen\?\)"),
+        ("rules: [unclosed\n", r"cannot read config .*proxy\.yaml:2"),
+        ("rules: a\nrules: b\n", r"proxy\.yaml:2: rules is given twice"),
     ],
 )
 def test_bad_config_files(tmp_path: Path, text: str, message: str) -> None:
@@ -356,3 +358,169 @@ def test_the_side_addresses_come_from_flags() -> None:
                       "--advertise-trunk", "127.0.0.3")
     settings = merged_settings(args)
     assert (settings["advertise_pbx"], settings["advertise_trunk"]) == ("127.0.0.2", "127.0.0.3")
+
+
+# ----------------------------------------------------------------- every value checked, by name
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('max_message: "big"', r"proxy\.yaml:4: max_message: expected a whole number .*got 'big'"),
+        ("max_message: 12", r"proxy\.yaml:4: max_message: expected a whole number from 1024"),
+        ("max_message: true", r"proxy\.yaml:4: max_message: expected .*got true"),
+        ("tcp_idle_timeout: [1]", r"proxy\.yaml:4: tcp_idle_timeout: expected a number of "
+         r"seconds .*got a list \[1\]"),
+        ("tcp_idle_timeout: .nan", r"proxy\.yaml:4: tcp_idle_timeout: expected a number"),
+        ("admin: 30360", r"proxy\.yaml:4: admin: expected HOST:PORT, got 30360"),
+        ('admin: "30360"', r"proxy\.yaml:4: admin: expected HOST:PORT, got '30360'"),
+        ("listen: [127.0.0.1:5060, nope]", r"proxy\.yaml:4: listen: item 2: expected HOST:PORT"),
+        ("trusted: 10.0.0.0/33", r"proxy\.yaml:4: trusted: expected an address or a network"),
+        ("log_level: verbose", r"proxy\.yaml:4: log_level: expected one of debug, info"),
+        ("log_level: debg", r"log_level: .*\(did you mean debug\?\)"),
+        ("log_format: jsn", r"proxy\.yaml:4: log_format: .*\(did you mean json\?\)"),
+        ("advertise: 'bad name!'", r"proxy\.yaml:4: advertise: expected an IP address or a "
+         "host name"),
+        ("secret: {a: 1}", r"proxy\.yaml:4: secret: expected text, got a mapping"),
+        ("pid_file: [a]", r"proxy\.yaml:4: pid_file: expected a file name"),
+    ],
+)
+def test_a_bad_config_value_names_the_setting_and_the_line(
+    tmp_path: Path, line: str, message: str
+) -> None:
+    path = write_config(tmp_path, (
+        f"rules: {EXAMPLE_RULES}\npbx: 127.0.0.1:5070\ntrunk: 127.0.0.1:5080\n{line}\n"
+    ))
+    with pytest.raises(SettingsError, match=message):
+        build_settings(merged_settings(parse_args("--config", str(path))))
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--max-message", "big", r"^--max-message: expected a whole number"),
+        ("--tcp-idle-timeout", "-1", r"^--tcp-idle-timeout: expected a number of seconds"),
+        ("--admin", "30360", r"^--admin: expected HOST:PORT, got '30360'"),
+        ("--log-level", "verbose", r"^--log-level: expected one of debug, info, warning, error"),
+        ("--log-format", "xml", r"^--log-format: expected one of text, json"),
+        ("--trunk", "tcp:127.0.0.1", r"^--trunk: item 2: expected HOST:PORT"),
+        ("--trusted", "x/8", r"^--trusted: expected an address or a network"),
+        ("--advertise-trunk", "a..b", r"^--advertise-trunk: expected an IP address or a host"),
+    ],
+)
+def test_a_bad_flag_names_the_flag(flag: str, value: str, message: str) -> None:
+    args = parse_args("--rules", str(EXAMPLE_RULES), "--pbx", "127.0.0.1:5070",
+                      "--trunk", "127.0.0.1:5080", flag, value)
+    with pytest.raises(SettingsError, match=message):
+        build_settings(merged_settings(args))
+
+
+def test_a_flag_over_a_bad_file_value_wins_and_is_checked_as_a_flag(tmp_path: Path) -> None:
+    path = write_config(tmp_path, (
+        f"rules: {EXAMPLE_RULES}\npbx: 127.0.0.1:5070\ntrunk: 127.0.0.1:5080\nmax_message: big\n"
+    ))
+    _, server, _ = build_settings(merged_settings(
+        parse_args("--config", str(path), "--max-message", "2048", "--secret", "s")
+    ))
+    assert server.max_message == 2048
+    with pytest.raises(SettingsError, match=r"^--max-message: "):
+        build_settings(merged_settings(parse_args("--config", str(path), "--max-message", "x")))
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("--max-message", "big"),
+        ("--log-level", "verbose"),
+        ("--advertise", "sbc..example"),
+    ],
+)
+def test_run_refuses_bad_values_with_exit_2_and_no_traceback(
+    argv: tuple[str, ...], tmp_path: Path
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "proxy", "run", "--rules", str(EXAMPLE_RULES),
+         "--pbx", "127.0.0.1:5070", "--trunk", "127.0.0.1:5080",
+         "--pid-file", str(tmp_path / "p.pid"), *argv],
+        capture_output=True, text=True, timeout=30, check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"callerid-proxy run: {argv[0]}: expected")
+    assert "Traceback" not in result.stderr
+
+
+def test_a_config_file_error_reaches_the_operator_with_its_line(tmp_path: Path) -> None:
+    path = write_config(tmp_path, f"rules: {EXAMPLE_RULES}\npbx: 127.0.0.1:5070\n"
+                                  "trunk: 127.0.0.1:5080\ntcp_idle_timeout: [1]\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "proxy", "run", "--config", str(path)],
+        capture_output=True, text=True, timeout=30, check=False,
+    )
+    assert result.returncode == 2
+    assert f"{path}:4: tcp_idle_timeout: expected a number of seconds" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_mistyped_flag_gets_a_suggestion() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "proxy", "run", "--rules", str(EXAMPLE_RULES), "--max-mesage",
+         "4096"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )
+    assert result.returncode == 2
+    assert "--max-mesage (did you mean --max-message?)" in result.stderr
+
+
+def test_version() -> None:
+    from importlib.metadata import version
+
+    result = subprocess.run(
+        [sys.executable, "-m", "proxy", "--version"],
+        capture_output=True, text=True, timeout=30, check=True,
+    )
+    assert result.stdout.strip() == f"callerid-proxy {version('callerid-proxy')}"
+
+
+# ----------------------------------------------------------------- an advertised host name
+def test_advertise_takes_a_host_name_as_is() -> None:
+    config, _, _ = build_settings(
+        {**REQUIRED, "secret": "s", "listen": ["0.0.0.0:5060"], "advertise": "SBC.Example.COM"}
+    )
+    assert config.advertised == (
+        Target("udp", "sbc.example.com", 5060), Target("tcp", "sbc.example.com", 5060)
+    )
+
+
+def test_each_side_may_be_shown_a_name() -> None:
+    config, _, _ = build_settings({
+        **REQUIRED, "secret": "s", "listen": ["0.0.0.0:5060"],
+        "advertise_pbx": "[::1]", "advertise_trunk": "sbc.example.com.",
+    })
+    assert (config.pbx_facing, config.trunk_facing) == ("::1", "sbc.example.com")
+    assert config.facing("trunk", "udp", "198.51.100.7") == Target("udp", "sbc.example.com", 5060)
+
+
+# ----------------------------------------------------------------- the table drives the flags
+def test_every_setting_is_a_flag_and_a_config_key(tmp_path: Path) -> None:
+    from proxy.run_cli import SETTINGS
+
+    for row in SETTINGS.values():
+        given = getattr(parse_args(row.option, "x"), row.name)
+        assert given == (["x"] if row.repeatable else "x")
+        path = write_config(tmp_path, f"{row.name}: x\n")
+        assert row.name in merged_settings(parse_args("--config", str(path)))
+    assert {"log_format", "log_level", "max_message"} <= set(SETTINGS)
+
+
+# ----------------------------------------------------------------- rows of other kinds
+def test_a_const_flag_and_a_boolean_key_from_one_row(tmp_path: Path) -> None:
+    from proxy.settings import Setting, add_flags, boolean, table, validate
+
+    rows = table([Setting("tls_verify", boolean, True, "verify peers", const=False,
+                          flag_name="--tls-no-verify")])
+    parser = argparse.ArgumentParser()
+    add_flags(parser, rows)
+    assert parser.parse_args(["--tls-no-verify"]).tls_verify is False
+    assert parser.parse_args([]).tls_verify is None  # absent: the file's value or the default
+    assert validate(rows, {}, {}) == {"tls_verify": True}
+    assert validate(rows, {"tls_verify": "no"}, {}) == {"tls_verify": False}
+    with pytest.raises(SettingsError, match=r"^f\.yaml:3: tls_verify: expected true or false"):
+        validate(rows, {"tls_verify": "maybe"}, {"tls_verify": "f.yaml:3: tls_verify"})
