@@ -16,17 +16,25 @@ from typing import Any
 
 import yaml
 
+from proxy import log_summary
 from proxy.active_rules import ActiveRules
+from proxy.admin import ADMIN_TOKEN_ENV, AdminConfigError, check_binding
 from proxy.server import ProxyServer, ServerSettings
 from proxy.sip.addresses import Target
 from proxy.sip.policy import IPNetwork, ProxyConfig
+from proxy.tcp_accept import TcpLimits
 
 log = logging.getLogger("callerid_proxy")
 SECRET_ENV = "CALLERID_PROXY_SECRET"
+HOSTILE_KEYS = (  # issue 7: limits against outsiders, and the admin token
+    "tcp_max_connections", "tcp_max_per_source", "tcp_message_deadline", "tcp_max_write_buffer",
+    "admin_token",
+)
 _LIST_KEYS = ("listen", "trunk", "trusted")
 _KEYS = (
     "rules", "listen", "pbx", "trunk", "trusted", "pid_file", "log_level", "secret", "advertise",
     "max_message", "tcp_idle_timeout", "admin", "advertise_pbx", "advertise_trunk",
+    *HOSTILE_KEYS,
 )
 
 
@@ -59,7 +67,47 @@ def add_run_command(commands: Any) -> None:
                         help="admin HTTP endpoint (/metrics, /status, POST /reload); loopback")
     parser.add_argument("--max-message", type=int, help="TCP message size cap (default 65536)")
     parser.add_argument("--tcp-idle-timeout", type=float, help="seconds (default 120)")
+    _add_hostile_flags(parser)
     parser.set_defaults(handler=run_command)
+
+
+def _add_hostile_flags(parser: argparse.ArgumentParser) -> None:
+    limits = TcpLimits()
+    parser.add_argument("--tcp-max-connections", type=int, help="accepted TCP connections from "
+                        f"untrusted sources in total (default {limits.max_connections})")
+    parser.add_argument("--tcp-max-per-source", type=int, help="accepted TCP connections per "
+                        f"untrusted IP address (default {limits.max_per_source})")
+    parser.add_argument("--tcp-message-deadline", type=float, help="seconds from a message's "
+                        f"first byte to its last on TCP (default {limits.message_deadline:g})")
+    parser.add_argument("--tcp-max-write-buffer", type=int, help="bytes queued toward a TCP peer "
+                        f"that does not read before it is cut off (default "
+                        f"{limits.max_write_buffer})")
+    parser.add_argument("--admin-token", help="bearer token for POST /reload (else "
+                        f"${ADMIN_TOKEN_ENV}); required when --admin is not loopback")
+
+
+def _tcp_limits(settings: dict[str, Any]) -> TcpLimits:
+    defaults = TcpLimits()
+    limits = TcpLimits(
+        max_connections=int(settings.get("tcp_max_connections") or defaults.max_connections),
+        max_per_source=int(settings.get("tcp_max_per_source") or defaults.max_per_source),
+        message_deadline=float(settings.get("tcp_message_deadline") or defaults.message_deadline),
+        max_write_buffer=int(settings.get("tcp_max_write_buffer") or defaults.max_write_buffer),
+    )
+    for name, value in vars(limits).items():
+        if value <= 0:
+            raise SettingsError(f"--tcp-{name.replace('_', '-')} must be positive, got {value}")
+    return limits
+
+
+def _admin_token(settings: dict[str, Any], admin: tuple[str, int] | None) -> str | None:
+    token = str(settings.get("admin_token") or os.environ.get(ADMIN_TOKEN_ENV, "")) or None
+    if admin is not None:
+        try:
+            check_binding(admin[0], token)
+        except AdminConfigError as error:
+            raise SettingsError(str(error)) from error
+    return token
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -86,6 +134,8 @@ def run_command(args: argparse.Namespace) -> int:
 
 async def _serve(config: ProxyConfig, active: ActiveRules, settings: ServerSettings) -> None:
     server = ProxyServer(config, active, settings)
+    summary = log_summary.install()  # refusals and drops: one example, then a summary line
+    server.ticker.add(summary.flush)
     await server.start()
     # Start-up objects (rules, phonenumbers metadata) never die: keep them out of every GC pass,
     # and collect young objects less often, so no pause lets the UDP buffer overflow.
@@ -164,12 +214,15 @@ def build_settings(settings: dict[str, Any]) -> tuple[ProxyConfig, ServerSetting
         pbx_facing=sides[0],
         trunk_facing=sides[1],
     )
+    admin = parse_hostport(str(settings["admin"])) if settings.get("admin") else None
     server_settings = ServerSettings(
         listen=tuple(listen),
         pid_file=Path(settings.get("pid_file") or "callerid-proxy.pid"),
         max_message=int(settings.get("max_message") or 64 * 1024),
         tcp_idle_timeout=float(settings.get("tcp_idle_timeout") or 120.0),
-        admin=parse_hostport(str(settings["admin"])) if settings.get("admin") else None,
+        admin=admin,
+        admin_token=_admin_token(settings, admin),
+        tcp=_tcp_limits(settings),
     )
     return config, server_settings, Path(settings["rules"])
 
