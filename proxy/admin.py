@@ -73,15 +73,39 @@ def check_binding(host: str, token: str | None) -> None:
         )
 
 
-def allowed_hosts(host: str, port: int) -> frozenset[str]:
-    """The Host header values accepted: the bound address, plus localhost:PORT when bound to a
-    loopback address (what a browser or curl on the box sends). Anything else is what a DNS
-    rebinding page sends, and is refused."""
+def host_check(host: str, port: int) -> Callable[[str], bool]:
+    """Which Host header values are accepted: the bound address, plus `localhost:PORT` when bound
+    to loopback (what a browser or curl on the box sends); on a wildcard bind (0.0.0.0, ::) any
+    IP literal with our port. A host *name* other than localhost is what a DNS-rebinding page
+    sends, and is refused."""
     shown = f"[{host}]" if ":" in host else host
     names = {f"{shown}:{port}".lower()}
     if is_loopback(host):
         names.add(f"localhost:{port}")
-    return frozenset(names)
+    wildcard = _is_unspecified(host)
+
+    def accepted(value: str) -> bool:
+        value = value.strip().lower()
+        if value in names:
+            return True
+        if not wildcard:
+            return False
+        literal, _, value_port = value.rpartition(":")
+        return value_port == str(port) and _is_ip(literal.strip("[]"))
+
+    return accepted
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_unspecified(host: str) -> bool:
+    return _is_ip(host) and ipaddress.ip_address(host).is_unspecified
 
 
 @dataclass(frozen=True)
@@ -118,12 +142,12 @@ class AdminServer:
         self._registry = CollectorRegistry()
         self._registry.register(CoreCollector(status))
         self._server: asyncio.Server | None = None
-        self._hosts: frozenset[str] = frozenset()
+        self._host_ok: Callable[[str], bool] = lambda _: False
         self._loopback = True
 
     async def start(self, host: str, port: int) -> None:
         check_binding(host, self._token.decode() if self._token else None)
-        self._hosts = allowed_hosts(host, port)
+        self._host_ok = host_check(host, port)
         self._loopback = is_loopback(host)
         self._server = await asyncio.start_server(self._handle, host, port, limit=MAX_HEAD)
         auth = "token required for POST" if self._token else "no token: POST refused"
@@ -163,7 +187,7 @@ class AdminServer:
     def _refusal(self, request: Request) -> Answer | None:
         if "origin" in request.headers:
             return _text("403 Forbidden", "cross-origin requests are refused\n")
-        if request.headers.get("host", "").lower() not in self._hosts:
+        if not self._host_ok(request.headers.get("host", "")):
             return _text("403 Forbidden", "Host header does not name this endpoint\n")
         if request.path in OPEN_PATHS and request.method == "GET":
             return None

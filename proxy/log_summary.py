@@ -1,4 +1,4 @@
-"""Rate-limited WARNING lines: one full example per reason, then one summary line per interval.
+"""Rate-limited WARNING and ERROR lines: one full example per reason, then a summary per interval.
 
 A flood (60,000 untrusted INVITEs, a scanner, a broken peer) must not write one line per packet:
 the metrics count every one; the log shows the first record of each reason in full, suppresses
@@ -29,6 +29,7 @@ class _Window:
     started: float
     logger: str
     label: str
+    level: int
     suppressed: int = 0
 
 
@@ -49,15 +50,15 @@ class SummaryFilter(logging.Filter):
         self._exempt = exempt
         self._windows: dict[str, _Window] = {}
         self._handlers: list[logging.Handler] = []
-        self._last: tuple[int, bool] = (0, True)  # (id of the record, decision): one per record
 
     def filter(self, record: logging.LogRecord) -> bool:
         if getattr(record, "_callerid_summary", False) or not self._applies(record):
             return True
-        if self._last[0] == id(record):  # the same record reaching a second handler
-            return self._last[1]
+        decided = getattr(record, "_callerid_admitted", None)
+        if decided is not None:  # the same record reaching a second handler
+            return bool(decided)
         decision = self._admit(record)
-        self._last = (id(record), decision)
+        record._callerid_admitted = decision
         return decision
 
     def flush(self) -> None:
@@ -69,7 +70,9 @@ class SummaryFilter(logging.Filter):
                 del self._windows[key]
 
     def _applies(self, record: logging.LogRecord) -> bool:
-        if record.levelno != logging.WARNING or not record.name.startswith(PREFIX):
+        if not logging.WARNING <= record.levelno <= logging.ERROR:
+            return False
+        if not record.name.startswith(PREFIX):
             return False
         if not getattr(record, "summarize", True):
             return False
@@ -87,14 +90,14 @@ class SummaryFilter(logging.Filter):
         elif len(self._windows) >= MAX_REASONS:
             self.flush()
         label = str(getattr(record, "reason_key", "") or record.msg).strip()
-        self._windows[key] = _Window(now, record.name, label)
+        self._windows[key] = _Window(now, record.name, label, record.levelno)
         return True
 
     def _emit_summary(self, window: _Window) -> None:
         if not window.suppressed:
             return
         record = logging.LogRecord(
-            window.logger, logging.WARNING, __file__, 0,
+            window.logger, window.level, __file__, 0,
             "%d more %r in the last %gs", (window.suppressed, window.label, self.interval), None,
         )  # fmt: skip
         record._callerid_summary = True

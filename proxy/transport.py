@@ -102,6 +102,15 @@ class TcpConnection(asyncio.Protocol):
         self.sink.on_connection_made(self)
 
     def data_received(self, data: bytes) -> None:
+        try:
+            self._received(data)
+        except Exception as error:  # never "Fatal error on transport": count, log, close
+            self.counters["tcp_stream_errors"] += 1
+            log.warning("tcp %s:%s: cannot handle the stream (%s: %.200s), closing",
+                        self.peer[0], self.peer[1], type(error).__name__, error)
+            self.abort()
+
+    def _received(self, data: bytes) -> None:
         source = Source("tcp", self.peer[0], self.peer[1], self.id, self.dialled)
         frames = self.framer.feed(data)
         for frame in frames:
