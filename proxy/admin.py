@@ -12,6 +12,7 @@ import hmac
 import ipaddress
 import json
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
+
+from proxy.tcp_accept import Acceptor
 
 log = logging.getLogger("callerid_proxy.admin")
 StatusSource = Callable[[], dict[str, Any]]
@@ -141,7 +144,8 @@ class AdminServer:
         self._ready = ready or (lambda: (True, {}))
         self._registry = CollectorRegistry()
         self._registry.register(CoreCollector(status))
-        self._server: asyncio.Server | None = None
+        self._acceptor: Acceptor | None = None
+        self.counters: Counter[str] = Counter()
         self._host_ok: Callable[[str], bool] = lambda _: False
         self._loopback = True
 
@@ -149,15 +153,21 @@ class AdminServer:
         check_binding(host, self._token.decode() if self._token else None)
         self._host_ok = host_check(host, port)
         self._loopback = is_loopback(host)
-        self._server = await asyncio.start_server(self._handle, host, port, limit=MAX_HEAD)
+        # Accepted by hand like SIP (tcp_accept.py): out of descriptors, uvloop would close a
+        # create_server listener for good; this one pauses and comes back.
+        self._acceptor = Acceptor(None, self._protocol, self.counters)
+        self._acceptor.listen(host, port)
         auth = "token required for POST" if self._token else "no token: POST refused"
         log.info("admin endpoint on http://%s:%d/ (metrics, status, reload, healthz, readyz; %s)",
                  host, port, auth)
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
+        if self._acceptor is not None:
+            self._acceptor.close()
+
+    def _protocol(self, _host: str) -> asyncio.BaseProtocol:
+        reader = asyncio.StreamReader(limit=MAX_HEAD)
+        return asyncio.StreamReaderProtocol(reader, self._handle)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         extra = ""

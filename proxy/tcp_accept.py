@@ -78,8 +78,8 @@ class Acceptor:
 
     def __init__(
         self,
-        budget: ConnectionBudget,
-        factory: Callable[[str], asyncio.Protocol],
+        budget: ConnectionBudget | None,
+        factory: Callable[[str], asyncio.BaseProtocol],
         counters: Counter[str],
     ) -> None:
         self._budget = budget
@@ -128,7 +128,7 @@ class Acceptor:
             self._accepted(conn, str(addr[0]))
 
     def _accepted(self, conn: socket.socket, host: str) -> None:
-        refusal = self._budget.admit(host)
+        refusal = self._budget.admit(host) if self._budget is not None else None
         if refusal is not None:
             self._counters[refusal] += 1
             _reset(conn)
@@ -142,7 +142,8 @@ class Acceptor:
         try:
             await self._loop.connect_accepted_socket(lambda: self._factory(host), conn)
         except OSError as error:
-            self._budget.release(host)
+            if self._budget is not None:
+                self._budget.release(host)
             conn.close()
             self._accept_failed(error)
 
