@@ -26,6 +26,7 @@ import struct
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from ssl import SSLContext
 
 log = logging.getLogger("callerid_proxy.transport")
 
@@ -81,7 +82,11 @@ class Acceptor:
         budget: ConnectionBudget | None,
         factory: Callable[[str], asyncio.BaseProtocol],
         counters: Counter[str],
+        *,
+        ssl: SSLContext | None = None,
     ) -> None:
+        """`ssl`: a server context for a TLS listener (the same accept path, then TLS)."""
+        self._ssl = ssl
         self._budget = budget
         self._factory = factory
         self._counters = counters
@@ -140,7 +145,9 @@ class Acceptor:
 
     async def _attach(self, conn: socket.socket, host: str) -> None:
         try:
-            await self._loop.connect_accepted_socket(lambda: self._factory(host), conn)
+            await self._loop.connect_accepted_socket(
+                lambda: self._factory(host), conn, ssl=self._ssl
+            )
         except OSError as error:
             if self._budget is not None:
                 self._budget.release(host)
