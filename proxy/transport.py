@@ -58,7 +58,8 @@ class TcpConnection(asyncio.Protocol):
     - Slow senders: a message must arrive whole within `limits.message_deadline` of its first
       byte, else the connection is closed.
     - Untrusted (`trusted=False`): the proxy serves nothing to such a source, so after its first
-      message has been answered (a refusal) the connection is closed and the rest unread.
+      message has been answered (a refusal) the connection is closed and the rest unread; one
+      that sends nothing is closed at the message deadline too.
     - Backpressure: a peer that does not read is cut off once more than
       `limits.max_write_buffer` bytes wait for it in the transport.
     """
@@ -99,6 +100,10 @@ class TcpConnection(asyncio.Protocol):
         self.peer = (str(peer[0]), int(peer[1]))
         transport.set_write_buffer_limits(high=self.limits.max_write_buffer)  # type: ignore[attr-defined]
         self._touch()
+        if not self.trusted:  # it gets one refusal at most: its whole life is one deadline
+            self._deadline = asyncio.get_running_loop().call_later(
+                self.limits.message_deadline, self._on_deadline
+            )
         self.sink.on_connection_made(self)
 
     def data_received(self, data: bytes) -> None:
@@ -150,6 +155,10 @@ class TcpConnection(asyncio.Protocol):
 
     def _on_deadline(self) -> None:
         self._deadline = None
+        if not self.framer.pending:  # an untrusted connection that never sent anything
+            self.counters["tcp_untrusted_silent"] += 1
+            self.abort()
+            return
         self.counters["tcp_message_deadline"] += 1
         log.warning(
             "tcp %s:%s: message not complete within %gs of its first byte, closing",

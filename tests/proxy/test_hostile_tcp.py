@@ -58,7 +58,8 @@ def _still_open(socks: list[socket.socket], within: float = 0.3) -> list[socket.
 def test_untrusted_connections_are_capped_per_source_and_in_total_trusted_exempt(
     tmp_path: Path,
 ) -> None:
-    flags = ["--tcp-max-per-source", "4", "--tcp-max-connections", "10"]
+    flags = ["--tcp-max-per-source", "4", "--tcp-max-connections", "10",
+             "--tcp-message-deadline", "30"]  # fmt: skip
     with running_proxy(tmp_path, flags) as proxy, ExitStack() as stack:
         attacker = _open(stack, ATTACKER, proxy.port, 30)
         assert len(_still_open(attacker)) == 4
@@ -171,6 +172,18 @@ def test_a_4301_digit_content_length_closes_the_stream_without_a_traceback(
         assert "Fatal error" not in proxy.log_text()
 
 
+def test_an_untrusted_connection_that_sends_nothing_is_closed_at_the_deadline(
+    tmp_path: Path,
+) -> None:
+    flags = ["--tcp-message-deadline", "1", "--tcp-idle-timeout", "60"]
+    with running_proxy(tmp_path, flags) as proxy, ExitStack() as stack:
+        silent = _open(stack, ATTACKER, proxy.port, 3)
+        trusted = _open(stack, PBX_HOST, proxy.port, 1)
+        assert all(closed_by_peer(sock, 4.0) for sock in silent)
+        assert not closed_by_peer(trusted[0], 0.5)  # the PBX's idle connection stays
+        assert proxy.status()["transport"]["tcp_untrusted_silent"] == 3
+
+
 def _limit_files(soft: int, hard: int) -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
@@ -205,7 +218,8 @@ def test_the_soft_open_files_limit_is_raised_to_the_hard_limit(tmp_path: Path) -
 
 
 def test_status_and_admin_survive_a_connection_flood(tmp_path: Path) -> None:
-    with running_proxy(tmp_path) as proxy, ExitStack() as stack:
+    with running_proxy(tmp_path, ["--tcp-message-deadline", "30"]) as proxy, \
+            ExitStack() as stack:
         for n in range(10, 60):  # 50 untrusted addresses, 8 connections kept from each
             _open(stack, f"127.0.0.{n}", proxy.port, 9)
         _check_admin(proxy)
