@@ -199,8 +199,8 @@ class ProxyServer:
         self._flush()
 
     def on_connection_closed(self, connection: TcpConnection) -> None:
-        if connection.dialled is None:
-            self._budget.release(connection.peer[0])
+        if connection.accepted_from is not None:
+            self._budget.release(connection.accepted_from)
         self._connections.pop(connection.id, None)
         if self._by_peer.get(connection.peer) is connection:
             del self._by_peer[connection.peer]
@@ -214,6 +214,7 @@ class ProxyServer:
             limits=self.settings.tcp,
             trusted=self._is_trusted_host(host),
             counters=self.transport_counters,
+            accepted_from=host,
         )
         return connection
 

@@ -75,8 +75,12 @@ class TcpConnection(asyncio.Protocol):
         limits: TcpLimits | None = None,
         trusted: bool = True,
         counters: Counter[str] | None = None,
+        accepted_from: str | None = None,
     ) -> None:
+        """`accepted_from`: the source address an accepted connection was admitted for (what
+        the caps counted), released when it closes, even if it never got a peer name."""
         self.id = connection_id
+        self.accepted_from = accepted_from
         self.sink = sink
         self.dialled = dialled
         self.framer = StreamFramer(max_message)

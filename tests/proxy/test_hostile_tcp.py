@@ -8,6 +8,7 @@ import time
 from contextlib import ExitStack, suppress
 from pathlib import Path
 
+from proxy.tcp_accept import ConnectionBudget, TcpLimits
 from tests.proxy.hostile_support import (
     ATTACKER,
     PBX_HOST,
@@ -229,3 +230,19 @@ def _check_admin(proxy: RunningProxy) -> None:
     status = proxy.status()
     assert status["tcp_untrusted_connections"] == 400
     assert proxy.http("GET", "/healthz")[0] == 200
+
+
+def test_the_connection_budget_counts_untrusted_sources_only() -> None:
+    limits = TcpLimits(max_connections=3, max_per_source=2)
+    budget = ConnectionBudget(limits, {PBX_HOST}.__contains__)
+    assert [budget.admit(ATTACKER) for _ in range(3)] == [None, None, "tcp_refused_source_cap"]
+    assert budget.admit("127.0.0.10") is None
+    assert budget.admit("127.0.0.11") == "tcp_refused_total_cap"
+    assert all(budget.admit(PBX_HOST) is None for _ in range(10))  # trusted: never counted
+    assert budget.untrusted == 3
+    budget.release(PBX_HOST)  # a trusted one closing frees nothing
+    budget.release(ATTACKER)
+    assert budget.untrusted == 2 and budget.admit(ATTACKER) is None
+    for host in (ATTACKER, ATTACKER, "127.0.0.10", "127.0.0.10"):
+        budget.release(host)  # one release too many for .10 is ignored
+    assert budget.untrusted == 0 and budget.admit("127.0.0.11") is None
