@@ -42,6 +42,13 @@ class CoreCollector(Collector):
         for event, count in sorted(status["counters"].items()):
             events.add_metric([event], count)
         yield events
+        transport = CounterMetricFamily(
+            "callerid_proxy_transport_events",
+            "TCP limits at work: refused by cap, closed, accept failures", labels=["event"],
+        )
+        for event, count in sorted(status.get("transport", {}).items()):
+            transport.add_metric([event], count)
+        yield transport
         transactions = GaugeMetricFamily("callerid_proxy_transactions", "Live transactions")
         transactions.add_metric([], status["transactions"])
         yield transactions

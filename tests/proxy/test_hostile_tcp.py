@@ -206,6 +206,8 @@ def test_out_of_descriptors_is_counted_logged_once_and_accepting_resumes(
         assert log.count("tcp accept failed") == 1, log
         assert "Too many open files" in log
         assert proxy.status()["transport"]["tcp_accept_failed"] >= 2
+        metrics = proxy.http("GET", "/metrics")[1].decode()
+        assert 'callerid_proxy_transport_events_total{event="tcp_accept_failed"}' in metrics
         assert not tracebacks(log), log
 
 
