@@ -232,18 +232,23 @@ def _judge(status: ProxyStatus, expected_version: str) -> ReloadResult:
 
 
 def request_reload_via_admin(
-    address: tuple[str, int], expected_version: str, timeout: float
+    address: tuple[str, int], expected_version: str, timeout: float, *, token: str | None = None
 ) -> ReloadResult:
-    """POST /reload to the proxy's admin endpoint; its answer is the outcome, no polling."""
+    """POST /reload to the proxy's admin endpoint (with `token` as a bearer token); its answer
+    is the outcome, no polling."""
     host, port = address
     url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/reload"
-    request = urllib.request.Request(url, data=b"", method="POST")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(url, data=b"", method="POST", headers=headers)
     # Never through an HTTP proxy from the environment: the admin endpoint is local.
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
         with opener.open(request, timeout=timeout) as response:
             answer = json.loads(response.read())
     except urllib.error.HTTPError as exc:  # 422: the proxy refused the file
+        if exc.code in (401, 403):
+            detail = exc.read().decode(errors="replace").strip()
+            return ReloadResult(Outcome.NO_PROXY, f"the admin endpoint refused: {detail}")
         answer = json.loads(exc.read() or b"{}")
     except (OSError, ValueError) as exc:
         return ReloadResult(Outcome.NO_PROXY, f"no proxy answering at {url}: {exc}")

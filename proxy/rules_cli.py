@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, TextIO
 
 import rules
 from proxy import control
+from proxy.admin import ADMIN_TOKEN_ENV
 
 
 def add_rules_commands(commands: Any) -> None:
@@ -41,6 +43,10 @@ def add_rules_commands(commands: Any) -> None:
         "--admin",
         metavar="HOST:PORT",
         help="reload through the proxy's admin endpoint instead of SIGHUP to --pid-file",
+    )
+    apply.add_argument(
+        "--admin-token",
+        help="bearer token for --admin (default: $CALLERID_PROXY_ADMIN_TOKEN, as the proxy reads)",
     )
     apply.add_argument(
         "--timeout", type=float, default=5.0, help="seconds to wait for the proxy (default: 5)"
@@ -164,7 +170,10 @@ def run_apply(args: argparse.Namespace) -> int:
             print(f"apply: --admin expects HOST:PORT, got {args.admin!r}", file=sys.stderr)
             return 2
         address = (host.strip("[]"), int(port))
-        result = control.request_reload_via_admin(address, loaded.version, args.timeout)
+        token = args.admin_token or os.environ.get(ADMIN_TOKEN_ENV) or None
+        result = control.request_reload_via_admin(
+            address, loaded.version, args.timeout, token=token
+        )
     else:
         result = control.request_reload(args.pid_file, loaded.version, args.timeout)
     if result.outcome is control.Outcome.APPLIED:

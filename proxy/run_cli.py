@@ -14,8 +14,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from proxy import control, logs
+from proxy import control, log_summary, logs
 from proxy.active_rules import ActiveRules
+from proxy.admin import ADMIN_TOKEN_ENV, AdminConfigError, check_binding
 from proxy.server import ProxyServer, ServerSettings
 from proxy.settings import (
     LOG_FORMATS,
@@ -40,6 +41,7 @@ from proxy.settings import (
 )
 from proxy.sip.addresses import Target
 from proxy.sip.policy import ProxyConfig
+from proxy.tcp_accept import TcpLimits
 
 log = logging.getLogger("callerid_proxy")
 SECRET_ENV = "CALLERID_PROXY_SECRET"
@@ -64,6 +66,7 @@ def _target(value: object) -> Target:
 #   Setting("worker_spec", text, None, "", hidden=True),
 # The parser gets the raw flag text or the YAML value and raises ValueError("expected ..., got
 # ..."); the caller prefixes `--flag:` or `file:line: key:`. Never parse a value outside the table.
+_TCP = TcpLimits()
 SETTINGS = table([
     Setting("rules", file_path, None, "caller-ID rules file", "FILE", path=True, required=True),
     Setting("listen", listed(_resolved_hostport), (("127.0.0.1", 5060),),
@@ -94,6 +97,22 @@ SETTINGS = table([
     Setting("max_message", integer(1024, 16 * 1024 * 1024), 64 * 1024,
             "TCP message size cap in bytes (default 65536)", "BYTES"),
     Setting("tcp_idle_timeout", seconds(1, 86400), 120.0, "seconds (default 120)", "SECONDS"),
+    # Issue 7: limits against outsiders (trusted peers are exempt), and the admin token.
+    Setting("tcp_max_connections", integer(1, 1_000_000), _TCP.max_connections,
+            f"accepted TCP connections from untrusted sources in total (default "
+            f"{_TCP.max_connections})", "N"),
+    Setting("tcp_max_per_source", integer(1, 1_000_000), _TCP.max_per_source,
+            f"accepted TCP connections per untrusted IP address (default {_TCP.max_per_source})",
+            "N"),
+    Setting("tcp_message_deadline", seconds(0.1, 3600), _TCP.message_deadline,
+            "seconds from a message's first byte to its last on TCP (default "
+            f"{_TCP.message_deadline:g})", "SECONDS"),
+    Setting("tcp_max_write_buffer", integer(1024, 1 << 30), _TCP.max_write_buffer,
+            "bytes queued toward a TCP peer that does not read before it is cut off (default "
+            f"{_TCP.max_write_buffer})", "BYTES"),
+    Setting("admin_token", text, None,
+            f"bearer token for POST /reload (else ${ADMIN_TOKEN_ENV}); required when --admin is "
+            "not loopback"),
 ])
 
 
@@ -112,6 +131,16 @@ def add_run_command(commands: Any) -> None:
     parser.add_argument("--config", type=Path, help="YAML file with the same settings; flags win")
     add_flags(parser, SETTINGS)
     parser.set_defaults(handler=run_command)
+
+
+def _admin_token(value: str | None, admin: tuple[str, int] | None) -> str | None:
+    token = value or os.environ.get(ADMIN_TOKEN_ENV, "") or None
+    if admin is not None:
+        try:
+            check_binding(admin[0], token)
+        except AdminConfigError as error:
+            raise SettingsError(str(error)) from error
+    return token
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -143,6 +172,8 @@ def run_command(args: argparse.Namespace) -> int:
 
 async def _serve(config: ProxyConfig, active: ActiveRules, settings: ServerSettings) -> None:
     server = ProxyServer(config, active, settings)
+    summary = log_summary.install()  # refusals and drops: one example, then a summary line
+    server.ticker.add(summary.flush)
     await server.start()
     control.sd_notify("READY=1")  # under systemd Type=notify: listening, rules loaded
     # Start-up objects (rules, phonenumbers metadata) never die: keep them out of every GC pass,
@@ -205,6 +236,13 @@ def build_from(values: dict[str, Any]) -> tuple[ProxyConfig, ServerSettings, Pat
         max_message=values["max_message"],
         tcp_idle_timeout=values["tcp_idle_timeout"],
         admin=values["admin"],
+        admin_token=_admin_token(values["admin_token"], values["admin"]),
+        tcp=TcpLimits(
+            max_connections=values["tcp_max_connections"],
+            max_per_source=values["tcp_max_per_source"],
+            message_deadline=values["tcp_message_deadline"],
+            max_write_buffer=values["tcp_max_write_buffer"],
+        ),
     )
     return config, server_settings, values["rules"]
 

@@ -9,17 +9,22 @@ import os
 import signal
 import socket
 import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from proxy import control, logs
 from proxy.active_rules import ActiveRules, ReloadOutcome
 from proxy.admin import AdminServer
+from proxy.loop_health import LoopTicker
+from proxy.reloader import Reloader
 from proxy.sip.addresses import Outgoing, Source, Target
+from proxy.sip.classify import side_of
 from proxy.sip.core import ProxyCore
 from proxy.sip.framing import Frame
 from proxy.sip.policy import ProxyConfig
+from proxy.tcp_accept import Acceptor, ConnectionBudget, TcpLimits, raise_open_files_limit
 from proxy.transport import TcpConnection, UdpEndpoint
 
 log = logging.getLogger("callerid_proxy.server")
@@ -32,6 +37,8 @@ class ServerSettings:
     max_message: int = 64 * 1024
     tcp_idle_timeout: float = 120.0
     admin: tuple[str, int] | None = None
+    admin_token: str | None = None
+    tcp: TcpLimits = field(default_factory=TcpLimits)
 
 
 class ProxyServer:
@@ -51,22 +58,34 @@ class ProxyServer:
         self._reload_seq = 0
         self._last_outcome = ReloadOutcome(True, rules.current.version, ())
         self._stopped = asyncio.Event()
-        self._admin = AdminServer(self.status, self._reload_for_admin)
+        # Hostile-input guards (issue 7): caps on accepted TCP, off-loop reloads, loop health.
+        self.transport_counters: Counter[str] = Counter()
+        self._budget = ConnectionBudget(settings.tcp, self._is_trusted_host)
+        self._acceptors: list[Acceptor] = []
+        self.reloader = Reloader(rules, self._reloaded)
+        self.ticker = LoopTicker()
+        self._admin = AdminServer(
+            self.status, self._reload_for_admin, token=settings.admin_token,
+            health=self._health, ready=self._readiness,
+        )  # fmt: skip
 
     # ----------------------------------------------------------------- lifecycle
     async def start(self) -> None:
+        raise_open_files_limit()
         for host, port in self.settings.listen:
             transport, endpoint = await self._loop.create_datagram_endpoint(
                 lambda: UdpEndpoint(self), local_addr=(host, port)
             )
             _enlarge_socket_buffers(transport.get_extra_info("socket"))
             self._udp.append((host, endpoint))
-            server = await self._loop.create_server(self._accepted_connection, host, port)
-            self._servers.append(server)
+            acceptor = Acceptor(self._budget, self._accepted_connection, self.transport_counters)
+            acceptor.listen(host, port)
+            self._acceptors.append(acceptor)
             log.info("listening on %s:%d (udp, tcp)", host, port)
         for signum in (signal.SIGTERM, signal.SIGINT):
             self._loop.add_signal_handler(signum, self._stopped.set)
         self._loop.add_signal_handler(signal.SIGHUP, self.reload_rules)
+        self.ticker.start()
         if self.settings.admin is not None:
             await self._admin.start(*self.settings.admin)
         control.write_pid_file(self.settings.pid_file, os.getpid())
@@ -83,6 +102,9 @@ class ProxyServer:
         log.info("shutting down")
         if self._timer is not None:
             self._timer.cancel()
+        self.ticker.stop()
+        for acceptor in self._acceptors:
+            acceptor.close()
         for server in self._servers:
             server.close()
         for connection in list(self._connections.values()):
@@ -97,13 +119,15 @@ class ProxyServer:
 
     # ----------------------------------------------------------------- rules
     def reload_rules(self) -> None:
-        outcome = self.rules.reload()
+        """SIGHUP: parsed off the loop, coalesced with a reload already running (reloader.py)."""
+        self.reloader.request()
+
+    def _reloaded(self, outcome: ReloadOutcome) -> None:
         self._reload_seq += 1
         self._write_status(outcome)
 
-    def _reload_for_admin(self) -> dict[str, Any]:
-        self.reload_rules()
-        outcome = self._last_outcome
+    async def _reload_for_admin(self) -> dict[str, Any]:
+        outcome = await self.reloader.reload()
         return {
             "ok": outcome.ok,
             "version": self.rules.current.version,
@@ -124,7 +148,31 @@ class ProxyServer:
             "counters": dict(self.core.counters),
             "transactions": self.core.transaction_count,
             "tcp_connections": len(self._connections),
+            "tcp_untrusted_connections": self._budget.untrusted,
+            "reloads_parsed": self.reloader.started,
+            "loop_ticks": self.ticker.ticks,
+            "loop_max_lag_s": round(self.ticker.max_lag, 4),
+            "transport": dict(self.transport_counters),
         }
+
+    def _is_trusted_host(self, host: str) -> bool:
+        """The PBX, a trunk or a --trusted network: exempt from the untrusted TCP caps."""
+        return side_of(self.core.config, Source("tcp", host, 0)) is not None
+
+    def _health(self) -> tuple[bool, dict[str, Any]]:
+        age = self.ticker.age()
+        return self.ticker.responsive(), {"loop_tick_age_s": round(age, 3)}
+
+    def trunks_up(self) -> int:
+        """Hook for the core's trunk state (issue 8 item 1): until the core tracks which trunks
+        answer, every configured trunk counts as up."""
+        return len(self.core.config.trunks)
+
+    def _readiness(self) -> tuple[bool, dict[str, Any]]:
+        version = self.rules.current.version if self.rules.current is not None else None
+        up = self.trunks_up()
+        ready = version is not None and up > 0 and not self._stopped.is_set()
+        return ready, {"rules_version": version, "trunks_up": up}
 
     def _write_status(self, outcome: ReloadOutcome) -> None:
         self._last_outcome = outcome
@@ -138,7 +186,10 @@ class ProxyServer:
             last_reload_errors=outcome.errors,
             updated_at=time.time(),
         )
-        control.write_status(control.status_path(self.settings.pid_file), status)
+        try:
+            control.write_status(control.status_path(self.settings.pid_file), status)
+        except OSError as error:  # e.g. out of descriptors: the reload itself stands
+            log.error("cannot write the status file: %s", error)
 
     # ----------------------------------------------------------------- input from transports
     def on_message(self, data: bytes, source: Source) -> None:
@@ -154,16 +205,22 @@ class ProxyServer:
         self._flush()
 
     def on_connection_closed(self, connection: TcpConnection) -> None:
+        if connection.accepted_from is not None:
+            self._budget.release(connection.accepted_from)
         self._connections.pop(connection.id, None)
         if self._by_peer.get(connection.peer) is connection:
             del self._by_peer[connection.peer]
 
-    def _accepted_connection(self) -> TcpConnection:
+    def _accepted_connection(self, host: str) -> TcpConnection:
         connection = TcpConnection(
             self,
             next(self._connection_ids),
             max_message=self.settings.max_message,
             idle_timeout=self.settings.tcp_idle_timeout,
+            limits=self.settings.tcp,
+            trusted=self._is_trusted_host(host),
+            counters=self.transport_counters,
+            accepted_from=host,
         )
         return connection
 
@@ -246,6 +303,8 @@ class ProxyServer:
                         dialled=target,
                         max_message=self.settings.max_message,
                         idle_timeout=self.settings.tcp_idle_timeout,
+                        limits=self.settings.tcp,
+                        counters=self.transport_counters,
                     ),
                     target.host,
                     target.port,

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Callable
 from typing import Protocol
 
 from proxy.sip.addresses import Source, Target
 from proxy.sip.framing import DEFAULT_MAX_MESSAGE, Frame, StreamFramer
+from proxy.tcp_accept import TcpLimits
 
 log = logging.getLogger("callerid_proxy.transport")
 
@@ -49,7 +51,18 @@ class UdpEndpoint(asyncio.DatagramProtocol):
 
 
 class TcpConnection(asyncio.Protocol):
-    """One TCP connection, accepted or dialled. Idle connections are closed after `idle_timeout`."""
+    """One TCP connection, accepted or dialled.
+
+    - Idle: closed after `idle_timeout` without a complete message either way; a byte alone does
+      not count, so a peer trickling one byte a second is not "active".
+    - Slow senders: a message must arrive whole within `limits.message_deadline` of its first
+      byte, else the connection is closed.
+    - Untrusted (`trusted=False`): the proxy serves nothing to such a source, so after its first
+      message has been answered (a refusal) the connection is closed and the rest unread; one
+      that sends nothing is closed at the message deadline too.
+    - Backpressure: a peer that does not read is cut off once more than
+      `limits.max_write_buffer` bytes wait for it in the transport.
+    """
 
     def __init__(
         self,
@@ -59,15 +72,26 @@ class TcpConnection(asyncio.Protocol):
         dialled: Target | None = None,
         max_message: int = DEFAULT_MAX_MESSAGE,
         idle_timeout: float = 120.0,
+        limits: TcpLimits | None = None,
+        trusted: bool = True,
+        counters: Counter[str] | None = None,
+        accepted_from: str | None = None,
     ) -> None:
+        """`accepted_from`: the source address an accepted connection was admitted for (what
+        the caps counted), released when it closes, even if it never got a peer name."""
         self.id = connection_id
+        self.accepted_from = accepted_from
         self.sink = sink
         self.dialled = dialled
         self.framer = StreamFramer(max_message)
         self.idle_timeout = idle_timeout
+        self.limits = limits or TcpLimits()
+        self.trusted = trusted
+        self.counters: Counter[str] = Counter() if counters is None else counters
         self.transport: asyncio.Transport | None = None
         self.peer: tuple[str, int] = ("", 0)
         self._idle: asyncio.TimerHandle | None = None
+        self._deadline: asyncio.TimerHandle | None = None
         self.closed = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -78,21 +102,78 @@ class TcpConnection(asyncio.Protocol):
             transport.close()
             return
         self.peer = (str(peer[0]), int(peer[1]))
+        transport.set_write_buffer_limits(high=self.limits.max_write_buffer)  # type: ignore[attr-defined]
         self._touch()
+        if not self.trusted:  # it gets one refusal at most: its whole life is one deadline
+            self._deadline = asyncio.get_running_loop().call_later(
+                self.limits.message_deadline, self._on_deadline
+            )
         self.sink.on_connection_made(self)
 
     def data_received(self, data: bytes) -> None:
-        self._touch()
+        try:
+            self._received(data)
+        except Exception as error:  # never "Fatal error on transport": count, log, close
+            self.counters["tcp_stream_errors"] += 1
+            log.warning("tcp %s:%s: cannot handle the stream (%s: %.200s), closing",
+                        self.peer[0], self.peer[1], type(error).__name__, error)
+            self.abort()
+
+    def _received(self, data: bytes) -> None:
         source = Source("tcp", self.peer[0], self.peer[1], self.id, self.dialled)
-        for frame in self.framer.feed(data):
+        frames = self.framer.feed(data)
+        for frame in frames:
+            self._touch()
             if frame.fatal:
                 self.sink.on_broken_stream(frame, source)
             else:
                 self.sink.on_message(frame.data, source)
+            if not self.trusted or not self.alive:
+                self._close_untrusted()
+                return
+        if not frames and not self.framer.pending and self.trusted:
+            self._touch()  # an RFC 5626 CRLF keep-alive from a peer we serve
+        self._watch_message(started_now=bool(frames))
+
+    def _close_untrusted(self) -> None:
+        if self.alive:
+            self.counters["tcp_closed_untrusted"] += 1
+            self.close()
+
+    def _watch_message(self, *, started_now: bool) -> None:
+        """Arm the whole-message deadline at the first byte of a message; clear it when none is
+        pending. The deadline is not moved by later bytes of the same message."""
+        if not self.framer.pending:
+            self._cancel_deadline()
+            return
+        if self._deadline is not None and not started_now:
+            return
+        self._cancel_deadline()
+        loop = asyncio.get_running_loop()
+        self._deadline = loop.call_later(self.limits.message_deadline, self._on_deadline)
+
+    def _cancel_deadline(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _on_deadline(self) -> None:
+        self._deadline = None
+        if not self.framer.pending:  # an untrusted connection that never sent anything
+            self.counters["tcp_untrusted_silent"] += 1
+            self.abort()
+            return
+        self.counters["tcp_message_deadline"] += 1
+        log.warning(
+            "tcp %s:%s: message not complete within %gs of its first byte, closing",
+            self.peer[0], self.peer[1], self.limits.message_deadline,
+        )  # fmt: skip
+        self.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._idle is not None:
             self._idle.cancel()
+        self._cancel_deadline()
         self.transport = None
         if not self.closed.done():
             self.closed.set_result(None)
@@ -102,10 +183,27 @@ class TcpConnection(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self._touch()
             self.transport.write(data)
+            if self.transport.get_write_buffer_size() > self.limits.max_write_buffer:
+                self.pause_writing()
+
+    def pause_writing(self) -> None:
+        """The peer does not read what we send: cut it off rather than queue without bound."""
+        if not self.alive:
+            return
+        self.counters["tcp_write_buffer_full"] += 1
+        log.warning(
+            "tcp %s:%s: peer does not read (over %d bytes queued), disconnecting",
+            self.peer[0], self.peer[1], self.limits.max_write_buffer,
+        )  # fmt: skip
+        self.abort()
 
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
 
     @property
     def alive(self) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,9 +16,17 @@ from tests.e2e.proxy_process import wait_for_status_file
 EXAMPLE = Path(__file__).resolve().parents[2] / "rules" / "example.yaml"
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+TOKEN = "admin-test-token"
+
+
+def _cli(*args: str, token: str | None = TOKEN) -> subprocess.CompletedProcess[str]:
+    """The CLI with the admin token in its environment (as an operator's shell would have it)."""
+    env = {k: v for k, v in os.environ.items() if k != "CALLERID_PROXY_ADMIN_TOKEN"}
+    if token is not None:
+        env["CALLERID_PROXY_ADMIN_TOKEN"] = token
     return subprocess.run(
-        [sys.executable, "-m", "proxy", *args], capture_output=True, text=True, timeout=30
+        [sys.executable, "-m", "proxy", *args], capture_output=True, text=True, timeout=30,
+        env=env,
     )
 
 
@@ -32,7 +41,7 @@ def running(tmp_path: Path) -> Iterator[tuple[Path, str]]:
         [sys.executable, "-m", "proxy", "run", "--rules", str(rules),
          "--listen", f"127.0.0.1:{free_port()}", "--pbx", "127.0.0.1:5070",
          "--trunk", "127.0.0.1:5080", "--secret", "s", "--pid-file", str(pid_file),
-         "--admin", admin],
+         "--admin", admin, "--admin-token", TOKEN],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
     wait_for_status_file(process, pid_file)
@@ -62,6 +71,22 @@ def test_apply_reports_the_proxys_refusal_with_its_errors(
     assert result.returncode == 1
     assert "refused" in result.stderr
     assert "unknown key 'bogus'" in result.stderr
+
+
+def test_apply_without_the_token_or_with_a_wrong_one_is_refused(
+    running: tuple[Path, str]
+) -> None:
+    rules, admin = running
+    for token in (None, "wrong"):
+        result = _cli("apply", str(rules), "--admin", admin, token=token)
+        assert result.returncode == 1
+        assert "the admin endpoint refused" in result.stderr
+
+
+def test_apply_sends_the_token_given_as_a_flag(running: tuple[Path, str]) -> None:
+    rules, admin = running
+    result = _cli("apply", str(rules), "--admin", admin, "--admin-token", TOKEN, token=None)
+    assert result.returncode == 0, result.stderr
 
 
 def test_apply_to_an_admin_address_where_nothing_listens_fails(tmp_path: Path) -> None:

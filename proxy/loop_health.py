@@ -1,0 +1,55 @@
+"""Is the event loop responsive? A periodic tick on the loop records when it last ran.
+
+`/healthz` answers from the age of the last tick, not from the fact that its own handler runs:
+a loop stalled for seconds (a blocking call, a GC pause, a CPU-starved host) shows a stale tick
+even though the handler eventually gets to answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+TICK_INTERVAL = 0.25
+STALE_AFTER = 2.0  # seconds without a tick: the loop is not responsive
+
+
+class LoopTicker:
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._on_tick: list[Callable[[], None]] = []
+        self.ticks = 0
+        self.last_tick = self._loop.time()
+        self.max_lag = 0.0  # the longest a tick came late, in seconds
+        self._handle: asyncio.TimerHandle | None = None
+
+    def add(self, callback: Callable[[], None]) -> None:
+        """Run `callback` on every tick (cheap work only: it delays the tick)."""
+        self._on_tick.append(callback)
+
+    def start(self) -> None:
+        self._schedule()
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def age(self) -> float:
+        """Seconds since the last tick, as of now."""
+        return self._loop.time() - self.last_tick
+
+    def responsive(self) -> bool:
+        return self.age() < STALE_AFTER
+
+    def _schedule(self) -> None:
+        self._handle = self._loop.call_later(TICK_INTERVAL, self._tick)
+
+    def _tick(self) -> None:
+        now = self._loop.time()
+        self.max_lag = max(self.max_lag, now - self.last_tick - TICK_INTERVAL)
+        self.last_tick = now
+        self.ticks += 1
+        for callback in self._on_tick:
+            callback()
+        self._schedule()
