@@ -42,8 +42,13 @@ def test_flags_and_config_keys(tmp_path: Path) -> None:
 
 
 def test_a_limit_that_is_not_positive_is_refused_naming_the_flag() -> None:
-    with pytest.raises(SettingsError, match="--tcp-max-per-source must be positive"):
-        build_settings(settings_of("--tcp-max-per-source", "-1"))
+    for flag in ("--tcp-max-per-source", "--tcp-max-connections", "--tcp-max-write-buffer"):
+        with pytest.raises(SettingsError, match=f"{flag}: expected a whole number from "):
+            build_settings(settings_of(flag, "-1"))
+        with pytest.raises(SettingsError, match=f"{flag}: expected a whole number from "):
+            build_settings(settings_of(flag, "0"))
+    with pytest.raises(SettingsError, match="--tcp-message-deadline: expected a number of sec"):
+        build_settings(settings_of("--tcp-message-deadline", "0"))
 
 
 def test_the_token_comes_from_the_environment_and_guards_a_public_admin(
