@@ -154,7 +154,9 @@ class MessageCallFacts:
     @property
     def display_name(self) -> str | None:
         display = self._msg.from_addr.display_name
-        return _QUOTED_PAIR.sub(r"\1", display) if display else None
+        if display and len(display) >= 2 and display[0] == display[-1] == '"':
+            display = _QUOTED_PAIR.sub(r"\1", display[1:-1])  # RFC 3261 25.1 quoted-pair
+        return display or None
 
     def user_at(self, place: str) -> str | None:
         if place == "from":
