@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.calls import PBX_HANGS_UP
 from tests.e2e.sipp import assert_all_succeeded, assert_side_failed, run_pair
-from tests.e2e.test_scenario_selfcheck import PBX_HANGS_UP, direct_pair, edited_scenarios
+from tests.e2e.test_scenario_selfcheck import direct_pair, edited_scenarios
 
 WITHHELD = ("trunk_uas_withheld.xml", "pbx_uac_call.xml")
 NOT_WITHHELD = ("trunk_uas_not_withheld.xml", "pbx_uac_call.xml")
