@@ -151,3 +151,27 @@ def test_property_emergency_is_never_withheld_and_shows_an_owned_number(
 
 
 LOADED = load(advanced=ANONYMOUS_RULE, extra='outside_line_prefix: "0"\n')
+
+
+@given(
+    st.sampled_from(["1001", "1002", "1003", "1004", "1005", "nobody"]),
+    st.sampled_from(["+33123456789", "+442079460000", "02 555 12 34", "sip:x@y", "+4915112345678"]),
+    st.booleans(),
+)
+def test_property_withheld_exactly_when_asked_and_pai_is_what_would_show(
+    user: str, destination: str, requested: bool
+) -> None:
+    decision = rules.resolve(LOADED, user, destination, privacy_requested=requested)
+    # The anonymous rule (+33) applies unless step 1 keeps a user's own number first.
+    by_rule = destination.startswith("+33") and LOADED.users.get(user) is None
+    expected = user in LOADED.withheld_users or by_rule or requested
+    assert (decision.privacy == "id") == expected
+    shown = rules.resolve(LOADED_WITHOUT_PRIVACY, user, destination)
+    assert decision.number == shown.number
+    assert shown.privacy is None
+
+
+LOADED_WITHOUT_PRIVACY = load_features(
+    users=USERS.replace("anonymous", "default").replace("withheld: true", "withheld: false"),
+    extra='outside_line_prefix: "0"\n',
+)

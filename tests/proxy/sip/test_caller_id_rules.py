@@ -219,3 +219,28 @@ def test_a_kept_display_name_with_quotes_is_escaped_once() -> None:
     request = invite(user="1001").replace(b'From: "Alice"', b'From: "Al \\"x\\" \\\\"')
     forwarded = send(request, make(RULES + "keep_pbx_display_name: true\n"))
     assert value(forwarded, "From").startswith('"Al \\"x\\" \\\\" <sip:+3228880001@127.0.0.1>')
+
+
+header_text = st.text(
+    alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=80
+).filter(lambda text: text.strip() != "")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(["X-Extension", "P-Preferred-Identity", "Remote-Party-ID", "Contact"]),
+       header_text)
+def test_property_any_user_header_value_gives_a_forwarded_call_never_a_crash(
+    name: str, text: str
+) -> None:
+    """Whatever the PBX writes where user_source looks, the call is decided and forwarded, the
+    trunk seeing one PAI, or (a malformed Contact or Remote-Party-ID) answered 400."""
+    clocked = make(RULES.replace("user_source: [x-extension, from]",
+                                 "user_source: [x-extension, p-preferred-identity, "
+                                 "remote-party-id, contact, from]"))
+    request = invite(user="1002", extra=f"{name}: {text}\r\n")
+    out = clocked.receive(request, PBX_SOURCE)
+    to_trunk = sent_to(out, TRUNK)
+    if to_trunk:
+        assert len(values(to_trunk[0], "P-Asserted-Identity")) == 1
+    else:
+        assert out and out[-1].data.startswith(b"SIP/2.0 400 "), out
