@@ -92,8 +92,11 @@ def parse_settings(
 
 
 def _string_list(node: Node, c: Collector, what: str, h: Helpers) -> list[tuple[Node, str]]:
-    if not isinstance(node, SequenceNode) or not node.value:
+    if not isinstance(node, SequenceNode):
         c.error(node, f"{what} must be a non-empty list, got {kind_of(node)}")
+        return []
+    if not node.value:
+        c.error(node, f"{what} is an empty list: leave it out instead")
         return []
     items = [(item, h.string(item, c, what)) for item in node.value]
     return [(item, text) for item, text in items if text is not None]

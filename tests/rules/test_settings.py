@@ -102,7 +102,7 @@ LINE = HEAD.count("\n") + 1
     ("extra", "line", "message"),
     [
         ("user_source: from\n", 0, "user_source must be a non-empty list, got a string"),
-        ("user_source: []\n", 0, "user_source must be a non-empty list, got a list"),
+        ("user_source: []\n", 0, "user_source is an empty list: leave it out instead"),
         ('user_source: ["x ext"]\n', 0, "user_source 'x ext' is not one of from, "),
         ("user_source: [from, From]\n", 0, "user_source lists 'from' twice (first at line"),
         ("keep_pbx_display_name: 1\n", 0, "keep_pbx_display_name must be true or false"),
