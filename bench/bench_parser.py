@@ -22,7 +22,7 @@ from proxy.sip.addresses import Source, Target
 from proxy.sip.core import ProxyCore
 from proxy.sip.framing import StreamFramer
 from proxy.sip.parse import parse_message
-from proxy.sip.policy import CallerIdDecision, ProxyConfig
+from proxy.sip.policy import CallerIdDecision, CallFacts, ProxyConfig
 
 PBX = Source("udp", "127.0.0.1", 5070)
 WARM_UP = 200
@@ -54,7 +54,7 @@ def typical_invite(n: int) -> bytes:
 
 
 class FixedPolicy:
-    def decide(self, user: str, destination: str) -> CallerIdDecision:
+    def decide_call(self, call: CallFacts) -> CallerIdDecision:
         return CallerIdDecision("+442071234567", "ACME UK", "bench", "v1")
 
 

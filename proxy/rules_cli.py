@@ -28,6 +28,11 @@ def add_rules_commands(commands: Any) -> None:
     explain.add_argument("rules_file", metavar="RULES.yaml", type=Path)
     explain.add_argument("--user", help="SIP user / extension the PBX puts in From, e.g. 1001")
     explain.add_argument("--to", help="destination as dialled, e.g. 00441234567890")
+    explain.add_argument(
+        "--privacy",
+        action="store_true",
+        help="the INVITE carries Privacy: id (the user asked to withhold the number, e.g. *31#)",
+    )
     explain.add_argument("--json", action="store_true", help="print JSON instead of text")
     explain.set_defaults(handler=run_explain)
 
@@ -76,11 +81,19 @@ def _print_lines(lines: tuple[str, ...], stream: TextIO, label: str) -> None:
 
 def _summary(loaded: rules.Rules) -> str:
     switch = "on" if loaded.apply_to_users_with_own_number else "off"
-    return (
+    summary = (
         f"version {loaded.version}: country {loaded.country}, {len(loaded.numbers)} numbers, "
         f"{len(loaded.users)} users ({loaded.users_with_own_number} with own number), "
         f"{len(loaded.rules)} rules (apply_to_users_with_own_number {switch})"
     )
+    places = ", ".join(loaded.user_source)
+    extras = [
+        *(["local presence on"] if loaded.local_presence else []),
+        *([f"{len(loaded.withheld_users)} withheld users"] if loaded.withheld_users else []),
+        *([f"user from {places}"] if loaded.user_source != ("from",) else []),
+        *([f"{len(loaded.trunk_formats)} trunk settings"] if loaded.trunk_formats else []),
+    ]
+    return summary + "".join(f", {extra}" for extra in extras)
 
 
 def run_check(args: argparse.Namespace) -> int:
@@ -91,8 +104,16 @@ def run_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _decision_json(decision: rules.Decision) -> dict[str, str | None]:
-    return {"number": decision.number, "name": decision.name, "reason": decision.reason}
+def _decision_json(decision: rules.Decision) -> dict[str, str | int | None]:
+    """`number` is, for a withheld call, the number P-Asserted-Identity carries."""
+    return {
+        "number": decision.number,
+        "name": decision.name,
+        "reason": decision.reason,
+        "step": decision.step,
+        "rule": decision.rule,
+        "privacy": decision.privacy,
+    }
 
 
 def run_explain(args: argparse.Namespace) -> int:
@@ -103,13 +124,11 @@ def run_explain(args: argparse.Namespace) -> int:
     if loaded is None:
         return 1
     if args.user is not None:
-        decision = rules.resolve(loaded, args.user, args.to)
+        decision = rules.resolve(loaded, args.user, args.to, privacy_requested=args.privacy)
         if args.json:
             print(json.dumps(_decision_json(decision)))
         else:
-            name = f' "{decision.name}"' if decision.name else ""
-            print(f"user {args.user} calling {args.to} shows {decision.number}{name}")
-            print(f"because {decision.reason}")
+            print(_explain_text(args.user, args.to, decision))
         return 0
     table = rules.who_shows_what(loaded)
     if args.json:
@@ -117,6 +136,18 @@ def run_explain(args: argparse.Namespace) -> int:
     else:
         print(_render_table(table))
     return 0
+
+
+def _explain_text(user: str, to: str, decision: rules.Decision) -> str:
+    name = f' "{decision.name}"' if decision.name else ""
+    if decision.privacy is not None:
+        shows = (
+            f"is withheld (From Anonymous, Privacy: {decision.privacy}); "
+            f"P-Asserted-Identity carries {decision.number}{name}"
+        )
+    else:
+        shows = f"shows {decision.number}{name}"
+    return f"user {user} calling {to} {shows}\nbecause {decision.reason}"
 
 
 def _table_json(table: rules.Table) -> dict[str, Any]:
@@ -129,15 +160,14 @@ def _table_json(table: rules.Table) -> dict[str, Any]:
     }
 
 
+_TAGS = {"step 1": "own", "step 3": "own", "step 4": "default", "local presence": "local"}
+
+
 def _cell(decision: rules.Decision) -> str:
-    # The step number is the start of the reason; a short tag is enough in a grid.
-    step = decision.reason.split(":", 1)[0]
-    tags = {"step 1": "own", "step 3": "own", "step 4": "default"}
-    if step == "step 2":
-        tag = decision.reason.split(" (", 1)[0].removeprefix("step 2: advanced ")
-    else:
-        tag = tags.get(step, step)
-    return f"{decision.number} ({tag})"
+    # A short tag of the step is enough in a grid.
+    tag = f"rule #{decision.rule}" if decision.rule is not None else _TAGS.get(decision.step)
+    withheld = "withheld, PAI " if decision.privacy is not None else ""
+    return f"{withheld}{decision.number} ({tag or decision.step})"
 
 
 def _render_table(table: rules.Table) -> str:

@@ -36,7 +36,7 @@ def strip_separators(text: str) -> str:
     return text.translate(_VISUAL_SEPARATORS)
 
 
-def _uri_number_part(destination: str) -> str | None:
+def uri_number_part(destination: str) -> str | None:
     """The dialled part of a tel:/sip: URI, or the text itself if it is not a URI."""
     head = destination[:5].lower()
     if head.startswith("tel:"):
@@ -93,7 +93,7 @@ class DiallingPlan:
         (a SIP name, a short code, an extension, a malformed string): such a destination
         matches no destination prefix. Never raises.
         """
-        text = _uri_number_part(destination.strip())
+        text = uri_number_part(destination.strip())
         if text is None:
             return None
         # "+44 (0)20 ..." writes the trunk 0 that is not dialled from abroad; it only means

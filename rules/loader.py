@@ -6,10 +6,15 @@ import hashlib
 import os
 from types import MappingProxyType
 
+from rules.checks import emergency_warnings
 from rules.collector import Collector
+from rules.emergency import EmergencyPlan
 from rules.errors import RulesError
-from rules.model import Rules
-from rules.schema import parse
+from rules.formats import formats_of
+from rules.model import Rule, Rules
+from rules.presence import presence_index
+from rules.schema import Parsed, helpers, parse
+from rules.settings import Settings, parse_settings
 from rules.shadowing import index_rules
 from rules.yaml_source import compose
 
@@ -45,11 +50,39 @@ def _load_bytes(data: bytes, filename: str) -> Rules:
         raise RulesError([f"{filename}:{line}: the file is not UTF-8 text"]) from exc
     collector = Collector(filename)
     parsed = parse(compose(text, filename), collector)
+    settings = parse_settings(parsed.top, collector, parsed.plan, helpers(collector, parsed))
     index, hidden = index_rules(parsed.rules)
     for line, message in hidden:
         collector.warn(line, message)
     if collector.failed or parsed.plan is None:
         raise collector.error_to_raise()
+    emergency = EmergencyPlan.for_country(
+        parsed.plan.country, settings.emergency_numbers, settings.outside_line_prefix
+    )
+    emergency_warnings(
+        collector,
+        country=parsed.plan.country,
+        country_code=parsed.plan.country_code,
+        plan=emergency,
+        numbers=tuple(parsed.numbers),
+        users=parsed.users,
+        fallback=settings.emergency_number or parsed.default_outgoing_number,
+    )
+    return _build(data, filename, parsed, settings, emergency, index, collector)
+
+
+def _build(
+    data: bytes,
+    filename: str,
+    parsed: Parsed,
+    settings: Settings,
+    emergency: EmergencyPlan,
+    index: dict[str, Rule],
+    collector: Collector,
+) -> Rules:
+    assert parsed.plan is not None
+    numbers = [entry.number for entry in parsed.numbers]
+    prefix = parsed.plan.international_prefix_text
     return Rules(
         source=filename,
         version=version_of(data),
@@ -64,4 +97,16 @@ def _load_bytes(data: bytes, filename: str) -> Rules:
         names=MappingProxyType({entry.number: entry.name for entry in parsed.numbers}),
         prefix_index=MappingProxyType(index),
         longest_prefix=max((len(digits) for digits in index), default=0),
+        user_names=MappingProxyType(dict(parsed.user_names)),
+        withheld_users=frozenset(parsed.withheld_users),
+        local_presence=parsed.local_presence,
+        presence_index=MappingProxyType(presence_index(numbers)),
+        own_number_digits=MappingProxyType({number[1:]: number for number in numbers}),
+        emergency=emergency,
+        emergency_number=settings.emergency_number,
+        user_source=settings.user_source,
+        keep_pbx_display_name=settings.keep_pbx_display_name,
+        default_trunk=settings.default_trunk,
+        trunk_formats=MappingProxyType(dict(settings.trunks)),
+        formatted=MappingProxyType({number: formats_of(number, prefix) for number in numbers}),
     )

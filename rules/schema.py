@@ -3,7 +3,9 @@
 The schema is the contract shared with the proxy and the docs:
 
     country, numbers, default_outgoing_number, users,
-    advanced_rules: {apply_to_users_with_own_number, rules: [{destination_prefix, number}]}
+    advanced_rules: {apply_to_users_with_own_number, local_presence,
+                     rules: [{destination_prefix, number}]},
+    and the settings of rules.settings (user_source, emergency..., trunks...).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import phonenumbers
 from rules.collector import Collector
 from rules.dialling import DiallingPlan, strip_separators
 from rules.model import NumberEntry, Rule
+from rules.settings import Helpers
 from rules.values import e164_problem, name_problem, user_problem
 from rules.yaml_source import (
     BOOL_TAG,
@@ -31,11 +34,25 @@ from rules.yaml_source import (
     yaml_value,
 )
 
-TOP_KEYS = ("country", "numbers", "default_outgoing_number", "users", "advanced_rules")
+TOP_KEYS = (
+    "country",
+    "numbers",
+    "default_outgoing_number",
+    "users",
+    "advanced_rules",
+    "user_source",
+    "keep_pbx_display_name",
+    "emergency_numbers",
+    "emergency_number",
+    "outside_line_prefix",
+    "trunks",
+)
 NUMBER_KEYS = ("number", "name")
-ADVANCED_KEYS = ("apply_to_users_with_own_number", "rules")
+USER_KEYS = ("number", "name", "withheld")
+ADVANCED_KEYS = ("apply_to_users_with_own_number", "local_presence", "rules")
 RULE_KEYS = ("destination_prefix", "number")
 DEFAULT = "default"
+ANONYMOUS = "anonymous"
 
 Fields = dict[str, tuple[Node, Node]]
 
@@ -49,7 +66,14 @@ class Parsed:
     default_outgoing_number: str = ""
     users: dict[str, str | None] = field(default_factory=dict)
     apply_to_users_with_own_number: bool = False
+    local_presence: bool = False
     rules: list[Rule] = field(default_factory=list)
+    user_names: dict[str, str] = field(default_factory=dict)
+    withheld_users: set[str] = field(default_factory=set)
+    top: Fields = field(default_factory=dict)
+    """Every top-level entry, for the settings parsed by rules.settings."""
+    valid_numbers: set[str] = field(default_factory=set)
+    declared_numbers: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -82,9 +106,11 @@ def parse(root: Node | None, c: Collector) -> Parsed:
         value = _number_ref(default_node, c, "default_outgoing_number", numbers)
         parsed.default_outgoing_number = value or ""
     if "users" in top:
-        parsed.users = _users(top["users"][1], c, numbers)
+        _users(top["users"][1], c, numbers, parsed)
     if "advanced_rules" in top:
         _advanced(top["advanced_rules"][1], c, numbers, parsed)
+    parsed.top = top
+    parsed.valid_numbers, parsed.declared_numbers = numbers.valid, numbers.declared
     return parsed
 
 
@@ -224,28 +250,70 @@ def _number_ref(node: Node, c: Collector, what: str, numbers: _Numbers) -> str |
     return None
 
 
-def _users(node: Node, c: Collector, numbers: _Numbers) -> dict[str, str | None]:
-    users: dict[str, str | None] = {}
+def _users(node: Node, c: Collector, numbers: _Numbers, parsed: Parsed) -> None:
     if _is_null(node):
-        return users
+        return
     fields = _mapping(node, c, "users", None, key_label="user")
     if fields is None:
-        return users
+        return
     for user, (key_node, value_node) in fields.items():
         problem = user_problem(user)
         if problem is not None:
             c.error(key_node, problem)
             continue
-        what = f"user {user!r}"
-        if _is_null(value_node):
-            c.error(value_node, f"{what} has no number: give one from numbers, or {DEFAULT}")
-        elif isinstance(value_node, ScalarNode) and value_node.value == DEFAULT:
-            users[user] = None
-        elif isinstance(value_node, ScalarNode) and str(value_node.value).lower() == DEFAULT:
-            c.error(value_node, f"{what}: write {DEFAULT} in lower case, not {value_node.value}")
-        else:
-            users[user] = _number_ref(value_node, c, what, numbers)
-    return users
+        if isinstance(value_node, MappingNode):
+            _user_mapping(user, value_node, c, numbers, parsed)
+            continue
+        number = _user_number(user, value_node, c, numbers)
+        if number == ANONYMOUS:
+            parsed.withheld_users.add(user)
+            number = None
+        parsed.users[user] = number
+
+
+def _user_number(user: str, node: Node, c: Collector, numbers: _Numbers) -> str | None:
+    """A user's own number: one of numbers, or None for `default`; ANONYMOUS when withheld."""
+    what = f"user {user!r}"
+    if _is_null(node):
+        c.error(node, f"{what} has no number: give one from numbers, {DEFAULT} or {ANONYMOUS}")
+        return None
+    if isinstance(node, ScalarNode) and node.value in (DEFAULT, ANONYMOUS):
+        return None if node.value == DEFAULT else ANONYMOUS
+    if isinstance(node, ScalarNode) and str(node.value).lower() in (DEFAULT, ANONYMOUS):
+        c.error(node, f"{what}: write {str(node.value).lower()} in lower case, not {node.value}")
+        return None
+    return _number_ref(node, c, what, numbers)
+
+
+def _user_mapping(
+    user: str, node: MappingNode, c: Collector, numbers: _Numbers, parsed: Parsed
+) -> None:
+    """`"1001": {number: "+32...", name: "ACME Sales", withheld: false}`."""
+    fields = _mapping(node, c, f"user {user!r}", USER_KEYS)
+    if fields is None:
+        return
+    number: str | None = None
+    if "number" in fields:
+        number = _user_number(user, fields["number"][1], c, numbers)
+    if number == ANONYMOUS or ("withheld" in fields and _bool(fields["withheld"][1], c)):
+        parsed.withheld_users.add(user)
+    parsed.users[user] = None if number == ANONYMOUS else number
+    if "name" in fields:
+        name_node = fields["name"][1]
+        name = _string(name_node, c, f"user {user!r} name")
+        problem = name_problem(name) if name is not None else None
+        if problem is not None:
+            c.error(name_node, f"name {problem}")
+        elif name is not None:
+            parsed.user_names[user] = name
+
+
+def _bool(node: Node, c: Collector, what: str = "withheld") -> bool:
+    value = yaml_value(node) if isinstance(node, ScalarNode) else None
+    if node.tag == BOOL_TAG and isinstance(value, bool):
+        return value
+    c.error(node, f"{what} must be true or false, got {kind_of(node)}")
+    return False
 
 
 def _advanced(node: Node, c: Collector, numbers: _Numbers, parsed: Parsed) -> None:
@@ -254,16 +322,9 @@ def _advanced(node: Node, c: Collector, numbers: _Numbers, parsed: Parsed) -> No
     fields = _mapping(node, c, "advanced_rules", ADVANCED_KEYS)
     if fields is None:
         return
-    if "apply_to_users_with_own_number" in fields:
-        switch = fields["apply_to_users_with_own_number"][1]
-        value = yaml_value(switch) if isinstance(switch, ScalarNode) else None
-        if switch.tag == BOOL_TAG and isinstance(value, bool):
-            parsed.apply_to_users_with_own_number = value
-        else:
-            c.error(
-                switch,
-                f"apply_to_users_with_own_number must be true or false, got {kind_of(switch)}",
-            )
+    for key in ("apply_to_users_with_own_number", "local_presence"):
+        if key in fields:
+            setattr(parsed, key, _bool(fields[key][1], c, key))
     if "rules" in fields:
         parsed.rules = _rules(fields["rules"][1], c, numbers, parsed.plan)
 
@@ -293,7 +354,11 @@ def _rule(
             c.error(item, f"rule #{position} has no {key!r}")
     number: str | None = None
     if "number" in fields:
-        number = _number_ref(fields["number"][1], c, f"rule #{position} number", numbers)
+        number_node = fields["number"][1]
+        if isinstance(number_node, ScalarNode) and number_node.value == ANONYMOUS:
+            number = ANONYMOUS
+        else:
+            number = _number_ref(number_node, c, f"rule #{position} number", numbers)
     digits: str | None = None
     prefix: str | None = None
     if "destination_prefix" in fields:
@@ -306,7 +371,7 @@ def _rule(
                 c.error(prefix_node, str(exc))
     if number is None or digits is None or prefix is None:
         return None
-    return Rule(position, prefix, digits, number, line_of(item))
+    return Rule(position, prefix, digits, number, line_of(item), number == ANONYMOUS)
 
 
 def _prefix_digits(prefix: str, plan: DiallingPlan | None) -> str | None:
@@ -319,3 +384,14 @@ def _prefix_digits(prefix: str, plan: DiallingPlan | None) -> str | None:
     if not (text.isascii() and text.isdigit()):
         raise ValueError(f"destination_prefix {prefix!r} must be digits after an optional '+'")
     return None
+
+
+def helpers(c: Collector, parsed: Parsed) -> Helpers:
+    """The readers rules.settings uses, so its messages read like the schema's."""
+    numbers = _Numbers(parsed.declared_numbers, parsed.valid_numbers)
+    return Helpers(
+        string=_string,
+        mapping=_mapping,
+        boolean=_bool,
+        number_ref=lambda node, what: _number_ref(node, c, what, numbers),
+    )

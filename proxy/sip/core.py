@@ -13,7 +13,12 @@ from collections.abc import Callable
 
 from proxy.sip import requests as request_edits
 from proxy.sip.addresses import Outgoing, Source, Target, unroutable_reason
-from proxy.sip.caller_id import ShownIdentity, replace_identity_header, rewrite_caller_id
+from proxy.sip.caller_id import (
+    MessageCallFacts,
+    ShownIdentity,
+    replace_identity_header,
+    rewrite_caller_id,
+)
 from proxy.sip.classify import side_of, trunk_index_of
 from proxy.sip.dialogs import DialogMemory
 from proxy.sip.edits import Edit, apply_edits, remove_via_value
@@ -249,7 +254,7 @@ class ProxyCore:
         identity: DialogIdentity | None = None
         restore = None
         if shown is not None:
-            rewrite, identity = rewrite_caller_id(msg, shown, target.uri_host())
+            rewrite, identity = rewrite_caller_id(msg, shown, target.uri_host(), trunk_index)
             edits += rewrite
             restore = Restore("from", identity.original_from)
             if msg.from_addr.tag is not None:
@@ -276,20 +281,20 @@ class ProxyCore:
         return edits, Restore("to", identity.rewritten_from)
 
     def _decide_caller_id(self, msg: Message) -> ShownIdentity:
-        user = request_edits.uri_user(msg.from_addr.uri)
-        destination = request_edits.uri_user(msg.wire.uri)
-        decision = self.policy.decide(user, destination)
+        decision = self.policy.decide_call(MessageCallFacts(msg))
         self.counters["caller_id_decisions"] += 1
         log.info(
-            "call-id=%s user=%s destination=%s shown=%s reason=%r rules=%s",
+            "call-id=%s user=%s destination=%s shown=%s step=%s privacy=%s reason=%r rules=%s",
             msg.call_id,
-            user,
-            destination,
+            decision.user,
+            request_edits.uri_user(msg.wire.uri),
             decision.number,
+            decision.step,
+            "id" if decision.privacy else "none",
             decision.reason,
             decision.rules_version,
         )
-        return ShownIdentity(decision.number, decision.name)
+        return ShownIdentity.from_decision(decision)
 
     def _facing(self, target: Target) -> Target:
         side = self.config.side_of_target(target)

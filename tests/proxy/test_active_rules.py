@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -129,11 +130,11 @@ def test_a_decision_uses_one_rules_object_even_if_a_reload_lands_during_it(
     reloaded: list[bool] = []
 
     def resolve_with_a_reload_in_between(
-        current: rules.Rules, user: str, destination: str
+        current: rules.Rules, user: str, destination: str, **options: Any
     ) -> rules.Decision:
         if not reloaded:
             reloaded.append(active.reload().ok)
-        return real_resolve(current, user, destination)
+        return real_resolve(current, user, destination, **options)
 
     monkeypatch.setattr(rules, "resolve", resolve_with_a_reload_in_between)
     decision = active.decide("1002", "025551234")

@@ -177,7 +177,8 @@ def test_explain_done_means(
     result = cli("explain", path, "--user", user, "--to", to, "--json")
     assert result.returncode == 0, result.stderr
     decision = json.loads(result.stdout)
-    assert set(decision) == {"number", "name", "reason"}
+    assert set(decision) == {"number", "name", "reason", "step", "rule", "privacy"}
+    assert decision["step"] == step and decision["privacy"] is None
     assert decision["number"] == number
     assert decision["reason"].startswith(step + ":")
 

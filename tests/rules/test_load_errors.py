@@ -228,11 +228,13 @@ def test_every_problem_is_reported_at_once() -> None:
 def test_error_string_lists_every_error() -> None:
     with pytest.raises(rules.RulesError) as caught:
         rules.loads(HEAD + "a: 1\nb: 2\n", "f.yaml")
+    keys = (
+        "country, numbers, default_outgoing_number, users, advanced_rules, user_source, "
+        "keep_pbx_display_name, emergency_numbers, emergency_number, outside_line_prefix, trunks"
+    )
     assert str(caught.value).splitlines() == [
-        "f.yaml:5: unknown key 'a' in the file (expected one of: country, numbers, "
-        "default_outgoing_number, users, advanced_rules)",
-        "f.yaml:6: unknown key 'b' in the file (expected one of: country, numbers, "
-        "default_outgoing_number, users, advanced_rules)",
+        f"f.yaml:5: unknown key 'a' in the file (expected one of: {keys})",
+        f"f.yaml:6: unknown key 'b' in the file (expected one of: {keys})",
     ]
 
 

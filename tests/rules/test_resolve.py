@@ -23,7 +23,8 @@ UK_DIALLED = [
 ]
 FR_DIALLED = ["0033 1 44 55 66 00", "+33144556600", "tel:+33-1-44-55-66-00", "0033144556600"]
 BE_DIALLED = ["02 888 12 34", "+3228881234", "0032 2 888 12 34", "0470 12 34 56"]
-NOT_NUMBERS = ["sip:alice@example.com", "alice", "112", "1003", "*43", ""]
+# 112 is an emergency call (tests/rules/test_emergency.py); 116000 is a short code that is not.
+NOT_NUMBERS = ["sip:alice@example.com", "alice", "116000", "1003", "*43", ""]
 
 
 def load(**kwargs: object) -> rules.Rules:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from proxy.sip.addresses import Outgoing, Source, Target
 from proxy.sip.core import ProxyCore
-from proxy.sip.policy import CallerIdDecision, ProxyConfig
+from proxy.sip.policy import CallerIdDecision, CallFacts, ProxyConfig
 
 PROXY = Target("udp", "127.0.0.1", 5060)
 PBX = Target("udp", "127.0.0.1", 5070)
@@ -35,6 +35,9 @@ class FixedPolicy:
     def decide(self, user: str, destination: str) -> CallerIdDecision:
         self.calls.append((user, destination))
         return CallerIdDecision(self.number, self.name, "test", "v1")
+
+    def decide_call(self, call: CallFacts) -> CallerIdDecision:
+        return self.decide(call.user_at("from") or "", call.destination)
 
 
 def make_core(
