@@ -70,6 +70,12 @@ class ActiveRules:
             other_trunks=other,
         )
 
+    def install(self, loaded: rules.Rules) -> rules.Rules:
+        """Swap in rules validated elsewhere (the reloader parses off the loop); one reference
+        assignment, so a call sees either the old rules or the new ones. Returns the old."""
+        previous, self._state = self.current, _State.of(loaded)
+        return previous
+
     def reload(self) -> ReloadOutcome:
         try:
             fresh = rules.load(self.path)

@@ -42,7 +42,7 @@ def _install(active: ActiveRules, loaded: Loaded) -> ReloadOutcome:
         return loaded
     for warning in loaded.warnings:
         log.warning("rules: %s", warning)
-    previous, active.current = active.current, loaded
+    previous = active.install(loaded)
     log.info("rules reloaded: version %s -> %s", previous.version, loaded.version)
     return ReloadOutcome(True, loaded.version, ())
 
