@@ -51,6 +51,10 @@ class AdminServer:
         self._registry.register(CoreCollector(status))
         self._server: asyncio.Server | None = None
 
+    def register(self, collector: Collector) -> None:
+        """Expose one more collector's metrics at /metrics (e.g. the GC pause monitor)."""
+        self._registry.register(collector)
+
     async def start(self, host: str, port: int) -> None:
         self._server = await asyncio.start_server(self._handle, host, port)
         log.info("admin endpoint on http://%s:%d/ (metrics, status, reload)", host, port)

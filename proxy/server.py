@@ -16,6 +16,7 @@ from typing import Any
 from proxy import control
 from proxy.active_rules import ActiveRules, ReloadOutcome
 from proxy.admin import AdminServer
+from proxy.gc_monitor import GcMonitor
 from proxy.sip.addresses import Outgoing, Source, Target
 from proxy.sip.core import ProxyCore
 from proxy.sip.framing import Frame
@@ -52,6 +53,8 @@ class ProxyServer:
         self._last_outcome = ReloadOutcome(True, rules.current.version, ())
         self._stopped = asyncio.Event()
         self._admin = AdminServer(self.status, self._reload_for_admin)
+        self.gc_monitor = GcMonitor()  # installed by run_cli once started; metrics at /metrics
+        self._admin.register(self.gc_monitor)
 
     # ----------------------------------------------------------------- lifecycle
     async def start(self) -> None:
