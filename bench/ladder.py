@@ -35,6 +35,8 @@ class RunResult:
     attempted: int | None
     ok: int | None
     failed: int | None
+    """attempted - ok, where ok = calls successful on both sides (not finished counts too)"""
+    pbx_failed: int | None
     trunk_failed: int | None
     retransmissions: int | None
     check_failures: int | None
@@ -147,10 +149,14 @@ def _result(
     cpu_s = after.cpu_s - before.cpu_s if before and after else None
     gc = gc_figures(metrics) if metrics else None
     attempted = p.created if p else None
+    # A failed check does not stop SIPp's call flow (the call is counted failed at its end), so
+    # a call the trunk side failed may look successful on the PBX side: a call is ok on both.
+    ok = min(p.successful, t.successful) if p and t else None
     return RunResult(
         system=system.name, transport=transport, rate=rate, duration_s=duration_s,
-        attempted=attempted, ok=p.successful if p else None, failed=p.failed if p else None,
-        trunk_failed=t.failed if t else None,
+        attempted=attempted, ok=ok,
+        failed=attempted - ok if attempted is not None and ok is not None else None,
+        pbx_failed=p.failed if p else None, trunk_failed=t.failed if t else None,
         retransmissions=p.retransmissions + t.retransmissions if p and t else None,
         check_failures=p.check_failures + t.check_failures if p and t else None,
         invite_100_p50_ms=lat["invite_100"].p50_ms, invite_100_p99_ms=lat["invite_100"].p99_ms,
