@@ -136,6 +136,7 @@ def update_readme(readme: Path, table: str, meta: Mapping[str, Any]) -> bool:
     start, end = text.find(README_BEGIN), text.find(README_END)
     if start < 0 or end < start:
         return False
-    body = f"\n{meta['date']}, `{meta['command']}`:\n\n{table}\n"
+    remarks = "".join(f"- {remark}\n" for remark in meta.get("remarks", []))
+    body = f"\n{meta['date']}, {meta['machine']}, `{meta['command']}`:\n\n{table}\n\n{remarks}"
     readme.write_text(text[: start + len(README_BEGIN)] + body + text[end:])
     return True

@@ -121,6 +121,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-baseline", action="store_true", help="skip the no-proxy runs")
     parser.add_argument("--update-readme", action="store_true",
                         help="write the table into README.md between the performance markers")
+    parser.add_argument("--note", action="append", default=[],
+                        help="a remark for the results, e.g. 'final run on a quiet machine'")
     parser.add_argument("--keep", type=Path,
                         help="keep SIPp and system logs here (default: a temporary directory)")
     return parser.parse_args(argv)  # fmt: skip
@@ -224,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if SIPP is None:
         print("sipp is not on PATH: apt-get install sip-tester", file=sys.stderr)
         return 2
-    remarks = [SIPP_CLOCK_NOTE]
+    remarks = [*args.note, SIPP_CLOCK_NOTE]
     chosen = systems(args, remarks)
     meta = metadata(argv, remarks)
     print(f"{meta['machine']}; systems: {', '.join(s.name for s in chosen)}; "
