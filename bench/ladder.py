@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import proc_stats
+from bench import capture, proc_stats
 from bench.sipp_run import (
     CALLS_FILE,
     RTD_NAMES,
@@ -16,7 +16,7 @@ from bench.sipp_run import (
     SippOutcome,
     SippSpec,
 )
-from bench.sipp_stats import latencies
+from bench.sipp_stats import Latency, latencies
 from bench.systems import Baseline, Running, System, gc_figures
 from tests.e2e.ports import free_port
 
@@ -50,6 +50,8 @@ class RunResult:
     processes: int | None
     gc_max_pause_ms: float | None
     gc_pauses_over_5ms: int | None
+    latency_source: str
+    """"capture" (kernel timestamps on lo, bench/capture.py) or "sipp" (4 ms ticks)"""
     wall_s: float
     notes: str
 
@@ -74,9 +76,13 @@ def baseline_calls(source: Path, target: Path) -> Path:
 
 
 def run_one(
-    system: System, transport: str, rate: float, duration_s: float, workdir: Path
-) -> RunResult:
-    """Start `system`, place rate x duration calls through it, collect, stop it."""
+    system: System, transport: str, rate: float, duration_s: float, workdir: Path,
+    capture_latency: bool = False,
+) -> RunResult:  # fmt: skip
+    """Start `system`, place rate x duration calls through it, collect, stop it.
+
+    `capture_latency` (UDP only, needs CAP_NET_RAW) times the PBX leg on the loopback interface
+    instead of with SIPp's coarse clock."""
     workdir.mkdir(parents=True, exist_ok=True)
     calls = max(1, round(rate * duration_s))
     trunk_port, pbx_port = free_port(), free_port()
@@ -86,7 +92,8 @@ def run_one(
     running = system.start(transport, trunk_port, pbx_port, workdir)
     try:
         return _measure(system, running, transport, rate, duration_s, calls,
-                        (trunk_port, pbx_port), inject, workdir)  # fmt: skip
+                        (trunk_port, pbx_port), inject, workdir,
+                        capture_latency and transport == "udp")  # fmt: skip
     finally:
         code = running.stop()
         if code not in (0, None) and running.process is not None:
@@ -95,7 +102,7 @@ def run_one(
 
 def _measure(
     system: System, running: Running, transport: str, rate: float, duration_s: float,
-    calls: int, ports: tuple[int, int], inject: Path, workdir: Path,
+    calls: int, ports: tuple[int, int], inject: Path, workdir: Path, capture_latency: bool,
 ) -> RunResult:  # fmt: skip
     trunk_port, pbx_port = ports
     uac_timeout = int(duration_s) + UAC_MARGIN_S
@@ -110,9 +117,13 @@ def _measure(
         workdir,
     )  # fmt: skip
     notes: list[str] = list(running.notes)
+    captured: capture.LoopbackCapture | None = None
     uas.start()
     try:
         uas.wait_bound()
+        if capture_latency:
+            captured = capture.LoopbackCapture(pbx_port)
+            captured.start()
         before = proc_stats.sample(running.root_pid) if running.root_pid else None
         started = time.perf_counter()
         uac.start()
@@ -126,25 +137,29 @@ def _measure(
     finally:
         uas.quit()
         uac.quit()
+        pbx_leg = captured.stop().milliseconds() if captured is not None else None
     if not running.alive():
         notes.append(f"{system.name} died during the run")
     pbx, trunk = uac.outcome(), uas.outcome()
+    lat = latencies(pbx.rtt_texts, RTD_NAMES)
+    if pbx_leg is not None:
+        lat = {name: Latency.of(pbx_leg[name]) for name in RTD_NAMES}
     return _result(system, transport, rate, duration_s, wall_s, pbx, trunk,
-                   (before, after), metrics, notes)  # fmt: skip
+                   (before, after), metrics, notes, (lat, "capture" if pbx_leg else "sipp"))
 
 
 def _result(
     system: System, transport: str, rate: float, duration_s: float, wall_s: float,
     pbx: SippOutcome, trunk: SippOutcome,
     samples: tuple[proc_stats.ProcSample | None, proc_stats.ProcSample | None],
-    metrics: str | None, notes: list[str],
+    metrics: str | None, notes: list[str], timing: tuple[dict[str, Latency], str],
 ) -> RunResult:  # fmt: skip
     if pbx.counters is None:
         notes.append(f"no PBX SIPp stats: {pbx.errors_tail[-200:]}")
     if trunk.counters is None:
         notes.append("no trunk SIPp stats")
     p, t = pbx.counters, trunk.counters
-    lat = latencies(pbx.rtt_texts, RTD_NAMES)
+    lat, latency_source = timing
     before, after = samples
     cpu_s = after.cpu_s - before.cpu_s if before and after else None
     gc = gc_figures(metrics) if metrics else None
@@ -167,5 +182,5 @@ def _result(
         processes=len(after.pids) if after else None,
         gc_max_pause_ms=gc.max_pause_ms if gc else None,
         gc_pauses_over_5ms=gc.slow_pauses if gc else None,
-        wall_s=wall_s, notes="; ".join(notes),
+        latency_source=latency_source, wall_s=wall_s, notes="; ".join(notes),
     )  # fmt: skip

@@ -30,8 +30,8 @@ def _num(value: float | int | None, digits: int = 0) -> str:
     return f"{value:,.{digits}f}"
 
 
-def _pair(first: float | None, second: float | None) -> str:
-    return f"{_num(first)} / {_num(second)}"
+def _pair(first: float | None, second: float | None, digits: int) -> str:
+    return f"{_num(first, digits)} / {_num(second, digits)}"
 
 
 def added_p99(run: RunResult, baselines: Mapping[tuple[str, float], RunResult]) -> float | None:
@@ -50,11 +50,14 @@ def baselines_of(runs: Sequence[RunResult]) -> dict[tuple[str, float], RunResult
 
 def row(run: RunResult, baselines: Mapping[tuple[str, float], RunResult]) -> list[str]:
     own = run.system != BASELINE
+    digits = 2 if run.latency_source == "capture" else 0  # SIPp's own timers tick in 4 ms
+    mark = "" if run.latency_source == "capture" else " (SIPp)"
     return [
         run.transport, _num(run.rate), run.system, _num(run.attempted), _num(run.ok),
         _num(run.failed), _num(run.failed_pct, 2), _num(run.retransmissions),
-        _num(run.check_failures), _pair(run.invite_100_p50_ms, run.invite_100_p99_ms),
-        _pair(run.invite_200_p50_ms, run.invite_200_p99_ms), _num(added_p99(run, baselines)),
+        _num(run.check_failures), _pair(run.invite_100_p50_ms, run.invite_100_p99_ms, digits),
+        _pair(run.invite_200_p50_ms, run.invite_200_p99_ms, digits) + mark,
+        _num(added_p99(run, baselines), digits),
         _num(run.cpu_s_per_1000_calls, 2) if own else "-",
         _num(run.peak_rss_mb, 1) if own else "-",
         _num(run.gc_max_pause_ms, 1), _num(run.gc_pauses_over_5ms),

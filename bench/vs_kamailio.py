@@ -44,7 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `python3 bench/vs_kamailio.py` puts bench/, not the repo, first
     sys.path.insert(0, str(REPO))
 
-from bench import report  # noqa: E402
+from bench import capture, report  # noqa: E402
 from bench.ladder import RunResult, run_one  # noqa: E402
 from bench.systems import (  # noqa: E402
     Baseline,
@@ -62,8 +62,14 @@ TRANSPORTS = ("udp", "tcp")
 MAX_DURATION_S = 60.0
 MAX_RATE = 10_000.0
 SIPP_CLOCK_NOTE = (
-    "Latencies are SIPp's -trace_rtt response times; SIPp reads a coarse clock (4 ms ticks on "
-    "this kernel), so p50/p99 are multiples of 4 ms and an added latency under 4 ms shows as 0."
+    "Latencies marked (SIPp) are SIPp's -trace_rtt response times; SIPp reads a coarse clock "
+    "(4 ms ticks on this kernel), so they are multiples of 4 ms and an added latency under 4 ms "
+    "shows as 0."
+)
+CAPTURE_NOTE = (
+    "Latencies with decimals were timed on the loopback interface (bench/capture.py: kernel "
+    "timestamps of the PBX leg's first INVITE, 100 and 200 per call), for UDP runs up to {rate:g} "
+    "calls/s; the capture costs the benchmark process a few microseconds per datagram."
 )
 
 
@@ -121,6 +127,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-baseline", action="store_true", help="skip the no-proxy runs")
     parser.add_argument("--update-readme", action="store_true",
                         help="write the table into README.md between the performance markers")
+    parser.add_argument("--capture-max-rate", type=float, default=1000.0,
+                        help="time the PBX leg on lo (kernel timestamps, needs root) for UDP "
+                             "runs up to this rate; 0: SIPp's timers only (default 1000)")
     parser.add_argument("--note", action="append", default=[],
                         help="a remark for the results, e.g. 'final run on a quiet machine'")
     parser.add_argument("--keep", type=Path,
@@ -190,6 +199,18 @@ def print_run(run: RunResult) -> None:
     )
 
 
+def capture_rate(args: argparse.Namespace, remarks: list[str]) -> float:
+    """The highest rate whose UDP runs are timed on lo (0: none)."""
+    limit = float(args.capture_max_rate)
+    if limit <= 0 or "udp" not in args.transports:
+        return 0.0
+    if not capture.available():
+        remarks.append("No CAP_NET_RAW: latencies from SIPp's timers only.")
+        return 0.0
+    remarks.append(CAPTURE_NOTE.format(rate=limit))
+    return limit
+
+
 def ladder(args: argparse.Namespace, chosen: Sequence[System], workdir: Path) -> list[RunResult]:
     runs: list[RunResult] = []
     for transport in args.transports:
@@ -198,7 +219,8 @@ def ladder(args: argparse.Namespace, chosen: Sequence[System], workdir: Path) ->
                 if runs:
                     time.sleep(args.pause)
                 name = f"{transport}-{rate:g}-{system.name.replace(' ', '')}"
-                run = run_one(system, transport, rate, args.duration, workdir / name)
+                run = run_one(system, transport, rate, args.duration, workdir / name,
+                              capture_latency=rate <= args.capture_limit)
                 print_run(run)
                 runs.append(run)
     return runs
@@ -227,6 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("sipp is not on PATH: apt-get install sip-tester", file=sys.stderr)
         return 2
     remarks = [*args.note, SIPP_CLOCK_NOTE]
+    args.capture_limit = capture_rate(args, remarks)
     chosen = systems(args, remarks)
     meta = metadata(argv, remarks)
     print(f"{meta['machine']}; systems: {', '.join(s.name for s in chosen)}; "

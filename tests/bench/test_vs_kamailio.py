@@ -13,7 +13,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 import rules
-from bench import report
+from bench import capture, report
 from bench.ladder import RunResult, baseline_calls, run_one
 from bench.proc_stats import descendants, parse_hwm_kb, parse_stat, sample
 from bench.sipp_run import CALLS_FILE
@@ -167,7 +167,7 @@ def _run(system: str, p99: float | None, cpu: float | None = 1.5) -> RunResult:
         invite_100_p50_ms=0.0, invite_100_p99_ms=4.0, invite_200_p50_ms=4.0,
         invite_200_p99_ms=p99, cpu_s=0.375,
         cpu_s_per_1000_calls=cpu, peak_rss_mb=40.0, processes=1, gc_max_pause_ms=None,
-        gc_pauses_over_5ms=None, wall_s=1.1, notes="",
+        gc_pauses_over_5ms=None, latency_source="sipp", wall_s=1.1, notes="",
     )  # fmt: skip
 
 
@@ -178,6 +178,7 @@ def test_report_table_json_and_readme(tmp_path: Path) -> None:
     assert len(rows) == 5 and rows[0].count("|") == len(report.COLUMNS) + 1
     proxy_row = [cell.strip() for cell in rows[3].split("|")[1:-1]]
     assert proxy_row[report.COLUMNS.index("p99 INVITE→200 added ms")] == "12"
+    assert proxy_row[report.COLUMNS.index("INVITE→200 p50/p99 ms")] == "4 / 20 (SIPp)"
     assert proxy_row[report.COLUMNS.index("failed %")] == "0.40"
     assert report.added_p99(runs[2], report.baselines_of(runs)) is None
     meta = {"date": "D", "command": "C", "machine": "M", "remarks": []}
@@ -202,8 +203,10 @@ class Direct(System):
 
 @needs_sipp
 def test_five_calls_through_the_proxy_pass_every_check(tmp_path: Path) -> None:
-    run = run_one(CallerIdProxy(), "udp", 5.0, 1.0, tmp_path)
+    timed_on_lo = capture.available()
+    run = run_one(CallerIdProxy(), "udp", 5.0, 1.0, tmp_path, capture_latency=timed_on_lo)
     assert (run.attempted, run.ok, run.failed, run.check_failures) == (5, 5, 0, 0), run.notes
+    assert run.latency_source == ("capture" if timed_on_lo else "sipp")
     assert (run.pbx_failed, run.trunk_failed) == (0, 0)
     assert run.cpu_s is not None and run.peak_rss_mb is not None and run.peak_rss_mb > 0
     assert run.gc_max_pause_ms is not None and run.gc_pauses_over_5ms is not None
