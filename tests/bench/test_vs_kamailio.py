@@ -228,3 +228,32 @@ def test_five_calls_through_kamailio_pass_every_check(tmp_path: Path) -> None:
     run = run_one(Kamailio(KAMAILIO), "udp", 5.0, 1.0, tmp_path)
     assert (run.attempted, run.ok, run.failed, run.check_failures) == (5, 5, 0, 0), run.notes
     assert run.processes is not None and run.processes > 1  # every Kamailio process counted
+
+
+# ------------------------------------------------------------------ choosing the systems
+def test_without_kamailio_it_says_how_to_install_it_and_runs_ours_alone(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bench import vs_kamailio
+
+    monkeypatch.setattr(vs_kamailio, "find_kamailio", lambda: None)
+    monkeypatch.setattr(vs_kamailio, "proxy_supports_workers", lambda: False)
+    remarks: list[str] = []
+    chosen = vs_kamailio.systems(vs_kamailio.parse_args(["--workers", "1,2"]), remarks)
+    assert [system.name for system in chosen] == ["baseline", "callerid-proxy"]
+    assert "apt-get install kamailio" in capsys.readouterr().out
+    assert any("--workers" in remark for remark in remarks)
+    assert any("not installed" in remark for remark in remarks)
+
+
+def test_workers_are_passed_when_the_proxy_has_the_option(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from bench import vs_kamailio
+
+    monkeypatch.setattr(vs_kamailio, "proxy_supports_workers", lambda: True)
+    args = vs_kamailio.parse_args(["--workers", "1,2", "--no-kamailio", "--no-baseline"])
+    chosen = vs_kamailio.systems(args, [])
+    assert [(s.name, getattr(s, "workers", None)) for s in chosen] == [
+        ("callerid-proxy x1", 1), ("callerid-proxy x2", 2)
+    ]
