@@ -156,6 +156,10 @@ class AdminServer:
         self._host_ok: Callable[[str], bool] = lambda _: False
         self._loopback = True
 
+    def register(self, collector: Collector) -> None:
+        """Expose one more collector's metrics at /metrics (e.g. the GC pause monitor)."""
+        self._registry.register(collector)
+
     async def start(self, host: str, port: int) -> None:
         check_binding(host, self._token.decode() if self._token else None)
         self._host_ok = host_check(host, port)

@@ -180,7 +180,8 @@ async def _serve(config: ProxyConfig, active: ActiveRules, settings: ServerSetti
     # and collect young objects less often, so no pause lets the UDP buffer overflow.
     gc.freeze()
     gc.set_threshold(20_000, 20, 50)
-    await server.serve_until_stopped()
+    with server.gc_monitor.installed():  # times every collection (proxy/gc_monitor.py)
+        await server.serve_until_stopped()
 
 
 def _install_uvloop() -> None:

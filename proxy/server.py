@@ -17,6 +17,7 @@ from typing import Any
 from proxy import control, logs
 from proxy.active_rules import ActiveRules, ReloadOutcome
 from proxy.admin import AdminServer
+from proxy.gc_monitor import GcMonitor
 from proxy.loop_health import LoopTicker
 from proxy.reloader import Reloader
 from proxy.sip.addresses import Outgoing, Source, Target
@@ -68,6 +69,8 @@ class ProxyServer:
             self.status, self._reload_for_admin, token=settings.admin_token,
             health=self._health, ready=self._readiness,
         )  # fmt: skip
+        self.gc_monitor = GcMonitor()  # installed by run_cli once started; metrics at /metrics
+        self._admin.register(self.gc_monitor)
 
     # ----------------------------------------------------------------- lifecycle
     async def start(self) -> None:

@@ -1,0 +1,186 @@
+"""One benchmark run (a system, a transport, a rate, a duration) and its numbers."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench import capture, proc_stats
+from bench.sipp_run import (
+    CALLS_FILE,
+    RTD_NAMES,
+    UAC_SCENARIO,
+    UAS_SCENARIO,
+    SippInstance,
+    SippOutcome,
+    SippSpec,
+)
+from bench.sipp_stats import Latency, latencies
+from bench.systems import Baseline, Running, System, gc_figures
+from tests.e2e.ports import free_port
+
+UAC_MARGIN_S = 40  # a SIPp UAC may run this much longer than its calls take to place
+DRAIN_S = 1.0  # after the UAC ends, time for the trunk side's last messages
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """Numbers of one run; None where a figure could not be measured (see `notes`)."""
+
+    system: str
+    transport: str
+    rate: float
+    duration_s: float
+    attempted: int | None
+    ok: int | None
+    failed: int | None
+    """attempted - ok, where ok = calls successful on both sides (not finished counts too)"""
+    pbx_failed: int | None
+    trunk_failed: int | None
+    retransmissions: int | None
+    check_failures: int | None
+    invite_100_p50_ms: float | None
+    invite_100_p99_ms: float | None
+    invite_200_p50_ms: float | None
+    invite_200_p99_ms: float | None
+    cpu_s: float | None
+    cpu_s_per_1000_calls: float | None
+    peak_rss_mb: float | None
+    processes: int | None
+    gc_max_pause_ms: float | None
+    gc_pauses_over_5ms: int | None
+    latency_source: str
+    """"capture" (kernel timestamps on lo, bench/capture.py) or "sipp" (4 ms ticks)"""
+    wall_s: float
+    notes: str
+
+    @property
+    def failed_pct(self) -> float | None:
+        if not self.attempted or self.failed is None:
+            return None
+        return 100.0 * self.failed / self.attempted
+
+
+def baseline_calls(source: Path, target: Path) -> Path:
+    """The calls file for the baseline: with no proxy the trunk sees the PBX's own From, so
+    each call expects its extension as the number and "Extension N" as the display name."""
+    lines = source.read_text().splitlines()
+    out = [lines[0]]
+    for line in lines[1:]:
+        if line.strip():
+            user, destination, *_ = line.split(";")
+            out.append(f"{user};{destination};{user};Extension {user}")
+    target.write_text("\n".join(out) + "\n")
+    return target
+
+
+def run_one(
+    system: System, transport: str, rate: float, duration_s: float, workdir: Path,
+    capture_latency: bool = False,
+) -> RunResult:  # fmt: skip
+    """Start `system`, place rate x duration calls through it, collect, stop it.
+
+    `capture_latency` (UDP only, needs CAP_NET_RAW) times the PBX leg on the loopback interface
+    instead of with SIPp's coarse clock."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    calls = max(1, round(rate * duration_s))
+    trunk_port, pbx_port = free_port(), free_port()
+    inject = CALLS_FILE
+    if isinstance(system, Baseline):
+        inject = baseline_calls(CALLS_FILE, workdir / "calls-baseline.csv")
+    running = system.start(transport, trunk_port, pbx_port, workdir)
+    try:
+        return _measure(system, running, transport, rate, duration_s, calls,
+                        (trunk_port, pbx_port), inject, workdir,
+                        capture_latency and transport == "udp")  # fmt: skip
+    finally:
+        code = running.stop()
+        if code not in (0, None) and running.process is not None:
+            print(f"  {system.name} exited with {code} on SIGTERM", flush=True)
+
+
+def _measure(
+    system: System, running: Running, transport: str, rate: float, duration_s: float,
+    calls: int, ports: tuple[int, int], inject: Path, workdir: Path, capture_latency: bool,
+) -> RunResult:  # fmt: skip
+    trunk_port, pbx_port = ports
+    uac_timeout = int(duration_s) + UAC_MARGIN_S
+    uas = SippInstance(
+        SippSpec("trunk", UAS_SCENARIO, trunk_port, transport, timeout_s=uac_timeout + 30,
+                 expected_host=running.expected_host),
+        workdir,
+    )  # fmt: skip
+    uac = SippInstance(
+        SippSpec("pbx", UAC_SCENARIO, pbx_port, transport, timeout_s=uac_timeout,
+                 remote=running.remote, calls=calls, rate=rate, inject=inject),
+        workdir,
+    )  # fmt: skip
+    notes: list[str] = list(running.notes)
+    captured: capture.LoopbackCapture | None = None
+    uas.start()
+    try:
+        uas.wait_bound()
+        if capture_latency:
+            captured = capture.LoopbackCapture(pbx_port)
+            captured.start()
+        before = proc_stats.sample(running.root_pid) if running.root_pid else None
+        started = time.perf_counter()
+        uac.start()
+        if not uac.wait(uac_timeout + 15):
+            notes.append("PBX SIPp did not finish in time")
+            uac.quit()
+        wall_s = time.perf_counter() - started
+        time.sleep(DRAIN_S)
+        after = proc_stats.sample(running.root_pid) if running.root_pid else None
+        metrics = running.metrics()
+    finally:
+        uas.quit()
+        uac.quit()
+        pbx_leg = captured.stop().milliseconds() if captured is not None else None
+    if not running.alive():
+        notes.append(f"{system.name} died during the run")
+    pbx, trunk = uac.outcome(), uas.outcome()
+    lat = latencies(pbx.rtt_texts, RTD_NAMES)
+    if pbx_leg is not None:
+        lat = {name: Latency.of(pbx_leg[name]) for name in RTD_NAMES}
+    return _result(system, transport, rate, duration_s, wall_s, pbx, trunk,
+                   (before, after), metrics, notes, (lat, "capture" if pbx_leg else "sipp"))
+
+
+def _result(
+    system: System, transport: str, rate: float, duration_s: float, wall_s: float,
+    pbx: SippOutcome, trunk: SippOutcome,
+    samples: tuple[proc_stats.ProcSample | None, proc_stats.ProcSample | None],
+    metrics: str | None, notes: list[str], timing: tuple[dict[str, Latency], str],
+) -> RunResult:  # fmt: skip
+    if pbx.counters is None:
+        notes.append(f"no PBX SIPp stats: {pbx.errors_tail[-200:]}")
+    if trunk.counters is None:
+        notes.append("no trunk SIPp stats")
+    p, t = pbx.counters, trunk.counters
+    lat, latency_source = timing
+    before, after = samples
+    cpu_s = after.cpu_s - before.cpu_s if before and after else None
+    gc = gc_figures(metrics) if metrics else None
+    attempted = p.created if p else None
+    # A failed check does not stop SIPp's call flow (the call is counted failed at its end), so
+    # a call the trunk side failed may look successful on the PBX side: a call is ok on both.
+    ok = min(p.successful, t.successful) if p and t else None
+    return RunResult(
+        system=system.name, transport=transport, rate=rate, duration_s=duration_s,
+        attempted=attempted, ok=ok,
+        failed=attempted - ok if attempted is not None and ok is not None else None,
+        pbx_failed=p.failed if p else None, trunk_failed=t.failed if t else None,
+        retransmissions=p.retransmissions + t.retransmissions if p and t else None,
+        check_failures=p.check_failures + t.check_failures if p and t else None,
+        invite_100_p50_ms=lat["invite_100"].p50_ms, invite_100_p99_ms=lat["invite_100"].p99_ms,
+        invite_200_p50_ms=lat["invite_200"].p50_ms, invite_200_p99_ms=lat["invite_200"].p99_ms,
+        cpu_s=cpu_s,
+        cpu_s_per_1000_calls=cpu_s * 1000 / attempted if cpu_s is not None and attempted else None,
+        peak_rss_mb=after.hwm_kb / 1024 if after else None,
+        processes=len(after.pids) if after else None,
+        gc_max_pause_ms=gc.max_pause_ms if gc else None,
+        gc_pauses_over_5ms=gc.slow_pauses if gc else None,
+        latency_source=latency_source, wall_s=wall_s, notes="; ".join(notes),
+    )  # fmt: skip

@@ -1,0 +1,230 @@
+"""The systems the benchmark puts between the PBX and the trunk SIPp: callerid-proxy (whatever
+code is on PYTHONPATH), Kamailio with bench/kamailio/kamailio.cfg, or nothing (the baseline).
+
+Each is started fresh for every run, on free loopback ports, so its peak RSS and its GC
+figures belong to that run alone.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.e2e.ports import free_port, is_bound, wait_until
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+RULES = BENCH / "rules.yaml"
+KAMAILIO_CFG = BENCH / "kamailio" / "kamailio.cfg"
+KAMAILIO_CANDIDATES = ("kamailio", "/usr/sbin/kamailio", "/usr/local/sbin/kamailio")
+HOST = "127.0.0.1"
+READY_TIMEOUT_S = 20.0
+STOP_TIMEOUT_S = 15.0
+SECRET = "bench-secret"
+
+
+def find_kamailio() -> str | None:
+    for candidate in KAMAILIO_CANDIDATES:
+        found = shutil.which(candidate)
+        if found is not None:
+            return found
+    return None
+
+
+def proxy_supports_workers() -> bool:
+    """Whether `python -m proxy run --help` (the code on PYTHONPATH) lists --workers."""
+    result = subprocess.run(
+        [sys.executable, "-m", "proxy", "run", "--help"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    return "--workers" in result.stdout
+
+
+@dataclass(frozen=True)
+class GcFigures:
+    max_pause_ms: float
+    slow_pauses: int
+
+
+def gc_figures(metrics_text: str) -> GcFigures | None:
+    """Max GC pause and pauses over 5 ms from the proxy's /metrics (every series: workers)."""
+    maximum, slow, seen = 0.0, 0, False
+    for family in text_string_to_metric_families(metrics_text):
+        for item in family.samples:
+            if item.name == "callerid_proxy_gc_pause_max_seconds":
+                maximum, seen = max(maximum, item.value), True
+            elif item.name == "callerid_proxy_gc_slow_pauses_total":
+                slow += int(item.value)
+    return GcFigures(maximum * 1000, slow) if seen else None
+
+
+@dataclass
+class Running:
+    """A started system: where the PBX sends, what the trunk must see, which process to watch."""
+
+    remote: str
+    expected_host: str
+    root_pid: int | None
+    process: subprocess.Popen[bytes] | None = None
+    admin: tuple[str, int] | None = None
+    log: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def metrics(self) -> str | None:
+        if self.admin is None:
+            return None
+        url = f"http://{self.admin[0]}:{self.admin[1]}/metrics"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return bytes(response.read()).decode()
+        except OSError:
+            return None
+
+    def alive(self) -> bool:
+        return self.process is None or self.process.poll() is None
+
+    def log_tail(self, lines: int = 15) -> str:
+        if self.log is None or not self.log.exists():
+            return ""
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self) -> int | None:
+        if self.process is None:
+            return 0
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=STOP_TIMEOUT_S)
+                return None
+        return self.process.returncode
+
+
+class System:
+    """Something to benchmark; `start` returns it running for one transport."""
+
+    name = "system"
+
+    def start(self, transport: str, trunk_port: int, pbx_port: int, workdir: Path) -> Running:
+        raise NotImplementedError
+
+
+class Baseline(System):
+    """No proxy: the PBX SIPp calls the trunk SIPp directly."""
+
+    name = "baseline"
+
+    def start(self, transport: str, trunk_port: int, pbx_port: int, workdir: Path) -> Running:
+        return Running(remote=f"{HOST}:{trunk_port}", expected_host=HOST, root_pid=None)
+
+
+class CallerIdProxy(System):
+    """`python -m proxy run` with bench/rules.yaml, --admin for /metrics, INFO logging."""
+
+    def __init__(self, workers: int | None = None) -> None:
+        self.workers = workers
+        self.name = "callerid-proxy" if workers is None else f"callerid-proxy x{workers}"
+
+    def start(self, transport: str, trunk_port: int, pbx_port: int, workdir: Path) -> Running:
+        listen, admin = free_port(), free_port()
+        log = workdir / f"{self.name.replace(' ', '-')}.log"
+        command = [
+            sys.executable, "-m", "proxy", "run",
+            "--rules", str(RULES),
+            "--listen", f"{HOST}:{listen}",
+            "--pbx", f"{transport}:{HOST}:{pbx_port}",
+            "--trunk", f"{transport}:{HOST}:{trunk_port}",
+            "--pid-file", str(workdir / "proxy.pid"),
+            "--secret", SECRET,
+            "--admin", f"{HOST}:{admin}",
+            "--log-level", "info",
+        ]  # fmt: skip
+        if self.workers is not None:
+            command += ["--workers", str(self.workers)]
+        env = dict(os.environ, PYTHONPATH=os.environ.get("PYTHONPATH") or str(REPO))
+        with log.open("wb") as output:
+            process = subprocess.Popen(
+                command, cwd=workdir, env=env, stdin=subprocess.DEVNULL,
+                stdout=output, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        running = Running(
+            remote=f"{HOST}:{listen}", expected_host=HOST, root_pid=process.pid,
+            process=process, admin=(HOST, admin), log=log,
+        )  # fmt: skip
+        _wait_ready(running, listen, transport)
+        wait_until(lambda: running.metrics() is not None, READY_TIMEOUT_S, "the proxy's /metrics")
+        return running
+
+
+class Kamailio(System):
+    """Kamailio with bench/kamailio/kamailio.cfg, -m 1024 -M 64, foreground, its own run dir."""
+
+    name = "kamailio"
+
+    def __init__(self, binary: str) -> None:
+        self.binary = binary
+
+    def command(self, transport: str, listen: int, trunk_port: int, pbx_port: int,
+                rundir: Path) -> list[str]:  # fmt: skip
+        return [
+            self.binary, "-f", str(KAMAILIO_CFG), "-DD", "-E", "-m", "1024", "-M", "64",
+            "-Y", str(rundir), "-P", str(rundir / "kamailio.pid"), "-w", str(rundir),
+            "-l", f"udp:{HOST}:{listen}", "-l", f"tcp:{HOST}:{listen}",
+            "-A", f'PBX_IP="{HOST}"',
+            "-A", f'PBX_URI="sip:{HOST}:{pbx_port};transport={transport}"',
+            "-A", f'TRUNK_IP="{HOST}"', "-A", f"TRUNK_PORT={trunk_port}",
+            "-A", f'TRUNK_URI="sip:{HOST}:{trunk_port};transport={transport}"',
+        ]  # fmt: skip
+
+    def start(self, transport: str, trunk_port: int, pbx_port: int, workdir: Path) -> Running:
+        listen = free_port()
+        rundir = workdir / "kamailio-run"
+        rundir.mkdir(exist_ok=True)
+        log = workdir / "kamailio.log"
+        command = self.command(transport, listen, trunk_port, pbx_port, rundir)
+        with log.open("wb") as output:
+            process = subprocess.Popen(
+                command, cwd=rundir, stdin=subprocess.DEVNULL, stdout=output,
+                stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        running = Running(
+            remote=f"{HOST}:{listen}", expected_host=HOST, root_pid=process.pid,
+            process=process, log=log,
+        )  # fmt: skip
+        _wait_ready(running, listen, transport)
+        time.sleep(0.5)  # its worker processes are forked after the sockets are bound
+        return running
+
+
+def check_kamailio_config(binary: str) -> tuple[bool, str]:
+    """`kamailio -c -f bench/kamailio/kamailio.cfg`: (ok, its output)."""
+    result = subprocess.run(
+        [binary, "-c", "-f", str(KAMAILIO_CFG)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    return result.returncode == 0 and "config file ok" in output, output
+
+
+def _wait_ready(running: Running, port: int, transport: str) -> None:
+    def ready() -> bool:
+        if not running.alive():
+            raise RuntimeError(f"exited before listening:\n{running.log_tail()}")
+        return is_bound(HOST, port, "udp") and is_bound(HOST, port, "tcp")
+
+    try:
+        wait_until(ready, READY_TIMEOUT_S, f"{HOST}:{port} to be bound ({transport})")
+    except BaseException:
+        running.stop()
+        raise

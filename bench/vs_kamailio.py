@@ -1,0 +1,275 @@
+"""Benchmark: the same SIPp ladder through callerid-proxy and through Kamailio 5.6, one run.
+
+    python3 bench/vs_kamailio.py [--rates 250,500,1000,2000,3000] [--duration 10]
+        [--transports udp,tcp] [--workers 1,2] [--out bench/results] [--update-readme]
+
+For every transport and rate it runs, each on fresh free loopback ports:
+  - baseline: the PBX SIPp straight to the trunk SIPp (no proxy), for the latency added;
+  - callerid-proxy (`python -m proxy run`, the code on PYTHONPATH) with bench/rules.yaml, once
+    per --workers value (N > 1 only when `proxy run --help` lists --workers);
+  - Kamailio (bench/kamailio/kamailio.cfg, `-m 1024 -M 64`), the same job: tm, record_route,
+    uac_replace_from with restore_mode auto, P-Asserted-Identity replaced, the same rules.
+The PBX side (bench/scenarios/pbx_uac.xml) places rate x duration calls of 100 ms (INVITE, 100,
+180, 200, ACK, BYE, 200) mixing the rules (bench/scenarios/calls.csv) and fails a call whose
+responses do not carry its own From; the trunk side (bench/scenarios/trunk_uas.xml) fails a call
+whose From or P-Asserted-Identity do not carry the expected number.
+
+Per run: calls attempted/ok/failed (PBX side), retransmissions (both sides), caller-ID check
+failures (both sides' failed regexp/strcmp checks), INVITE->100 and INVITE->200 p50/p99 (SIPp
+-trace_rtt; SIPp's clock ticks in 4 ms steps here), the p99 INVITE->200 added over the baseline,
+CPU seconds per 1,000 calls (utime+stime from /proc of the system's process tree: every
+Kamailio process), peak RSS (sum of VmHWM over the tree; Kamailio's shared memory is counted in
+each process that touched it) and, for callerid-proxy, the max GC pause and the pauses over
+5 ms (its /metrics, proxy/gc_monitor.py). Writes <out>/<UTC time>.md/.json/.png and
+<out>/latest.md/.json/.png; --update-readme puts the table in README.md's Performance section.
+Loopback only; SIPp runs on the same cores. Prints numbers, asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # `python3 bench/vs_kamailio.py` puts bench/, not the repo, first
+    sys.path.insert(0, str(REPO))
+
+from bench import capture, report  # noqa: E402
+from bench.ladder import RunResult, run_one  # noqa: E402
+from bench.systems import (  # noqa: E402
+    Baseline,
+    CallerIdProxy,
+    Kamailio,
+    System,
+    check_kamailio_config,
+    find_kamailio,
+    proxy_supports_workers,
+)
+from tests.e2e.sipp import SIPP  # noqa: E402
+
+DEFAULT_RATES = (250.0, 500.0, 1000.0, 2000.0, 3000.0)
+TRANSPORTS = ("udp", "tcp")
+MAX_DURATION_S = 60.0
+MAX_RATE = 10_000.0
+SIPP_CLOCK_NOTE = (
+    "Latencies marked (SIPp) are SIPp's -trace_rtt response times; SIPp reads a coarse clock "
+    "(4 ms ticks on this kernel), so they are multiples of 4 ms and an added latency under 4 ms "
+    "shows as 0."
+)
+CAPTURE_NOTE = (
+    "Latencies with decimals were timed on the loopback interface (bench/capture.py: kernel "
+    "timestamps of the PBX leg's first INVITE, 100 and 200 per call), for UDP runs up to {rate:g} "
+    "calls/s; the capture costs the benchmark process a few microseconds per datagram."
+)
+
+
+def _list(text: str, kind: type[float] | type[int], what: str) -> list[Any]:
+    try:
+        values = [kind(part) for part in text.split(",") if part.strip()]
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of {what}: {text}") from error
+    if not values or any(value <= 0 for value in values):
+        raise argparse.ArgumentTypeError(f"{what} must be positive")
+    return values
+
+
+def _rates(text: str) -> list[float]:
+    rates: list[float] = _list(text, float, "rates")
+    if any(rate > MAX_RATE for rate in rates):
+        raise argparse.ArgumentTypeError(f"rates are at most {MAX_RATE:g} calls/s")
+    return rates
+
+
+def _workers(text: str) -> list[int]:
+    return list(_list(text, int, "worker counts"))
+
+
+def _duration(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= MAX_DURATION_S:
+        raise argparse.ArgumentTypeError(f"duration is 0-{MAX_DURATION_S:g} s")
+    return value
+
+
+def _transports(text: str) -> list[str]:
+    chosen = [part.strip() for part in text.split(",") if part.strip()]
+    if not chosen or any(part not in TRANSPORTS for part in chosen):
+        raise argparse.ArgumentTypeError(f"transports are {', '.join(TRANSPORTS)}; got {text!r}")
+    return chosen
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rates", type=_rates, default=list(DEFAULT_RATES),
+                        help="comma-separated offered calls/s (default 250,500,1000,2000,3000)")
+    parser.add_argument("--duration", type=_duration, default=10.0,
+                        help="seconds of calls per run (default 10)")
+    parser.add_argument("--transports", type=_transports, default=list(TRANSPORTS),
+                        help="udp, tcp or both (default udp,tcp: the ladder on each)")
+    parser.add_argument("--workers", type=_workers, default=[1],
+                        help="callerid-proxy worker counts to run, e.g. 1,2 (default 1)")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results",
+                        help="directory for the .md/.json/.png results (default bench/results)")
+    parser.add_argument("--pause", type=float, default=2.0, help="seconds between runs")
+    parser.add_argument("--no-kamailio", action="store_true", help="run callerid-proxy only")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the no-proxy runs")
+    parser.add_argument("--update-readme", action="store_true",
+                        help="write the table into README.md between the performance markers")
+    parser.add_argument("--capture-max-rate", type=float, default=1000.0,
+                        help="time the PBX leg on lo (kernel timestamps, needs root) for UDP "
+                             "runs up to this rate; 0: SIPp's timers only (default 1000)")
+    parser.add_argument("--note", action="append", default=[],
+                        help="a remark for the results, e.g. 'final run on a quiet machine'")
+    parser.add_argument("--keep", type=Path,
+                        help="keep SIPp and system logs here (default: a temporary directory)")
+    return parser.parse_args(argv)  # fmt: skip
+
+
+def systems(args: argparse.Namespace, remarks: list[str]) -> list[System]:
+    chosen: list[System] = [] if args.no_baseline else [Baseline()]
+    workers: list[int] = args.workers
+    if any(n > 1 for n in workers) and not proxy_supports_workers():
+        remarks.append("`proxy run` has no --workers option yet: ran one worker only.")
+        workers = [1]
+    supported = any(n > 1 for n in workers)
+    for n in dict.fromkeys(workers):
+        chosen.append(CallerIdProxy(n if supported else None))
+    if args.no_kamailio:
+        return chosen
+    binary = find_kamailio()
+    if binary is None:
+        print("kamailio is not installed: install it with `apt-get install kamailio` "
+              "(Debian's package, 5.6); running callerid-proxy alone.", flush=True)  # fmt: skip
+        remarks.append("Kamailio was not installed: callerid-proxy alone.")
+        return chosen
+    ok, output = check_kamailio_config(binary)
+    if not ok:
+        raise SystemExit(f"bench/kamailio/kamailio.cfg does not load:\n{output[-2000:]}")
+    chosen.append(Kamailio(binary))
+    return chosen
+
+
+def _version(command: list[str]) -> str:
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=20, check=False)
+    except OSError:
+        return "?"
+    text = (result.stdout + result.stderr).strip().splitlines()
+    return next((line.strip() for line in text if line.strip()), "?")
+
+
+def metadata(argv: Sequence[str], remarks: list[str]) -> dict[str, Any]:
+    commit = _version(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"])
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{os.cpu_count()} CPUs, {platform.platform()}",
+        "python": sys.version.split()[0],
+        "sipp": _version([SIPP or "sipp", "-v"]),
+        "kamailio": _version([find_kamailio() or "kamailio", "-v"]),
+        "proxy_code": f"{os.environ.get('PYTHONPATH') or REPO} (git {commit})",
+        "command": "python3 bench/vs_kamailio.py " + " ".join(argv),
+        "remarks": remarks,
+    }
+
+
+def print_run(run: RunResult) -> None:
+    def show(value: float | int | None, unit: str = "", digits: int = 2) -> str:
+        return "?" if value is None else f"{round(value, digits):g}{unit}"
+
+    print(
+        f"  {run.transport} {run.rate:>6g}/s {run.system:<18} attempted {show(run.attempted)} "
+        f"ok {show(run.ok)} failed {show(run.failed)} checks {show(run.check_failures)} "
+        f"retrans {show(run.retransmissions)} inv200 p99 {show(run.invite_200_p99_ms, ' ms')} "
+        f"cpu/1000 calls {show(run.cpu_s_per_1000_calls, ' s')} "
+        f"gc max {show(run.gc_max_pause_ms, ' ms', 1)}"
+        + (f"  [{run.notes}]" if run.notes else ""),
+        flush=True,
+    )
+
+
+def capture_rate(args: argparse.Namespace, remarks: list[str]) -> float:
+    """The highest rate whose UDP runs are timed on lo (0: none)."""
+    limit = float(args.capture_max_rate)
+    if limit <= 0 or "udp" not in args.transports:
+        return 0.0
+    if not capture.available():
+        remarks.append("No CAP_NET_RAW: latencies from SIPp's timers only.")
+        return 0.0
+    remarks.append(CAPTURE_NOTE.format(rate=limit))
+    return limit
+
+
+def ladder(args: argparse.Namespace, chosen: Sequence[System], workdir: Path) -> list[RunResult]:
+    runs: list[RunResult] = []
+    for transport in args.transports:
+        for rate in args.rates:
+            for system in chosen:
+                if runs:
+                    time.sleep(args.pause)
+                name = f"{transport}-{rate:g}-{system.name.replace(' ', '')}"
+                run = run_one(system, transport, rate, args.duration, workdir / name,
+                              capture_latency=rate <= args.capture_limit)
+                print_run(run)
+                runs.append(run)
+    return runs
+
+
+def write_results(out: Path, runs: Sequence[RunResult], meta: dict[str, Any]) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    markdown = out / f"{stamp}.md"
+    markdown.write_text(report.markdown(runs, meta))
+    report.write_json(out / f"{stamp}.json", runs, meta)
+    try:
+        report.plot(out / f"{stamp}.png", runs)
+    except ImportError:
+        print("matplotlib is missing (pip install -e '.[bench]'): no plot", file=sys.stderr)
+    for suffix in (".md", ".json", ".png"):
+        if (out / f"{stamp}{suffix}").exists():
+            shutil.copyfile(out / f"{stamp}{suffix}", out / f"latest{suffix}")
+    return markdown
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    if SIPP is None:
+        print("sipp is not on PATH: apt-get install sip-tester", file=sys.stderr)
+        return 2
+    remarks = [*args.note, SIPP_CLOCK_NOTE]
+    args.capture_limit = capture_rate(args, remarks)
+    chosen = systems(args, remarks)
+    meta = metadata(argv, remarks)
+    print(f"{meta['machine']}; systems: {', '.join(s.name for s in chosen)}; "
+          f"code: {meta['proxy_code']}", flush=True)  # fmt: skip
+    try:
+        if args.keep is not None:
+            runs = ladder(args, chosen, args.keep)
+        else:
+            with tempfile.TemporaryDirectory(prefix="vs_kamailio-") as directory:
+                runs = ladder(args, chosen, Path(directory))
+    except KeyboardInterrupt:
+        print("interrupted; every system started was stopped", file=sys.stderr)
+        return 130
+    markdown = write_results(args.out, runs, meta)
+    print(f"\n{report.markdown_table(runs)}\n\nwrote {markdown} (and .json, .png, latest.*)")
+    if args.update_readme and not report.update_readme(REPO / "README.md",
+                                                       report.markdown_table(runs), meta):
+        print("README.md has no performance table markers", file=sys.stderr)  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
