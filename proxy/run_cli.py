@@ -17,9 +17,11 @@ from typing import Any
 import yaml
 
 from proxy.active_rules import ActiveRules
+from proxy.dns import TrunkResolver, TrunkSpec, parse_trunk_spec
 from proxy.server import ProxyServer, ServerSettings
 from proxy.sip.addresses import Target
 from proxy.sip.policy import IPNetwork, ProxyConfig
+from proxy.tls import TlsContexts, TlsSettings, TlsSettingsError
 
 log = logging.getLogger("callerid_proxy")
 SECRET_ENV = "CALLERID_PROXY_SECRET"
@@ -27,7 +29,9 @@ _LIST_KEYS = ("listen", "trunk", "trusted")
 _KEYS = (
     "rules", "listen", "pbx", "trunk", "trusted", "pid_file", "log_level", "secret", "advertise",
     "max_message", "tcp_idle_timeout", "admin", "advertise_pbx", "advertise_trunk",
+    "tls_cert", "tls_key", "tls_ca", "tls_verify", "dns_server",
 )
+_PATH_KEYS = ("rules", "pid_file", "tls_cert", "tls_key", "tls_ca")
 
 
 class SettingsError(Exception):
@@ -40,11 +44,12 @@ def add_run_command(commands: Any) -> None:
     )
     parser.add_argument("--config", type=Path, help="YAML file with the same settings; flags win")
     parser.add_argument("--rules", type=Path, help="caller-ID rules file")
-    parser.add_argument("--listen", action="append", metavar="HOST:PORT",
-                        help="UDP and TCP address to listen on (repeatable)")
-    parser.add_argument("--pbx", metavar="[udp:|tcp:]HOST:PORT", help="where inbound calls go")
-    parser.add_argument("--trunk", action="append", metavar="[udp:|tcp:]HOST:PORT",
-                        help="where outbound calls go (first one); repeatable")
+    parser.add_argument("--listen", action="append", metavar="[tls:]HOST:PORT",
+                        help="UDP and TCP address to listen on, or TLS with tls: (repeatable)")
+    parser.add_argument("--pbx", metavar="[udp:|tcp:|tls:]HOST:PORT", help="where inbound calls go")
+    parser.add_argument("--trunk", action="append", metavar="[udp:|tcp:|tls:]HOST[:PORT]",
+                        help="where outbound calls go (first one); repeatable; a host name "
+                        "without a port is looked up with DNS SRV, and re-resolved on TTL")
     parser.add_argument("--trusted", action="append", metavar="CIDR",
                         help="extra sources allowed to place outbound calls (repeatable)")
     parser.add_argument("--advertise", metavar="HOST", help="address put in Via/Record-Route")
@@ -59,6 +64,14 @@ def add_run_command(commands: Any) -> None:
                         help="admin HTTP endpoint (/metrics, /status, POST /reload); loopback")
     parser.add_argument("--max-message", type=int, help="TCP message size cap (default 65536)")
     parser.add_argument("--tcp-idle-timeout", type=float, help="seconds (default 120)")
+    parser.add_argument("--tls-cert", type=Path, help="certificate chain (PEM) the proxy presents")
+    parser.add_argument("--tls-key", type=Path, help="private key (PEM) of --tls-cert")
+    parser.add_argument("--tls-ca", type=Path,
+                        help="CA certificates (PEM) trusted for TLS peers (default: system store)")
+    parser.add_argument("--tls-no-verify", dest="tls_verify", action="store_const", const=False,
+                        help="do not verify TLS peers' certificates (tests only; default verify)")
+    parser.add_argument("--dns-server", metavar="HOST:PORT",
+                        help="DNS server for trunk names (default: the system's resolv.conf)")
     parser.set_defaults(handler=run_command)
 
 
@@ -135,7 +148,7 @@ def _read_config(path: Path) -> dict[str, Any]:
     for key in _LIST_KEYS:
         if key in data and not isinstance(data[key], list):
             data[key] = [data[key]]
-    for key in ("rules", "pid_file"):
+    for key in _PATH_KEYS:
         if key in data:
             data[key] = (path.parent / str(data[key])) if not Path(str(data[key])).is_absolute() \
                 else Path(str(data[key]))
@@ -146,14 +159,17 @@ def build_settings(settings: dict[str, Any]) -> tuple[ProxyConfig, ServerSetting
     for key in ("rules", "pbx", "trunk"):
         if not settings.get(key):
             raise SettingsError(f"--{key} is required")
-    listen = [parse_hostport(str(item)) for item in settings.get("listen") or ["127.0.0.1:5060"]]
-    trunks = [parse_target(str(item)) for item in settings["trunk"]]
+    listen_items = [str(item) for item in settings.get("listen") or ["127.0.0.1:5060"]]
+    tls_listen = [parse_hostport(i[4:]) for i in listen_items if i.lower().startswith("tls:")]
+    listen = [parse_hostport(i) for i in listen_items if not i.lower().startswith("tls:")]
+    trunks, resolver = _trunk_targets(settings)
     pbx = parse_target(str(settings["pbx"]))
     sides = tuple(
         _resolve(str(settings[key])) if settings.get(key) else None
         for key in ("advertise_pbx", "advertise_trunk")
     )
     advertised = _advertised(listen, settings.get("advertise"), sides)
+    advertised += _tls_advertised(tls_listen, settings.get("advertise"), sides)
     config = ProxyConfig(
         advertised=advertised,
         pbx=pbx,
@@ -170,6 +186,9 @@ def build_settings(settings: dict[str, Any]) -> tuple[ProxyConfig, ServerSetting
         max_message=int(settings.get("max_message") or 64 * 1024),
         tcp_idle_timeout=float(settings.get("tcp_idle_timeout") or 120.0),
         admin=parse_hostport(str(settings["admin"])) if settings.get("admin") else None,
+        tls_listen=tuple(tls_listen),
+        tls=_tls_contexts(settings, listening=bool(tls_listen)),
+        trunk_resolver=resolver,
     )
     return config, server_settings, Path(settings["rules"])
 
@@ -196,6 +215,54 @@ def _advertised(
         port = next((p for h, p in listen if (":" in h) == v6), listen[0][1])
         targets += [Target("udp", side_host, port), Target("tcp", side_host, port)]
     return tuple(targets)
+
+
+def _tls_advertised(
+    tls_listen: list[tuple[str, int]], advertise: object, sides: tuple[str | None, ...]
+) -> tuple[Target, ...]:
+    """Our TLS addresses as peers see them (Via `SIP/2.0/TLS`, Record-Route `transport=tls`)."""
+    targets: list[Target] = []
+    for host, port in tls_listen:
+        shown = [str(advertise) if advertise else host]
+        if ipaddress.ip_address(shown[0]).is_unspecified:
+            shown = [side for side in sides if side is not None]
+        targets += [Target("tls", item, port) for item in shown]
+    return tuple(dict.fromkeys(targets))
+
+
+def _tls_contexts(settings: dict[str, Any], *, listening: bool) -> TlsContexts:
+    verify = settings.get("tls_verify", True)
+    if not isinstance(verify, bool):
+        raise SettingsError(f"tls_verify: expected true or false, got {verify!r}")
+    tls = TlsSettings(
+        cert=Path(str(settings["tls_cert"])) if settings.get("tls_cert") else None,
+        key=Path(str(settings["tls_key"])) if settings.get("tls_key") else None,
+        ca=Path(str(settings["tls_ca"])) if settings.get("tls_ca") else None,
+        verify=verify,
+    )
+    try:
+        return TlsContexts(tls, listening=listening)
+    except TlsSettingsError as error:
+        raise SettingsError(str(error)) from error
+
+
+def _trunk_targets(settings: dict[str, Any]) -> tuple[list[Target], TrunkResolver | None]:
+    """IP literals as they are; host names resolved now (RFC 3263: SRV, then A/AAAA) by a
+    resolver that the server keeps refreshing on TTL."""
+    specs: list[TrunkSpec] = []
+    for item in settings["trunk"]:
+        try:
+            specs.append(parse_trunk_spec(str(item)))
+        except ValueError as error:
+            raise SettingsError(f"--trunk: {error}") from error
+    if all(spec.is_literal for spec in specs):
+        return [spec.literal_target() for spec in specs], None
+    server = parse_hostport(str(settings["dns_server"])) if settings.get("dns_server") else None
+    resolver = TrunkResolver(specs, server)
+    asyncio.run(resolver.refresh())  # start-up, before any packet: later refreshes run on the loop
+    if not resolver.targets:
+        raise SettingsError("no --trunk could be resolved (see the DNS errors above)")
+    return list(resolver.targets), resolver
 
 
 def _secret(value: object) -> bytes:
@@ -231,11 +298,12 @@ def parse_hostport(text: str) -> tuple[str, int]:
 def parse_target(text: str) -> Target:
     transport = "udp"
     lowered = text.lower()
-    for prefix in ("udp:", "tcp:"):
+    for prefix in ("udp:", "tcp:", "tls:"):
         if lowered.startswith(prefix):
             transport, text = prefix[:3], text[4:]
     host, port = parse_hostport(text)
-    return Target(transport, host, port)
+    name = text.rpartition(":")[0].strip("[]") if transport == "tls" else None
+    return Target(transport, host, port, name=name or None)
 
 
 def _resolve(host: str) -> str:

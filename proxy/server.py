@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import logging
 import os
@@ -16,10 +17,12 @@ from typing import Any
 from proxy import control
 from proxy.active_rules import ActiveRules, ReloadOutcome
 from proxy.admin import AdminServer
+from proxy.dns import TrunkResolver
 from proxy.sip.addresses import Outgoing, Source, Target
 from proxy.sip.core import ProxyCore
 from proxy.sip.framing import Frame
 from proxy.sip.policy import ProxyConfig
+from proxy.tls import TlsConnection, TlsContexts, TlsSettings
 from proxy.transport import TcpConnection, UdpEndpoint
 
 log = logging.getLogger("callerid_proxy.server")
@@ -32,6 +35,9 @@ class ServerSettings:
     max_message: int = 64 * 1024
     tcp_idle_timeout: float = 120.0
     admin: tuple[str, int] | None = None
+    tls_listen: tuple[tuple[str, int], ...] = ()  # `--listen tls:HOST:PORT`: TLS only there
+    tls: TlsContexts | None = None  # None: the system store, verified, nothing presented
+    trunk_resolver: TrunkResolver | None = None  # trunks given as host names (RFC 3263)
 
 
 class ProxyServer:
@@ -52,6 +58,8 @@ class ProxyServer:
         self._last_outcome = ReloadOutcome(True, rules.current.version, ())
         self._stopped = asyncio.Event()
         self._admin = AdminServer(self.status, self._reload_for_admin)
+        self._tls = settings.tls or TlsContexts(TlsSettings(), listening=False)
+        self._dns_task: asyncio.Task[None] | None = None
 
     # ----------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -64,6 +72,7 @@ class ProxyServer:
             server = await self._loop.create_server(self._accepted_connection, host, port)
             self._servers.append(server)
             log.info("listening on %s:%d (udp, tcp)", host, port)
+        await self._start_tls_and_dns()
         for signum in (signal.SIGTERM, signal.SIGINT):
             self._loop.add_signal_handler(signum, self._stopped.set)
         self._loop.add_signal_handler(signal.SIGHUP, self.reload_rules)
@@ -73,6 +82,23 @@ class ProxyServer:
         self._write_status(ReloadOutcome(True, self.rules.current.version, ()))
         log.info("rules version %s active (%s)", self.rules.current.version, self.rules.path)
 
+    async def _start_tls_and_dns(self) -> None:
+        for host, port in self.settings.tls_listen:
+            server = await self._loop.create_server(
+                self._accepted_tls_connection, host, port, ssl=self._tls.server
+            )
+            self._servers.append(server)
+            log.info("listening on %s:%d (tls)", host, port)
+        resolver = self.settings.trunk_resolver
+        if resolver is not None:
+            self._dns_task = self._loop.create_task(resolver.run(self._trunks_resolved))
+
+    def _trunks_resolved(self, trunks: tuple[Target, ...]) -> None:
+        """DNS gave new trunk targets: the core reads the new tuple from its next message on."""
+        self.core.config = dataclasses.replace(
+            self.core.config, trunk=trunks[0], extra_trunks=trunks[1:]
+        )
+
     async def serve_until_stopped(self) -> None:
         await self._stopped.wait()
         await self.stop()
@@ -81,6 +107,8 @@ class ProxyServer:
         log.info("shutting down")
         if self._timer is not None:
             self._timer.cancel()
+        if self._dns_task is not None:
+            self._dns_task.cancel()
         for server in self._servers:
             server.close()
         for connection in list(self._connections.values()):
@@ -161,6 +189,14 @@ class ProxyServer:
         )
         return connection
 
+    def _accepted_tls_connection(self) -> TcpConnection:
+        return TlsConnection(
+            self,
+            next(self._connection_ids),
+            max_message=self.settings.max_message,
+            idle_timeout=self.settings.tcp_idle_timeout,
+        )
+
     def on_connection_made(self, connection: TcpConnection) -> None:
         """Accepted or dialled: replies and relayed messages find it by id or by peer address."""
         self._connections[connection.id] = connection
@@ -231,10 +267,11 @@ class ProxyServer:
         return (facing, 0) if facing in listening and len(listening) > 1 else None
 
     async def _connect(self, target: Target) -> None:
+        connection_class = TlsConnection if target.transport == "tls" else TcpConnection
         try:
             _, connection = await asyncio.wait_for(
                 self._loop.create_connection(
-                    lambda: TcpConnection(
+                    lambda: connection_class(
                         self,
                         next(self._connection_ids),
                         dialled=target,
@@ -244,11 +281,12 @@ class ProxyServer:
                     target.host,
                     target.port,
                     local_addr=self._local_address_for(target),
+                    **self._tls.dial_options(target),
                 ),
                 timeout=5.0,
             )
         except (OSError, TimeoutError) as error:
-            log.warning("tcp connect to %s failed: %s", target.hostport(), error)
+            log.warning("%s connect to %s failed: %s", target.transport, target.hostport(), error)
             self._dialling.pop(target, None)
             self.core.transport_failed(target, self._loop.time())
             self._flush()

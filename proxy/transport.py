@@ -51,6 +51,8 @@ class UdpEndpoint(asyncio.DatagramProtocol):
 class TcpConnection(asyncio.Protocol):
     """One TCP connection, accepted or dialled. Idle connections are closed after `idle_timeout`."""
 
+    transport_name = "tcp"  # what its messages' Source says; TLS (proxy/tls.py) frames the same
+
     def __init__(
         self,
         sink: MessageSink,
@@ -83,7 +85,7 @@ class TcpConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._touch()
-        source = Source("tcp", self.peer[0], self.peer[1], self.id, self.dialled)
+        source = Source(self.transport_name, self.peer[0], self.peer[1], self.id, self.dialled)
         for frame in self.framer.feed(data):
             if frame.fatal:
                 self.sink.on_broken_stream(frame, source)

@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Callable
 
 from proxy.sip import requests as request_edits
-from proxy.sip.addresses import Outgoing, Source, Target, unroutable_reason
+from proxy.sip.addresses import VIA_TRANSPORTS, Outgoing, Source, Target, unroutable_reason
 from proxy.sip.caller_id import ShownIdentity, replace_identity_header, rewrite_caller_id
 from proxy.sip.classify import side_of, trunk_index_of
 from proxy.sip.dialogs import DialogMemory
@@ -398,6 +398,6 @@ class ProxyCore:
         if unroutable is not None:
             self._drop(f"response toward {host[:64]}: {unroutable}")
             return
-        transport = "udp" if upstream.transport == "UDP" else "tcp"
+        transport = VIA_TRANSPORTS.get(upstream.transport.upper(), "tcp")
         self.counters["responses_relayed_stateless"] += 1
         self._outbox.append(Outgoing(data, Target(transport, host.strip("[]"), port)))

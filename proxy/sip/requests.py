@@ -114,7 +114,9 @@ def record_route_edits(
 
 
 def _record_route_uri(ours: Target, params: str) -> bytes:
-    transport_param = ";transport=tcp" if ours.transport == "tcp" else ""
+    # RFC 3261 19.1.1: transport=tcp|tls names a stream transport; `sip:` with transport=tls
+    # (not `sips:`) since the hop to us is TLS but what lies beyond is not ours to promise.
+    transport_param = f";transport={ours.transport}" if ours.transport != "udp" else ""
     return f"<sip:{ours.hostport()}{transport_param};lr{params}>".encode()
 
 
