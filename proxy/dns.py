@@ -137,10 +137,12 @@ class TrunkResolver:
         for index, answer in zip(due, answers, strict=True):
             spec = self.specs[index]
             if isinstance(answer, Answer):
+                previous = self._answers.get(index)
                 self._answers[index] = answer
                 self._due[index] = now + answer.ttl
-                log.info("trunk %s resolved to %s (ttl %ds)", _describe(spec),
-                         ", ".join(t.hostport() for t in answer.targets) or "nothing", answer.ttl)
+                level = logging.DEBUG if previous == answer else logging.INFO
+                log.log(level, "trunk %s resolved to %s (ttl %ds)", _describe(spec),
+                        ", ".join(t.hostport() for t in answer.targets), answer.ttl)
                 continue
             last = self._answers.get(index)
             kept = ", ".join(t.hostport() for t in last.targets) if last else "no address yet"
