@@ -106,7 +106,10 @@ class TrunkResolver:
     ) -> None:
         self.specs = tuple(specs)
         self._rng = rng or random.Random()
-        self._resolver = dns.asyncresolver.Resolver(configure=nameserver is None)
+        try:
+            self._resolver = dns.asyncresolver.Resolver(configure=nameserver is None)
+        except (OSError, dns.exception.DNSException) as error:  # no usable resolv.conf
+            raise ValueError(f"no DNS resolver configured for trunk names: {error}") from error
         if nameserver is not None:
             self._resolver.nameservers = [nameserver[0]]
             self._resolver.port = nameserver[1]

@@ -258,7 +258,10 @@ def _trunk_targets(settings: dict[str, Any]) -> tuple[list[Target], TrunkResolve
     if all(spec.is_literal for spec in specs):
         return [spec.literal_target() for spec in specs], None
     server = parse_hostport(str(settings["dns_server"])) if settings.get("dns_server") else None
-    resolver = TrunkResolver(specs, server)
+    try:
+        resolver = TrunkResolver(specs, server)
+    except ValueError as error:
+        raise SettingsError(str(error)) from error
     asyncio.run(resolver.refresh())  # start-up, before any packet: later refreshes run on the loop
     if not resolver.targets:
         raise SettingsError("no --trunk could be resolved (see the DNS errors above)")
