@@ -25,11 +25,11 @@ from proxy.tls import TlsContexts, TlsSettings, TlsSettingsError
 
 log = logging.getLogger("callerid_proxy")
 SECRET_ENV = "CALLERID_PROXY_SECRET"
-_LIST_KEYS = ("listen", "trunk", "trusted")
+_LIST_KEYS = ("listen", "trunk", "trusted", "peer")
 _KEYS = (
     "rules", "listen", "pbx", "trunk", "trusted", "pid_file", "log_level", "secret", "advertise",
     "max_message", "tcp_idle_timeout", "admin", "advertise_pbx", "advertise_trunk",
-    "tls_cert", "tls_key", "tls_ca", "tls_verify", "dns_server",
+    "tls_cert", "tls_key", "tls_ca", "tls_verify", "dns_server", "peer",
 )
 _PATH_KEYS = ("rules", "pid_file", "tls_cert", "tls_key", "tls_ca")
 
@@ -70,6 +70,9 @@ def add_run_command(commands: Any) -> None:
                         help="CA certificates (PEM) trusted for TLS peers (default: system store)")
     parser.add_argument("--tls-no-verify", dest="tls_verify", action="store_const", const=False,
                         help="do not verify TLS peers' certificates (tests only; default verify)")
+    parser.add_argument("--peer", action="append", metavar="HOST:PORT",
+                        help="another instance with the same --secret behind one dispatcher: "
+                        "its Record-Route is taken as ours (repeatable)")
     parser.add_argument("--dns-server", metavar="HOST:PORT",
                         help="DNS server for trunk names (default: the system's resolv.conf)")
     parser.set_defaults(handler=run_command)
@@ -179,6 +182,7 @@ def build_settings(settings: dict[str, Any]) -> tuple[ProxyConfig, ServerSetting
         trusted=tuple(_network(str(item)) for item in settings.get("trusted") or []),
         pbx_facing=sides[0],
         trunk_facing=sides[1],
+        peers=_peers(settings.get("peer") or []),
     )
     server_settings = ServerSettings(
         listen=tuple(listen),
@@ -228,6 +232,11 @@ def _tls_advertised(
             shown = [side for side in sides if side is not None]
         targets += [Target("tls", item, port) for item in shown]
     return tuple(dict.fromkeys(targets))
+
+
+def _peers(items: list[object]) -> tuple[Target, ...]:
+    addresses = [parse_hostport(str(item)) for item in items]
+    return tuple(Target(t, host, port) for host, port in addresses for t in ("udp", "tcp"))
 
 
 def _tls_contexts(settings: dict[str, Any], *, listening: bool) -> TlsContexts:

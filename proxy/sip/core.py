@@ -171,10 +171,19 @@ class ProxyCore:
             self._on_cancel(msg, source, side, now)
             return
         self._check_forwardable(msg)
+        if request_edits.is_options_for_us(msg, self.config):
+            self._answer_options(msg, source)
+            return
         if msg.to_addr.tag is not None:
             self._forward_in_dialog(msg, source, side, now)
         else:
             self._forward_initial(msg, source, side, now)
+
+    def _answer_options(self, msg: Message, source: Source) -> None:
+        """RFC 3261 11.2: we are the OPTIONS' target (a dispatcher's keepalive): 200 here."""
+        self.counters["options_answered"] += 1
+        response = build_response(msg.wire, 200, "OK")
+        self._outbox.append(Outgoing(response, source.reply_target(), source.connection))
 
     def _check_forwardable(self, msg: Message) -> None:
         """RFC 3261 16.3 request validation a proxy must do before forwarding."""
