@@ -172,7 +172,13 @@ def build_settings(settings: dict[str, Any]) -> tuple[ProxyConfig, ServerSetting
         for key in ("advertise_pbx", "advertise_trunk")
     )
     advertised = _advertised(listen, settings.get("advertise"), sides)
-    advertised += _tls_advertised(tls_listen, settings.get("advertise"), sides)
+    # Dialling TLS without a TLS listener: our Via still says TLS (RFC 3261 18.2.1), shown on
+    # the plain listen addresses; answers come back on the connection we opened.
+    dials_tls = any(t.transport == "tls" for t in (*trunks, pbx)) or bool(
+        resolver and any(spec.transport == "tls" for spec in resolver.specs)
+    )
+    shown_tls = tls_listen or (listen if dials_tls else [])
+    advertised += _tls_advertised(shown_tls, settings.get("advertise"), sides)
     config = ProxyConfig(
         advertised=advertised,
         pbx=pbx,

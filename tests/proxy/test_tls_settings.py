@@ -86,3 +86,13 @@ def test_a_trunk_name_that_does_not_resolve_at_start_is_refused() -> None:
                     "dns_server": dns_server.option()}
         with pytest.raises(SettingsError, match="no --trunk could be resolved"):
             build_settings(settings)
+
+
+def test_a_tls_trunk_without_a_tls_listener_is_still_shown_tls_in_our_via() -> None:
+    settings = {"rules": RULES, "pbx": "127.0.0.1:5070", "trunk": ["tls:127.0.0.1:5081"],
+                "listen": ["127.0.0.1:5060"]}
+    config, server, _ = build_settings(settings)
+    assert server.tls_listen == ()
+    assert config.facing("trunk", "tls", "127.0.0.1") == Target("tls", "127.0.0.1", 5060)
+    plain = {"rules": RULES, "pbx": "127.0.0.1:5070", "trunk": ["127.0.0.1:5081"]}
+    assert all(t.transport != "tls" for t in build_settings(plain)[0].advertised)
