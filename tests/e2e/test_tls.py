@@ -20,6 +20,8 @@ from tests.e2e.ports import free_port
 from tests.e2e.proxy_process import Endpoint, ProxyProcess
 from tests.e2e.sipp import SippSide, assert_all_succeeded, run_with_servers
 from tests.e2e.stunnel import STUNNEL, stunnel
+from tests.e2e.test_dns_trunk import NamedTrunk
+from tests.loopback_dns import loopback_dns
 
 pytestmark = pytest.mark.skipif(STUNNEL is None, reason="stunnel (Debian stunnel4) not installed")
 
@@ -113,3 +115,27 @@ def test_a_trunk_certificate_for_another_name_is_refused_unless_verification_is_
         assert_all_succeeded([*trunks, pbx_result], calls=1, context=proxy.log_tail())
     log = proxy.log_file.read_text()
     assert ("certificate verify failed" in log) is verify, proxy.log_tail()
+
+
+def test_a_tls_trunk_found_by_srv_is_verified_against_its_domain(
+    tmp_path: Path, rules_file: Path, ca: TestCa, proxies: list[ProxyProcess]
+) -> None:
+    """`--trunk tls:trunk.test`: `_sips._tcp.trunk.test` SRV -> its target's address, and the
+    certificate checked against `trunk.test` (RFC 5922 7.2), not against an IP or the SRV
+    target's name: a certificate for trunk.test only is accepted."""
+    trunk_cert = ca.issue("trunk", ["trunk.test"], [])
+    trunk_tls, trunk_tcp = free_port(TRUNK_HOST), free_port(TRUNK_HOST)
+    with loopback_dns() as dns_server:
+        dns_server.set("_sips._tcp.trunk.test", "SRV", 60, [f"10 0 {trunk_tls} sbc1.trunk.test."])
+        dns_server.set("sbc1.trunk.test", "A", 60, [TRUNK_HOST])
+        proxy = start_proxy(
+            proxies, tmp_path, rules_file, loopback(free_port()),
+            [NamedTrunk("trunk.test", 0, "tls")],
+            ["--tls-ca", str(ca.ca_file), "--dns-server", dns_server.option()],
+        )
+        with stunnel(tmp_path, "trunk", (TRUNK_HOST, trunk_tls), (TRUNK_HOST, trunk_tcp),
+                     client=False, issued=trunk_cert):
+            _, pbx = outbound_sides(CALL, proxy)
+            trunks, pbx_result = run_with_servers([trunk_sipp("trunk", trunk_tcp, "tcp")], pbx,
+                                                  tmp_path)
+            assert_all_succeeded([*trunks, pbx_result], calls=1, context=proxy.log_tail())
