@@ -15,7 +15,6 @@ import re
 import shutil
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -151,7 +150,8 @@ def test_killing_one_instance_keeps_its_established_calls_and_new_calls_going(
         trunk.wait_bound()
         held = SippProcess(pbx_side(kamailio, kamailio.pbx, HELD_CALLS, HOLD_MS), tmp_path)
         held.start()
-        time.sleep(2.0)  # every held call is established by now (8 calls at 20/s)
+        wait_until(lambda: trunk.result(message_lines=100_000).messages.count("\nACK sip:")
+                   >= HELD_CALLS, 15.0, "every held call to be established (ACKed at the trunk)")
         os.kill(doomed.pid, signal.SIGKILL)
         wait_until(lambda: f"instance down: sip:127.0.0.1:{doomed.listen.port}"
                    in kamailio.log.read_text(errors="replace"), 10.0, "the dispatcher to notice")
