@@ -10,12 +10,14 @@ answer; afterwards new calls all go to the live instance. 0 failed calls on eith
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shutil
 import signal
 import subprocess
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -23,7 +25,7 @@ import pytest
 from tests.e2e.calls import Outbound, loopback
 from tests.e2e.ports import free_port, is_bound, wait_until
 from tests.e2e.proxy_process import Endpoint, ProxyProcess
-from tests.e2e.sipp import SippProcess, SippSide, assert_all_succeeded
+from tests.e2e.sipp import SCENARIO_DIR, SippProcess, SippSide, assert_all_succeeded
 
 KAMAILIO = shutil.which("kamailio") or next(
     (p for p in ("/usr/sbin/kamailio", "/usr/local/sbin/kamailio") if Path(p).exists()), None
@@ -113,16 +115,57 @@ def stack(tmp_path: Path, rules_file: Path) -> Iterator[tuple[Kamailio, list[Pro
             proxy.stop()
 
 
-def pbx_side(kamailio: Kamailio, pbx: Endpoint, calls: int, hold_ms: int) -> SippSide:
-    return SippSide(
-        name="pbx", scenario="pbx_uac_call_hold.xml", port=pbx.port,
-        remote=f"127.0.0.1:{kamailio.port}", calls=calls, rate=20, timeout_s=30,
-        variables=CALL.pbx_variables() | {"hold_ms": str(hold_ms), "bye_answer": "200"},
+@dataclass(frozen=True)
+class Flow:
+    """Who hangs up the held calls: the scenarios of both sides, and which side's log shows
+    the BYE arriving."""
+
+    trunk_scenario: str
+    pbx_scenario: str
+    bye_seen_by: str  # "trunk" or "pbx"
+
+
+PBX_HANGS_UP = Flow("trunk_uas_call.xml", "pbx_uac_call_hold.xml", "trunk")
+TRUNK_HANGS_UP = Flow("trunk_uas_hangup_held.xml", "pbx_uac_remote_hangup.xml", "pbx")
+
+
+def scenarios_with_a_holding_trunk(workdir: Path) -> Path:
+    """sipp_scenarios/ plus trunk_uas_hangup.xml holding the call `hold_ms` before its BYE."""
+    target = workdir / "scenarios"
+    shutil.copytree(SCENARIO_DIR, target)
+    text = (SCENARIO_DIR / "trunk_uas_hangup.xml").read_text()
+    globals_line = '<Global variables="expected_number,expected_display,expected_host" />'
+    bye = '  <send retrans="500">\n    <![CDATA[\n\n      BYE'
+    assert globals_line in text and text.count(bye) == 1, "trunk_uas_hangup.xml changed"
+    text = text.replace(globals_line, globals_line.replace('host"', 'host,hold_ms"'))
+    hold = ('  <nop><action><todouble assign_to="hold" variable="hold_ms" /></action></nop>\n'
+            '  <pause variable="hold" />\n')
+    (target / TRUNK_HANGS_UP.trunk_scenario).write_text(text.replace(bye, hold + bye))
+    return target
+
+
+def sides(
+    flow: Flow, kamailio: Kamailio, scenarios: Path, calls: int, hold_ms: int
+) -> tuple[SippSide, SippSide]:
+    """The trunk (server, for `calls`) and the PBX (client) sides of `flow`; the one that
+    hangs up holds each call `hold_ms`."""
+    trunk_hold = {"hold_ms": str(hold_ms)} if flow is TRUNK_HANGS_UP else {}
+    trunk = SippSide(
+        name="trunk", scenario=flow.trunk_scenario, host=TRUNK_HOST, port=kamailio.trunk.port,
+        variables=CALL.trunk_variables("127.0.0.1") | trunk_hold, calls=calls,
+        timeout_s=40, scenario_dir=scenarios,
     )
+    pbx = SippSide(
+        name="pbx", scenario=flow.pbx_scenario, port=kamailio.pbx.port, scenario_dir=scenarios,
+        remote=f"127.0.0.1:{kamailio.port}", calls=HELD_CALLS, rate=20, timeout_s=30,
+        variables=CALL.pbx_variables() | (
+            {"hold_ms": str(hold_ms), "bye_answer": "200"} if flow is PBX_HANGS_UP else {}),
+    )
+    return trunk, pbx
 
 
 def received(messages: str, method: str, via_port: int) -> set[str]:
-    """Call-IDs of the `method` requests the trunk got through the instance on `via_port`."""
+    """Call-IDs of the `method` requests a side got through the instance on `via_port`."""
     found = set()
     for chunk in messages.split("message received")[1:]:
         lines = chunk.split("\n")[1:]  # after " [N] bytes :"
@@ -136,19 +179,19 @@ def received(messages: str, method: str, via_port: int) -> set[str]:
     return found
 
 
+@pytest.mark.parametrize("flow", [PBX_HANGS_UP, TRUNK_HANGS_UP], ids=["pbx-hangs-up",
+                                                                   "trunk-hangs-up"])
 def test_killing_one_instance_keeps_its_established_calls_and_new_calls_going(
-    tmp_path: Path, stack: tuple[Kamailio, list[ProxyProcess]]
+    tmp_path: Path, stack: tuple[Kamailio, list[ProxyProcess]], flow: Flow
 ) -> None:
     kamailio, (doomed, survivor) = stack
-    trunk = SippProcess(SippSide(
-        name="trunk", scenario="trunk_uas_call.xml", host=TRUNK_HOST, port=kamailio.trunk.port,
-        variables=CALL.trunk_variables(doomed.trunk.host), calls=HELD_CALLS + LATER_CALLS,
-        timeout_s=40,
-    ), tmp_path)
+    scenarios = scenarios_with_a_holding_trunk(tmp_path)
+    trunk_side, pbx_held = sides(flow, kamailio, scenarios, HELD_CALLS + LATER_CALLS, HOLD_MS)
+    trunk = SippProcess(trunk_side, tmp_path)
     trunk.start()
     try:
         trunk.wait_bound()
-        held = SippProcess(pbx_side(kamailio, kamailio.pbx, HELD_CALLS, HOLD_MS), tmp_path)
+        held = SippProcess(pbx_held, tmp_path)
         held.start()
         wait_until(lambda: trunk.result(message_lines=100_000).messages.count("\nACK sip:")
                    >= HELD_CALLS, 15.0, "every held call to be established (ACKed at the trunk)")
@@ -156,7 +199,11 @@ def test_killing_one_instance_keeps_its_established_calls_and_new_calls_going(
         wait_until(lambda: f"instance down: sip:127.0.0.1:{doomed.listen.port}"
                    in kamailio.log.read_text(errors="replace"), 10.0, "the dispatcher to notice")
         held_result = held.finish()
-        later = SippProcess(pbx_side(kamailio, kamailio.pbx, LATER_CALLS, 100), tmp_path)
+        later_variables = {**pbx_held.variables}
+        if "hold_ms" in later_variables:
+            later_variables["hold_ms"] = "100"
+        later = SippProcess(dataclasses.replace(
+            pbx_held, calls=LATER_CALLS, variables=later_variables), tmp_path)
         later.start()
         later_result = later.finish()
         trunk_result = trunk.finish()
@@ -166,8 +213,11 @@ def test_killing_one_instance_keeps_its_established_calls_and_new_calls_going(
     assert_all_succeeded([held_result], HELD_CALLS, context)
     assert_all_succeeded([later_result], LATER_CALLS, context)
     assert_all_succeeded([trunk_result], HELD_CALLS + LATER_CALLS, context)
-    messages = trunk.result(message_lines=1_000_000).messages
-    set_up_by_doomed = received(messages, "INVITE", doomed.listen.port)
+    at_trunk = trunk.result(message_lines=1_000_000).messages
+    set_up_by_doomed = received(at_trunk, "INVITE", doomed.listen.port)
     assert set_up_by_doomed, "no held call went through the instance that was killed"
-    assert set_up_by_doomed <= received(messages, "BYE", survivor.listen.port), context
-    assert not received(messages, "INVITE", doomed.listen.port) - set_up_by_doomed
+    bye_log = at_trunk if flow.bye_seen_by == "trunk" else held.result(1_000_000).messages
+    assert set_up_by_doomed <= received(bye_log, "BYE", survivor.listen.port), context
+    # Every other call, the later ones included, went through the survivor.
+    by_survivor = received(at_trunk, "INVITE", survivor.listen.port)
+    assert len(by_survivor) == HELD_CALLS + LATER_CALLS - len(set_up_by_doomed), context
