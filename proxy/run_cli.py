@@ -17,12 +17,14 @@ from typing import Any
 from proxy import control, log_summary, logs
 from proxy.active_rules import ActiveRules
 from proxy.admin import ADMIN_TOKEN_ENV, AdminConfigError, check_binding
+from proxy.dns import TrunkResolver, TrunkSpec, parse_trunk_spec
 from proxy.server import ProxyServer, ServerSettings
 from proxy.settings import (
     LOG_FORMATS,
     LOG_LEVELS,
     Setting,
     add_flags,
+    boolean,
     choice,
     file_path,
     host_name,
@@ -42,6 +44,7 @@ from proxy.settings import (
 from proxy.sip.addresses import Target
 from proxy.sip.policy import ProxyConfig
 from proxy.tcp_accept import TcpLimits
+from proxy.tls import TlsContexts, TlsSettings, TlsSettingsError
 
 log = logging.getLogger("callerid_proxy")
 SECRET_ENV = "CALLERID_PROXY_SECRET"
@@ -54,6 +57,18 @@ def _resolved_hostport(value: object) -> tuple[str, int]:
 
 def _target(value: object) -> Target:
     return parse_target(text(value))
+
+
+def _listen_address(value: object) -> tuple[bool, str, int]:
+    """`[tls:]HOST:PORT`: (is TLS, host, port); a plain address serves UDP and TCP."""
+    item = text(value)
+    is_tls = item.lower().startswith("tls:")
+    host, port = _resolved_hostport(item[4:] if is_tls else item)
+    return is_tls, host, port
+
+
+def _trunk_spec(value: object) -> TrunkSpec:
+    return parse_trunk_spec(text(value))
 
 
 # One row per setting: the flag --name-with-dashes and the --config key name_with_underscores.
@@ -69,13 +84,15 @@ def _target(value: object) -> Target:
 _TCP = TcpLimits()
 SETTINGS = table([
     Setting("rules", file_path, None, "caller-ID rules file", "FILE", path=True, required=True),
-    Setting("listen", listed(_resolved_hostport), (("127.0.0.1", 5060),),
-            "UDP and TCP address to listen on (repeatable; default 127.0.0.1:5060)",
-            "HOST:PORT", repeatable=True),
-    Setting("pbx", _target, None, "where inbound calls go", "[udp:|tcp:]HOST:PORT",
+    Setting("listen", listed(_listen_address), ((False, "127.0.0.1", 5060),),
+            "UDP and TCP address to listen on, or TLS only with tls: (repeatable; default "
+            "127.0.0.1:5060)", "[tls:]HOST:PORT", repeatable=True),
+    Setting("pbx", _target, None, "where inbound calls go", "[udp:|tcp:|tls:]HOST:PORT",
             required=True),
-    Setting("trunk", listed(_target), None, "where outbound calls go (first one); repeatable",
-            "[udp:|tcp:]HOST:PORT", repeatable=True, required=True),
+    Setting("trunk", listed(_trunk_spec), None,
+            "where outbound calls go (first one); repeatable; a host name without a port is "
+            "looked up with DNS SRV, and re-resolved on TTL", "[udp:|tcp:|tls:]HOST[:PORT]",
+            repeatable=True, required=True),
     Setting("trusted", listed(network), (),
             "extra sources allowed to place outbound calls (repeatable)", "CIDR",
             repeatable=True),
@@ -110,6 +127,21 @@ SETTINGS = table([
     Setting("tcp_max_write_buffer", integer(1024, 1 << 30), _TCP.max_write_buffer,
             "bytes queued toward a TCP peer that does not read before it is cut off (default "
             f"{_TCP.max_write_buffer})", "BYTES"),
+    # Issue 8: TLS, DNS trunks, scale-out peers.
+    Setting("tls_cert", file_path, None, "certificate chain (PEM) the proxy presents", "FILE",
+            path=True),
+    Setting("tls_key", file_path, None, "private key (PEM) of --tls-cert", "FILE", path=True),
+    Setting("tls_ca", file_path, None,
+            "CA certificates (PEM) trusted for TLS peers (default: system store)", "FILE",
+            path=True),
+    Setting("tls_verify", boolean, True,
+            "do not verify TLS peers' certificates (tests only; default verify)",
+            const=False, flag_name="--tls-no-verify"),
+    Setting("dns_server", _resolved_hostport, None,
+            "DNS server for trunk names (default: the system's resolv.conf)", "HOST:PORT"),
+    Setting("peer", listed(_resolved_hostport), (),
+            "another instance with the same --secret behind one dispatcher: its Record-Route is "
+            "taken as ours (repeatable)", "HOST:PORT", repeatable=True),
     Setting("admin_token", text, None,
             f"bearer token for POST /reload (else ${ADMIN_TOKEN_ENV}); required when --admin is "
             "not loopback"),
@@ -218,18 +250,32 @@ def build_settings(settings: dict[str, Any]) -> tuple[ProxyConfig, ServerSetting
 
 
 def build_from(values: dict[str, Any]) -> tuple[ProxyConfig, ServerSettings, Path]:
-    listen: list[tuple[str, int]] = list(values["listen"])
-    trunks: list[Target] = values["trunk"]
+    addresses: list[tuple[bool, str, int]] = list(values["listen"])
+    listen = [(host, port) for is_tls, host, port in addresses if not is_tls]
+    tls_listen = [(host, port) for is_tls, host, port in addresses if is_tls]
+    if not listen:
+        raise SettingsError("--listen: at least one plain (UDP and TCP) address is needed")
+    trunks, resolver = _trunk_targets(values["trunk"], values["dns_server"])
+    pbx: Target = values["pbx"]
     sides = (values["advertise_pbx"], values["advertise_trunk"])
+    advertised = _advertised(listen, values["advertise"], sides)
+    # Dialling TLS without a TLS listener: our Via still says TLS (RFC 3261 18.2.1), shown on
+    # the plain listen addresses; answers come back on the connection we opened.
+    dials_tls = any(t.transport == "tls" for t in (*trunks, pbx)) or bool(
+        resolver and any(spec.transport == "tls" for spec in resolver.specs)
+    )
+    shown_tls = tls_listen or (listen if dials_tls else [])
+    advertised += _tls_advertised(shown_tls, values["advertise"], sides)
     config = ProxyConfig(
-        advertised=_advertised(listen, values["advertise"], sides),
-        pbx=values["pbx"],
+        advertised=advertised,
+        pbx=pbx,
         trunk=trunks[0],
         extra_trunks=tuple(trunks[1:]),
         secret=_secret(values["secret"]),
         trusted=tuple(values["trusted"]),
         pbx_facing=sides[0],
         trunk_facing=sides[1],
+        peers=tuple(Target(t, h, p) for h, p in values["peer"] for t in ("udp", "tcp")),
     )
     server_settings = ServerSettings(
         listen=tuple(listen),
@@ -244,6 +290,9 @@ def build_from(values: dict[str, Any]) -> tuple[ProxyConfig, ServerSettings, Pat
             message_deadline=values["tcp_message_deadline"],
             max_write_buffer=values["tcp_max_write_buffer"],
         ),
+        tls_listen=tuple(tls_listen),
+        tls=_tls_contexts(values, listening=bool(tls_listen)),
+        trunk_resolver=resolver,
     )
     return config, server_settings, values["rules"]
 
@@ -270,6 +319,47 @@ def _advertised(
         port = next((p for h, p in listen if (":" in h) == v6), listen[0][1])
         targets += [Target("udp", side_host, port), Target("tcp", side_host, port)]
     return tuple(targets)
+
+
+def _tls_advertised(
+    tls_listen: list[tuple[str, int]], advertise: object, sides: tuple[str | None, ...]
+) -> tuple[Target, ...]:
+    """Our TLS addresses as peers see them (Via `SIP/2.0/TLS`, Record-Route `transport=tls`)."""
+    targets: list[Target] = []
+    for host, port in tls_listen:
+        shown = [str(advertise) if advertise else host]
+        if _is_unspecified(shown[0]):
+            shown = [side for side in sides if side is not None]
+        targets += [Target("tls", item, port) for item in shown]
+    return tuple(dict.fromkeys(targets))
+
+
+def _tls_contexts(values: dict[str, Any], *, listening: bool) -> TlsContexts:
+    tls = TlsSettings(
+        cert=values["tls_cert"], key=values["tls_key"], ca=values["tls_ca"],
+        verify=values["tls_verify"],
+    )  # fmt: skip
+    try:
+        return TlsContexts(tls, listening=listening)
+    except TlsSettingsError as error:
+        raise SettingsError(str(error)) from error
+
+
+def _trunk_targets(
+    specs: list[TrunkSpec], dns_server: tuple[str, int] | None
+) -> tuple[list[Target], TrunkResolver | None]:
+    """IP literals as they are; host names resolved now (RFC 3263: SRV, then A/AAAA) by a
+    resolver that the server keeps refreshing on TTL."""
+    if all(spec.is_literal for spec in specs):
+        return [spec.literal_target() for spec in specs], None
+    try:
+        resolver = TrunkResolver(specs, dns_server)
+    except ValueError as error:
+        raise SettingsError(str(error)) from error
+    asyncio.run(resolver.refresh())  # start-up, before any packet: later refreshes run on the loop
+    if not resolver.targets:
+        raise SettingsError("no --trunk could be resolved (see the DNS errors above)")
+    return list(resolver.targets), resolver
 
 
 def _is_unspecified(shown: str) -> bool:
@@ -303,11 +393,12 @@ def parse_hostport(text: str) -> tuple[str, int]:
 def parse_target(text: str) -> Target:
     transport = "udp"
     lowered = text.lower()
-    for prefix in ("udp:", "tcp:"):
+    for prefix in ("udp:", "tcp:", "tls:"):
         if lowered.startswith(prefix):
             transport, text = prefix[:3], text[4:]
-    name, port = parse_hostport(text)
-    return Target(transport, name, port)
+    host, port = parse_hostport(text)
+    name = text.rpartition(":")[0].strip("[]") if transport == "tls" else None
+    return Target(transport, host, port, name=name or None)
 
 
 def _resolve(name: str) -> str:

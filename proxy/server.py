@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import logging
 import os
@@ -17,6 +18,7 @@ from typing import Any
 from proxy import control, logs
 from proxy.active_rules import ActiveRules, ReloadOutcome
 from proxy.admin import AdminServer
+from proxy.dns import TrunkResolver
 from proxy.gc_monitor import GcMonitor
 from proxy.loop_health import LoopTicker
 from proxy.reloader import Reloader
@@ -26,6 +28,7 @@ from proxy.sip.core import ProxyCore
 from proxy.sip.framing import Frame
 from proxy.sip.policy import ProxyConfig
 from proxy.tcp_accept import Acceptor, ConnectionBudget, TcpLimits, raise_open_files_limit
+from proxy.tls import TlsConnection, TlsContexts, TlsSettings
 from proxy.transport import TcpConnection, UdpEndpoint
 
 log = logging.getLogger("callerid_proxy.server")
@@ -40,6 +43,9 @@ class ServerSettings:
     admin: tuple[str, int] | None = None
     admin_token: str | None = None
     tcp: TcpLimits = field(default_factory=TcpLimits)
+    tls_listen: tuple[tuple[str, int], ...] = ()  # `--listen tls:HOST:PORT`: TLS only there
+    tls: TlsContexts | None = None  # None: the system store, verified, nothing presented
+    trunk_resolver: TrunkResolver | None = None  # trunks given as host names (RFC 3263)
 
 
 class ProxyServer:
@@ -71,6 +77,8 @@ class ProxyServer:
         )  # fmt: skip
         self.gc_monitor = GcMonitor()  # installed by run_cli once started; metrics at /metrics
         self._admin.register(self.gc_monitor)
+        self._tls = settings.tls or TlsContexts(TlsSettings(), listening=False)
+        self._dns_task: asyncio.Task[None] | None = None
 
     # ----------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -85,6 +93,7 @@ class ProxyServer:
             acceptor.listen(host, port)
             self._acceptors.append(acceptor)
             log.info("listening on %s:%d (udp, tcp)", host, port)
+        await self._start_tls_and_dns()
         for signum in (signal.SIGTERM, signal.SIGINT):
             self._loop.add_signal_handler(signum, self._stopped.set)
         self._loop.add_signal_handler(signal.SIGHUP, self.reload_rules)
@@ -97,6 +106,25 @@ class ProxyServer:
         log.info(logs.start_message(self.core.config, self.settings, self.rules.current.version),
                  extra={"event": "start", "rules_version": self.rules.current.version})
 
+    async def _start_tls_and_dns(self) -> None:
+        for host, port in self.settings.tls_listen:  # the same accept path and caps as TCP
+            acceptor = Acceptor(
+                self._budget, self._accepted_tls_connection, self.transport_counters,
+                ssl=self._tls.server,
+            )  # fmt: skip
+            acceptor.listen(host, port)
+            self._acceptors.append(acceptor)
+            log.info("listening on %s:%d (tls)", host, port)
+        resolver = self.settings.trunk_resolver
+        if resolver is not None:
+            self._dns_task = self._loop.create_task(resolver.run(self._trunks_resolved))
+
+    def _trunks_resolved(self, trunks: tuple[Target, ...]) -> None:
+        """DNS gave new trunk targets: the core reads the new tuple from its next message on."""
+        self.core.config = dataclasses.replace(
+            self.core.config, trunk=trunks[0], extra_trunks=trunks[1:]
+        )
+
     async def serve_until_stopped(self) -> None:
         await self._stopped.wait()
         await self.stop()
@@ -108,6 +136,8 @@ class ProxyServer:
         self.ticker.stop()
         for acceptor in self._acceptors:
             acceptor.close()
+        if self._dns_task is not None:
+            self._dns_task.cancel()
         for server in self._servers:
             server.close()
         for connection in list(self._connections.values()):
@@ -214,8 +244,10 @@ class ProxyServer:
         if self._by_peer.get(connection.peer) is connection:
             del self._by_peer[connection.peer]
 
-    def _accepted_connection(self, host: str) -> TcpConnection:
-        connection = TcpConnection(
+    def _accepted_connection(
+        self, host: str, kind: type[TcpConnection] = TcpConnection
+    ) -> TcpConnection:
+        connection = kind(
             self,
             next(self._connection_ids),
             max_message=self.settings.max_message,
@@ -226,6 +258,9 @@ class ProxyServer:
             accepted_from=host,
         )
         return connection
+
+    def _accepted_tls_connection(self, host: str) -> TcpConnection:
+        return self._accepted_connection(host, TlsConnection)
 
     def on_connection_made(self, connection: TcpConnection) -> None:
         """Accepted or dialled: replies and relayed messages find it by id or by peer address."""
@@ -297,10 +332,11 @@ class ProxyServer:
         return (facing, 0) if facing in listening and len(listening) > 1 else None
 
     async def _connect(self, target: Target) -> None:
+        connection_class = TlsConnection if target.transport == "tls" else TcpConnection
         try:
             _, connection = await asyncio.wait_for(
                 self._loop.create_connection(
-                    lambda: TcpConnection(
+                    lambda: connection_class(
                         self,
                         next(self._connection_ids),
                         dialled=target,
@@ -312,11 +348,12 @@ class ProxyServer:
                     target.host,
                     target.port,
                     local_addr=self._local_address_for(target),
+                    **self._tls.dial_options(target),
                 ),
                 timeout=5.0,
             )
         except (OSError, TimeoutError) as error:
-            log.warning("tcp connect to %s failed: %s", target.hostport(), error)
+            log.warning("%s connect to %s failed: %s", target.transport, target.hostport(), error)
             self._dialling.pop(target, None)
             self.core.transport_failed(target, self._loop.time())
             self._flush()

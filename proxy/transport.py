@@ -64,6 +64,8 @@ class TcpConnection(asyncio.Protocol):
       `limits.max_write_buffer` bytes wait for it in the transport.
     """
 
+    transport_name = "tcp"  # what its messages' Source says; TLS (proxy/tls.py) frames the same
+
     def __init__(
         self,
         sink: MessageSink,
@@ -120,7 +122,7 @@ class TcpConnection(asyncio.Protocol):
             self.abort()
 
     def _received(self, data: bytes) -> None:
-        source = Source("tcp", self.peer[0], self.peer[1], self.id, self.dialled)
+        source = Source(self.transport_name, self.peer[0], self.peer[1], self.id, self.dialled)
         frames = self.framer.feed(data)
         for frame in frames:
             self._touch()

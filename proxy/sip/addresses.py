@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+STREAM_TRANSPORTS = ("tcp", "tls")
+# Via's transport token (RFC 3261 18.2.2) to ours; anything else reliable is treated as TCP.
+VIA_TRANSPORTS = {"UDP": "udp", "TCP": "tcp", "TLS": "tls"}
 
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """A next hop: transport ("udp" or "tcp"), IP literal and port."""
+    """A next hop: transport ("udp", "tcp" or "tls"), IP literal and port. `name` is the host
+    name it was configured or resolved from (a TLS peer's certificate is checked against it);
+    it takes no part in equality, so a Target still names one address."""
 
     transport: str
     host: str
     port: int
+    name: str | None = field(default=None, compare=False)
 
     def uri_host(self) -> str:
         return f"[{self.host}]" if ":" in self.host else self.host

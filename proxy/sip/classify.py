@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from proxy.sip.addresses import Source
+from proxy.sip.addresses import STREAM_TRANSPORTS, Source
 from proxy.sip.policy import PBX_SIDE, TRUNK_SIDE, ProxyConfig
 
 
@@ -22,7 +22,7 @@ def side_of(config: ProxyConfig, source: Source) -> str | None:
         address = ipaddress.ip_address(source.host)
         if any(address in network for network in config.trusted):
             return PBX_SIDE
-    if source.transport == "tcp" and any(t.host == source.host for t in config.trunks):
+    if source.transport in STREAM_TRANSPORTS and any(t.host == source.host for t in config.trunks):
         return TRUNK_SIDE  # a trunk's own connection, from an ephemeral port
     return None
 

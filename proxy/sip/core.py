@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Callable
 
 from proxy.sip import requests as request_edits
-from proxy.sip.addresses import Outgoing, Source, Target, unroutable_reason
+from proxy.sip.addresses import VIA_TRANSPORTS, Outgoing, Source, Target, unroutable_reason
 from proxy.sip.caller_id import (
     MessageCallFacts,
     ShownIdentity,
@@ -176,10 +176,19 @@ class ProxyCore:
             self._on_cancel(msg, source, side, now)
             return
         self._check_forwardable(msg)
+        if request_edits.is_options_for_us(msg, self.config):
+            self._answer_options(msg, source)
+            return
         if msg.to_addr.tag is not None:
             self._forward_in_dialog(msg, source, side, now)
         else:
             self._forward_initial(msg, source, side, now)
+
+    def _answer_options(self, msg: Message, source: Source) -> None:
+        """RFC 3261 11.2: we are the OPTIONS' target (a dispatcher's keepalive): 200 here."""
+        self.counters["options_answered"] += 1
+        response = build_response(msg.wire, 200, "OK")
+        self._outbox.append(Outgoing(response, source.reply_target(), source.connection))
 
     def _check_forwardable(self, msg: Message) -> None:
         """RFC 3261 16.3 request validation a proxy must do before forwarding."""
@@ -403,6 +412,6 @@ class ProxyCore:
         if unroutable is not None:
             self._drop(f"response toward {host[:64]}: {unroutable}")
             return
-        transport = "udp" if upstream.transport == "UDP" else "tcp"
+        transport = VIA_TRANSPORTS.get(upstream.transport.upper(), "tcp")
         self.counters["responses_relayed_stateless"] += 1
         self._outbox.append(Outgoing(data, Target(transport, host.strip("[]"), port)))

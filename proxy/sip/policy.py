@@ -107,6 +107,9 @@ class ProxyConfig:
     # NAT's toward the trunk); None: the listen address. Also listed in `advertised`.
     pbx_facing: str | None = None
     trunk_facing: str | None = None
+    # Other instances sharing `secret` behind one dispatcher (`--peer`): their Record-Route
+    # entries count as ours, so that any instance carries on the dialogs of one that died.
+    peers: tuple[Target, ...] = field(default=())
 
     @property
     def trunks(self) -> tuple[Target, ...]:

@@ -79,12 +79,26 @@ def via_edits(msg: Message, source: Source, ours: Target, branch: str) -> list[E
 
 
 def _is_our_uri(uri_text: str, config: ProxyConfig) -> bool:
+    """One of our addresses, or a peer instance's (same secret, behind the same dispatcher:
+    its Record-Route entries are ours to take out and its tokens ours to read)."""
     try:
         uri = parse_sip_uri(uri_text)
     except SipError:
         return False
     host, port = normalise_host(uri.host), uri.port or 5060
-    return any(host == t.host and port == t.port for t in config.advertised)
+    return any(host == t.host and port == t.port for t in (*config.advertised, *config.peers))
+
+
+def is_options_for_us(msg: Message, config: ProxyConfig) -> bool:
+    """RFC 3261 11: an out-of-dialog OPTIONS whose Request-URI is our address (no user part)
+    and that carries no Route asks this proxy itself (a load balancer's keepalive)."""
+    if msg.method != "OPTIONS" or msg.to_addr.tag is not None or msg.wire.get("route"):
+        return False
+    try:
+        user = parse_sip_uri(msg.wire.uri).user
+    except SipError:
+        return False
+    return not user and _is_our_uri(msg.wire.uri, config)
 
 
 def record_route_edits(
@@ -114,7 +128,9 @@ def record_route_edits(
 
 
 def _record_route_uri(ours: Target, params: str) -> bytes:
-    transport_param = ";transport=tcp" if ours.transport == "tcp" else ""
+    # RFC 3261 19.1.1: transport=tcp|tls names a stream transport; `sip:` with transport=tls
+    # (not `sips:`) since the hop to us is TLS but what lies beyond is not ours to promise.
+    transport_param = f";transport={ours.transport}" if ours.transport != "udp" else ""
     return f"<sip:{ours.hostport()}{transport_param};lr{params}>".encode()
 
 

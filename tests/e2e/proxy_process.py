@@ -61,6 +61,7 @@ class ProxyProcess:
         secret: str = DEFAULT_SECRET,
         name: str = "proxy",
         extra_trunks: Sequence[Endpoint] = (),
+        extra_args: Sequence[str] = (),
     ) -> None:
         """`name` prefixes the pid and log files, so a proxy started again on the same ports
         (a restart) keeps its own files. `extra_trunks` are further `--trunk`s after `trunk`,
@@ -86,6 +87,7 @@ class ProxyProcess:
             self._command += ["--trunk", extra.option()]
         for cidr in trusted:
             self._command += ["--trusted", cidr]
+        self._command += extra_args  # e.g. a TLS listen address and certificates
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:

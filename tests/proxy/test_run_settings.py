@@ -91,13 +91,15 @@ def test_parse_hostport_refuses(text: str) -> None:
         ("tcp:[::1]:5060", Target("tcp", "::1", 5060)),
         ("udp:[2001:db8::2]:5070", Target("udp", "2001:db8::2", 5070)),
         ("[::1]:5060", Target("udp", "::1", 5060)),
+        ("tls:[::1]:5061", Target("tls", "::1", 5061)),
+        ("TLS:127.0.0.1:5061", Target("tls", "127.0.0.1", 5061)),
     ],
 )
 def test_parse_target(text: str, expected: Target) -> None:
     assert parse_target(text) == expected
 
 
-@pytest.mark.parametrize("text", ["tcp:", "tcp:127.0.0.1", "sctp:127.0.0.1:5060", "tls:[::1]:5061"])
+@pytest.mark.parametrize("text", ["tcp:", "tcp:127.0.0.1", "sctp:127.0.0.1:5060", "tls:[::1]"])
 def test_parse_target_refuses(text: str) -> None:
     with pytest.raises(SettingsError):
         parse_target(text)
