@@ -57,8 +57,9 @@ def test_tls_config_keys_with_paths_relative_to_the_file(tmp_path: Path) -> None
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        ({"listen": ["tls:127.0.0.1:5061"]}, "needs --tls-cert"),
-        ({"tls_verify": "no"}, "tls_verify: expected true or false"),
+        ({"listen": ["127.0.0.1:5060", "tls:127.0.0.1:5061"]}, "needs --tls-cert"),
+        ({"listen": ["tls:127.0.0.1:5061"]}, "at least one plain"),
+        ({"tls_verify": "maybe"}, "--tls-no-verify: expected true or false"),
         ({"trunk": ["127.0.0.1"]}, "--trunk: expected HOST:PORT"),
     ],
 )
