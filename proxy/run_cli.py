@@ -27,6 +27,7 @@ _LIST_KEYS = ("listen", "trunk", "trusted")
 _KEYS = (
     "rules", "listen", "pbx", "trunk", "trusted", "pid_file", "log_level", "secret", "advertise",
     "max_message", "tcp_idle_timeout", "admin", "advertise_pbx", "advertise_trunk",
+    "workers",
 )
 
 
@@ -59,6 +60,9 @@ def add_run_command(commands: Any) -> None:
                         help="admin HTTP endpoint (/metrics, /status, POST /reload); loopback")
     parser.add_argument("--max-message", type=int, help="TCP message size cap (default 65536)")
     parser.add_argument("--tcp-idle-timeout", type=float, help="seconds (default 120)")
+    parser.add_argument("--workers", type=int, metavar="N",
+                        help="worker processes behind one shared address (default 1: none)")
+    parser.add_argument("--worker-spec", help=argparse.SUPPRESS)  # set by a --workers supervisor
     parser.set_defaults(handler=run_command)
 
 
@@ -67,6 +71,7 @@ def run_command(args: argparse.Namespace) -> int:
         settings = merged_settings(args)
         configure_logging(str(settings.get("log_level") or "info"))
         config, server_settings, rules_path = build_settings(settings)
+        workers = _workers(settings.get("workers"))
     except SettingsError as error:
         print(f"callerid-proxy run: {error}", file=sys.stderr)
         return 2
@@ -75,6 +80,8 @@ def run_command(args: argparse.Namespace) -> int:
     except Exception as error:  # RulesError lists every problem with file:line
         print(f"callerid-proxy run: rules refused:\n{error}", file=sys.stderr)
         return 1
+    if workers > 1 or getattr(args, "worker_spec", None):
+        return _run_multi(args, settings, active, server_settings, workers)
     _install_uvloop()
     try:
         asyncio.run(_serve(config, active, server_settings))
@@ -82,6 +89,38 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"callerid-proxy run: cannot listen: {error}", file=sys.stderr)
         return 1
     return 0
+
+
+def _workers(value: object) -> int:
+    try:
+        workers = int(str(value or 1))
+    except ValueError:
+        workers = 0
+    if not 1 <= workers <= 64:
+        raise SettingsError(f"--workers must be 1 to 64, got {value!r}")
+    return workers
+
+
+def _run_multi(args: argparse.Namespace, settings: dict[str, Any], active: ActiveRules,
+               server_settings: ServerSettings, workers: int) -> int:
+    """`--workers N`: the supervisor (proxy/workers.py), or one of its workers."""
+    from proxy import worker_process
+    from proxy import workers as supervision
+
+    if args.worker_spec:
+        _install_uvloop()
+        spec = worker_process.WorkerSpec.from_json(args.worker_spec)
+        try:
+            worker_process.run_worker(spec, settings, build_settings, active)
+        except OSError as error:
+            print(f"callerid-proxy run: worker {spec.index} cannot listen: {error}",
+                  file=sys.stderr)
+            return 1
+        return 0
+    return supervision.run_supervisor(
+        settings, server_settings.listen, server_settings.pid_file, server_settings.admin,
+        active.path, active.current.version, workers,
+    )
 
 
 async def _serve(config: ProxyConfig, active: ActiveRules, settings: ServerSettings) -> None:

@@ -73,6 +73,12 @@ class ProxyServer:
         self._write_status(ReloadOutcome(True, self.rules.current.version, ()))
         log.info("rules version %s active (%s)", self.rules.current.version, self.rules.path)
 
+    async def adopt_listening_socket(self, sock: socket.socket) -> None:
+        """Also accept TCP on a listening socket bound by someone else (the `--workers`
+        supervisor's shared port); its connections are served like those of `start()`."""
+        server = await self._loop.create_server(self._accepted_connection, sock=sock)
+        self._servers.append(server)
+
     async def serve_until_stopped(self) -> None:
         await self._stopped.wait()
         await self.stop()

@@ -1,0 +1,142 @@
+"""One worker of `callerid-proxy run --workers N`: a whole proxy on its own ports, plus what the
+supervisor hands it (dispatched datagrams from the shared UDP port, the shared TCP listener).
+
+Worker `i` listens on every `--listen` host at that listen port + 1 + i (UDP and TCP), sends
+from there and writes that port into its Via and Record-Route, so responses and in-dialog
+requests come straight back to it. The shared address stays in its advertised addresses, so
+a Route naming the shared address is still recognised as ours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import gc
+import json
+import logging
+import os
+import signal
+import socket
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from proxy.active_rules import ActiveRules
+from proxy.dispatcher import decode_dispatched
+from proxy.server import ProxyServer, ServerSettings
+from proxy.sip.addresses import Source
+from proxy.sip.policy import ProxyConfig
+
+log = logging.getLogger("callerid_proxy.worker")
+INBOX_BATCH = 64
+MAX_PACKET = 65535 + 128
+
+BuildSettings = Callable[[dict[str, Any]], tuple[ProxyConfig, ServerSettings, Path]]
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What the supervisor tells one worker process (the hidden `--worker-spec` option)."""
+
+    index: int
+    inbox_fd: int  # Unix datagram socket: dispatched datagrams from the shared UDP port
+    lifeline_fd: int  # read end of a pipe the supervisor holds open: EOF = supervisor gone
+    tcp_fds: tuple[int, ...]  # the shared TCP listening sockets, one per --listen address
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> WorkerSpec:
+        data = json.loads(text)
+        return cls(
+            index=int(data["index"]),
+            inbox_fd=int(data["inbox_fd"]),
+            lifeline_fd=int(data["lifeline_fd"]),
+            tcp_fds=tuple(int(fd) for fd in data["tcp_fds"]),
+        )
+
+
+def worker_port(port: int, index: int) -> int:
+    """The port worker `index` uses on a host whose shared listen port is `port`."""
+    return port + 1 + index
+
+
+def worker_listen(listen: Sequence[tuple[str, int]], index: int) -> list[tuple[str, int]]:
+    return [(host, worker_port(port, index)) for host, port in listen]
+
+
+def hostport_text(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class WorkerInbox:
+    """Reads the datagrams the dispatcher forwards and feeds them to the server as received
+    from their original source (trust is judged on that address)."""
+
+    def __init__(self, sock: socket.socket, server: ProxyServer) -> None:
+        self._sock = sock
+        self._server = server
+        self.malformed = 0
+        sock.setblocking(False)
+
+    def on_readable(self) -> None:
+        for _ in range(INBOX_BATCH):
+            try:
+                packet = self._sock.recv(MAX_PACKET)
+            except (BlockingIOError, InterruptedError):
+                return
+            decoded = decode_dispatched(packet)
+            if decoded is None:
+                self.malformed += 1
+                log.warning("malformed datagram from the dispatcher dropped")
+                continue
+            host, port, data = decoded
+            self._server.on_message(data, Source("udp", host, port))
+
+
+def run_worker(
+    spec: WorkerSpec, settings: dict[str, Any], build: BuildSettings, active: ActiveRules
+) -> None:
+    """Serve as worker `spec.index` until SIGTERM or until the supervisor is gone."""
+    shared = [_parse_listen(str(item)) for item in settings.get("listen") or []]
+    own = worker_listen(shared, spec.index)
+    combined = {**settings, "listen": [hostport_text(*a) for a in (*own, *shared)]}
+    config, server_settings, _ = build(combined)
+    server_settings = dataclasses.replace(server_settings, listen=tuple(own))
+    asyncio.run(_serve(spec, config, active, server_settings))
+
+
+def _parse_listen(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+async def _serve(
+    spec: WorkerSpec, config: ProxyConfig, active: ActiveRules, settings: ServerSettings
+) -> None:
+    loop = asyncio.get_running_loop()
+    server = ProxyServer(config, active, settings)
+    await server.start()
+    # Ctrl-C reaches the whole process group: only the supervisor acts on it, and stops us.
+    loop.remove_signal_handler(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for fd in spec.tcp_fds:
+        await server.adopt_listening_socket(socket.socket(fileno=fd))
+    inbox = WorkerInbox(socket.socket(fileno=spec.inbox_fd), server)
+    loop.add_reader(spec.inbox_fd, inbox.on_readable)
+    loop.add_reader(spec.lifeline_fd, _supervisor_gone, loop, spec.lifeline_fd)
+    log.info("worker %d ready on %s", spec.index,
+             ", ".join(hostport_text(h, p) for h, p in settings.listen))
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 50)
+    await server.serve_until_stopped()
+    loop.remove_reader(spec.inbox_fd)
+
+
+def _supervisor_gone(loop: asyncio.AbstractEventLoop, fd: int) -> None:
+    """The supervisor's end of the lifeline closed: it died without stopping us. Stop."""
+    loop.remove_reader(fd)
+    log.error("the supervisor is gone: stopping")
+    os.kill(os.getpid(), signal.SIGTERM)
