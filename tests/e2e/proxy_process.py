@@ -61,10 +61,12 @@ class ProxyProcess:
         secret: str = DEFAULT_SECRET,
         name: str = "proxy",
         extra_trunks: Sequence[Endpoint] = (),
+        extra_args: Sequence[str] = (),
     ) -> None:
         """`name` prefixes the pid and log files, so a proxy started again on the same ports
         (a restart) keeps its own files. `extra_trunks` are further `--trunk`s after `trunk`,
-        tried in order when the one before fails a call (failover)."""
+        tried in order when the one before fails a call (failover). `extra_args` are appended
+        to the command line (e.g. `--workers 2`)."""
         self.listen = listen
         self.pbx = pbx
         self.trunk = trunk
@@ -86,6 +88,7 @@ class ProxyProcess:
             self._command += ["--trunk", extra.option()]
         for cidr in trusted:
             self._command += ["--trusted", cidr]
+        self._command += list(extra_args)
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:

@@ -1,0 +1,174 @@
+"""`callerid-proxy run --workers 2`: calls through the shared port spread over both workers,
+reloads reach every worker, a dead worker is restarted, and nothing outlives the supervisor."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.calls import Outbound, loopback, place_outbound
+from tests.e2e.conftest import EXAMPLE_RULES
+from tests.e2e.ports import free_port, wait_until
+from tests.e2e.proxy_process import ProxyProcess
+
+WORKERS = 2
+CALL = Outbound("1002", "00442079460000", "+442071234567")
+USER_1001_LINE = '  "1001": "+3228880001"\n'
+
+
+def _free_run(count: int) -> int:
+    """A port such that it and the `count` ports after it are free for UDP and TCP."""
+    for _ in range(50):
+        port = free_port()
+        if port + count > 65535:
+            continue
+        if all(_bindable(port + offset) for offset in range(1, count + 1)):
+            return port
+    raise RuntimeError(f"no run of {count + 1} free ports")
+
+
+def _bindable(port: int) -> bool:
+    try:
+        for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+            with socket.socket(socket.AF_INET, kind) as sock:
+                sock.bind(("127.0.0.1", port))
+    except OSError:
+        return False
+    return True
+
+
+def _get_json(port: int, path: str) -> dict[str, Any]:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+        data: dict[str, Any] = json.loads(response.read())
+    return data
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
+def _worker_status(proxy: ProxyProcess, index: int) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(Path(f"{proxy.pid_file}.worker{index}.status").read_text())
+    return data
+
+
+class Multi:
+    def __init__(self, proxy: ProxyProcess, admin: int) -> None:
+        self.proxy = proxy
+        self.admin = admin
+
+    def worker_pids(self) -> list[int]:
+        return [int(_worker_status(self.proxy, i)["pid"]) for i in range(WORKERS)]
+
+    def supervisor_status(self) -> dict[str, Any]:
+        return _get_json(self.admin, "/status")
+
+    def worker_admin_status(self, index: int) -> dict[str, Any]:
+        return _get_json(self.admin + 1 + index, "/status")
+
+
+@pytest.fixture
+def multi(tmp_path: Path, rules_file: Path) -> Iterator[Multi]:
+    listen = _free_run(WORKERS)
+    admin = _free_run(WORKERS)
+    proxy = ProxyProcess(
+        workdir=tmp_path,
+        rules=rules_file,
+        listen=loopback(listen),
+        pbx=loopback(free_port()),
+        trunk=loopback(free_port()),
+        extra_args=["--workers", str(WORKERS), "--admin", f"127.0.0.1:{admin}"],
+    )
+    proxy.start()
+    try:
+        yield Multi(proxy, admin)
+    finally:
+        proxy.stop()
+
+
+def test_200_calls_spread_over_both_workers_reload_and_clean_stop(
+    multi: Multi, rules_file: Path, tmp_path: Path
+) -> None:
+    proxy = multi.proxy
+    workers = multi.worker_pids()
+    assert len(set(workers)) == WORKERS and proxy.pid not in workers
+
+    place_outbound(CALL, proxy, tmp_path, calls=200, rate=50)
+
+    # Both workers handled calls: the dispatcher sent each of them datagrams, and each
+    # worker's own core decided caller IDs; together exactly one decision per call.
+    supervisor = multi.supervisor_status()
+    assert all(w["dispatched"] > 0 for w in supervisor["workers"]), supervisor
+    decisions = [multi.worker_admin_status(i)["counters"].get("caller_id_decisions", 0)
+                 for i in range(WORKERS)]
+    assert all(count > 0 for count in decisions), decisions
+    assert sum(decisions) == 200, decisions
+    # The supervisor's /status (and /metrics) sums the workers.
+    assert supervisor["counters"]["caller_id_decisions"] == 200, supervisor
+    metrics = urllib.request.build_opener(urllib.request.ProxyHandler({})).open(
+        f"http://127.0.0.1:{multi.admin}/metrics", timeout=5).read().decode()
+    assert 'callerid_proxy_events_total{event="caller_id_decisions"} 200.0' in metrics
+
+    # A SIGHUP to the supervisor reaches every worker; its status reports it once all did.
+    version_before = proxy.status()["active_version"]
+    rules_file.write_text(EXAMPLE_RULES.replace(USER_1001_LINE, '  "1001": "+33144556677"\n'))
+    status = proxy.reload()
+    assert status["last_reload_ok"] is True, f"{status}\n{proxy.log_tail()}"
+    assert status["active_version"] != version_before, status
+    for index in range(WORKERS):
+        worker = _worker_status(proxy, index)
+        assert worker["reload_seq"] == 1 and worker["active_version"] == status["active_version"]
+    place_outbound(Outbound("1001", "025551234", "+33144556677"), proxy, tmp_path, calls=10,
+                   rate=20)
+
+    # An invalid file is refused by the workers, and the supervisor says so.
+    rules_file.write_text(EXAMPLE_RULES.replace(USER_1001_LINE, '  "1001": "+3228889999"\n'))
+    refused = proxy.reload()
+    assert refused["last_reload_ok"] is False, refused
+    assert any(line.startswith("worker 0:") for line in refused["last_reload_errors"]), refused
+    assert any(line.startswith("worker 1:") for line in refused["last_reload_errors"]), refused
+    assert refused["active_version"] == status["active_version"]
+
+    # SIGTERM stops everything: exit 0, no worker left behind.
+    assert proxy.stop() == 0, proxy.log_tail()
+    wait_until(lambda: not any(_alive(pid) for pid in workers), 10.0, "the workers to exit")
+    assert not proxy.pid_file.exists()
+
+
+def test_a_dead_worker_is_restarted_and_calls_go_on(multi: Multi, tmp_path: Path) -> None:
+    proxy = multi.proxy
+    first = multi.worker_pids()
+    os.kill(first[0], signal.SIGKILL)
+
+    def restarted() -> bool:
+        try:
+            pid = int(_worker_status(proxy, 0)["pid"])
+        except (OSError, ValueError):
+            return False
+        return pid != first[0] and _alive(pid)
+
+    wait_until(restarted, 30.0, "worker 0 to be restarted")
+    assert f"worker 0 (pid {first[0]}) exited" in proxy.log_file.read_text()
+    assert multi.supervisor_status()["counters"]["worker_restarts"] == 1
+    place_outbound(CALL, proxy, tmp_path, calls=20, rate=20)
+    assert multi.worker_pids()[1] == first[1]
+
+
+def test_workers_stop_when_the_supervisor_is_killed(multi: Multi) -> None:
+    workers = multi.worker_pids()
+    os.kill(multi.proxy.pid, signal.SIGKILL)
+    wait_until(lambda: not any(_alive(pid) for pid in workers), 15.0,
+               "the workers to notice the supervisor is gone")
