@@ -43,6 +43,7 @@ Measured 2026-11-25, 2 cores (loopback; SIPp 3.6.1 on the same cores; CPython 3.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import re
@@ -59,7 +60,7 @@ if str(REPO) not in sys.path:  # `python3 bench/bench_load.py` puts bench/, not 
     sys.path.insert(0, str(REPO))
 
 from tests.e2e.calls import Outbound, loopback, outbound_sides  # noqa: E402
-from tests.e2e.ports import free_port, is_bound, wait_until  # noqa: E402
+from tests.e2e.ports import free_port, free_port_run, is_bound, wait_until  # noqa: E402
 from tests.e2e.proxy_process import ProxyProcess  # noqa: E402
 from tests.e2e.sipp import SIPP, SippResult, run_pair  # noqa: E402
 
@@ -92,6 +93,16 @@ def proc_stat(pid: int) -> ProcStat:
     fields = text[text.rindex(")") + 2 :].split()
     utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5)
     return ProcStat(state=fields[0], cpu_s=(utime + stime) / CLOCK_TICKS)
+
+
+def family_cpu_s(pid: int) -> float:
+    """CPU seconds of the proxy and of its child processes (the workers of `--workers N`)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    total = proc_stat(pid).cpu_s
+    for child in children:
+        with contextlib.suppress(OSError):  # exited meanwhile
+            total += proc_stat(int(child)).cpu_s
+    return total
 
 
 @dataclass(frozen=True)
@@ -151,14 +162,16 @@ def _error_summary(result: SippResult, entries: int = 4) -> str:
 
 
 @contextmanager
-def running_proxy(workdir: Path, transport: str) -> Iterator[ProxyProcess]:
-    """`callerid-proxy run` on free loopback ports; SIGTERM at the end, whatever happened."""
+def running_proxy(workdir: Path, transport: str, workers: int = 1) -> Iterator[ProxyProcess]:
+    """`callerid-proxy run` on free loopback ports; SIGTERM at the end, whatever happened.
+    With `workers` > 1 it runs `--workers N` (listen port + 1 + i free for worker i)."""
     proxy = ProxyProcess(
         workdir=workdir,
         rules=RULES,
-        listen=loopback(free_port()),
+        listen=loopback(free_port_run(workers) if workers > 1 else free_port()),
         pbx=loopback(free_port(), transport),
         trunk=loopback(free_port(), transport),
+        extra_args=["--workers", str(workers)] if workers > 1 else [],
     )
     try:
         proxy.start()
@@ -180,11 +193,12 @@ def run_once(proxy: ProxyProcess, workdir: Path, calls: int, rate: float) -> Run
         10.0,
         f"the trunk port {proxy.trunk.address()} to be free",
     )
-    cpu_before = proc_stat(proxy.pid).cpu_s
+    cpu_before = family_cpu_s(proxy.pid)
     started = time.perf_counter()
     trunk_result, pbx_result = run_pair(trunk, pbx, workdir)
     wall_s = time.perf_counter() - started
     after = proc_stat(proxy.pid)
+    cpu_after = family_cpu_s(proxy.pid)
     if after.state in ("Z", "X"):
         raise RuntimeError(f"the proxy died during the run\n{proxy.log_tail()}")
     run = Run(
@@ -194,7 +208,7 @@ def run_once(proxy: ProxyProcess, workdir: Path, calls: int, rate: float) -> Run
         successful=pbx_result.successful,
         failed=pbx_result.failed,
         wall_s=wall_s,
-        cpu_s=after.cpu_s - cpu_before,
+        cpu_s=cpu_after - cpu_before,
         notes=_notes(trunk_result, pbx_result),
     )
     if run.notes or run.failed:
@@ -204,12 +218,13 @@ def run_once(proxy: ProxyProcess, workdir: Path, calls: int, rate: float) -> Run
 
 
 def benchmark(
-    workdir: Path, transports: Sequence[str], rates: Sequence[float], calls: int, pause_s: float
+    workdir: Path, transports: Sequence[str], rates: Sequence[float], calls: int, pause_s: float,
+    workers: int = 1,
 ) -> list[Run]:
     runs: list[Run] = []
     print(HEADER, flush=True)
     for transport in transports:
-        with running_proxy(workdir, transport) as proxy:
+        with running_proxy(workdir, transport, workers) as proxy:
             for index, rate in enumerate(rates):
                 if index:
                     time.sleep(pause_s)  # let the last run's transactions drain a little
@@ -269,6 +284,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--quick", action="store_true",
         help=f"smoke run: {QUICK_CALLS} calls at {QUICK_RATE:g}/s over {QUICK_TRANSPORT} only",
     )  # fmt: skip
+    parser.add_argument(
+        "--workers", type=int, default=1,
+        help="run the proxy with --workers N (default 1: one process); CPU includes the workers",
+    )  # fmt: skip
     parser.add_argument("--pause", type=float, default=2.0, help="seconds between runs (default 2)")
     parser.add_argument(
         "--workdir", type=Path,
@@ -286,16 +305,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"{os.cpu_count()} CPUs; rules {RULES.relative_to(REPO)}; "
         f"{CALL.pbx_user} -> {CALL.destination} shows {CALL.expected_number}; "
+        f"workers {args.workers}; "
         f"SIPp timeout per process {sipp_timeout_s(calls, min(rates))} s or less"
     )
     try:
         if args.workdir is not None:
             workdir: Path = args.workdir
             workdir.mkdir(parents=True, exist_ok=True)
-            runs = benchmark(workdir, transports, rates, calls, args.pause)
+            runs = benchmark(workdir, transports, rates, calls, args.pause, args.workers)
         else:
             with tempfile.TemporaryDirectory(prefix="bench_load-") as directory:
-                runs = benchmark(Path(directory), transports, rates, calls, args.pause)
+                runs = benchmark(Path(directory), transports, rates, calls, args.pause,
+                                 args.workers)
     except KeyboardInterrupt:
         print("interrupted; the proxy was stopped", file=sys.stderr)
         return 130

@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,33 +16,12 @@ import pytest
 
 from tests.e2e.calls import Outbound, loopback, place_outbound
 from tests.e2e.conftest import EXAMPLE_RULES
-from tests.e2e.ports import free_port, wait_until
+from tests.e2e.ports import free_port, free_port_run, wait_until
 from tests.e2e.proxy_process import ProxyProcess
 
 WORKERS = 2
 CALL = Outbound("1002", "00442079460000", "+442071234567")
 USER_1001_LINE = '  "1001": "+3228880001"\n'
-
-
-def _free_run(count: int) -> int:
-    """A port such that it and the `count` ports after it are free for UDP and TCP."""
-    for _ in range(50):
-        port = free_port()
-        if port + count > 65535:
-            continue
-        if all(_bindable(port + offset) for offset in range(1, count + 1)):
-            return port
-    raise RuntimeError(f"no run of {count + 1} free ports")
-
-
-def _bindable(port: int) -> bool:
-    try:
-        for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
-            with socket.socket(socket.AF_INET, kind) as sock:
-                sock.bind(("127.0.0.1", port))
-    except OSError:
-        return False
-    return True
 
 
 def _get_json(port: int, path: str) -> dict[str, Any]:
@@ -80,16 +59,16 @@ class Multi:
         return _get_json(self.admin + 1 + index, "/status")
 
 
-@pytest.fixture
-def multi(tmp_path: Path, rules_file: Path) -> Iterator[Multi]:
-    listen = _free_run(WORKERS)
-    admin = _free_run(WORKERS)
+@contextmanager
+def running_multi(tmp_path: Path, rules_file: Path, transport: str = "udp") -> Iterator[Multi]:
+    listen = free_port_run(WORKERS)
+    admin = free_port_run(WORKERS)
     proxy = ProxyProcess(
         workdir=tmp_path,
         rules=rules_file,
         listen=loopback(listen),
-        pbx=loopback(free_port()),
-        trunk=loopback(free_port()),
+        pbx=loopback(free_port(), transport),
+        trunk=loopback(free_port(), transport),
         extra_args=["--workers", str(WORKERS), "--admin", f"127.0.0.1:{admin}"],
     )
     proxy.start()
@@ -97,6 +76,12 @@ def multi(tmp_path: Path, rules_file: Path) -> Iterator[Multi]:
         yield Multi(proxy, admin)
     finally:
         proxy.stop()
+
+
+@pytest.fixture
+def multi(tmp_path: Path, rules_file: Path) -> Iterator[Multi]:
+    with running_multi(tmp_path, rules_file) as started:
+        yield started
 
 
 def test_200_calls_spread_over_both_workers_reload_and_clean_stop(
@@ -172,3 +157,14 @@ def test_workers_stop_when_the_supervisor_is_killed(multi: Multi) -> None:
     os.kill(multi.proxy.pid, signal.SIGKILL)
     wait_until(lambda: not any(_alive(pid) for pid in workers), 15.0,
                "the workers to notice the supervisor is gone")
+
+
+def test_tcp_through_the_shared_listener(tmp_path: Path, rules_file: Path) -> None:
+    """Over TCP the workers share the listening socket: the PBX's connection stays with the
+    worker that accepted it, which dials the trunk and gets its responses on that connection."""
+    with running_multi(tmp_path, rules_file, "tcp") as started:
+        place_outbound(CALL, started.proxy, tmp_path, calls=20, rate=20)
+        decisions = [started.worker_admin_status(i)["counters"].get("caller_id_decisions", 0)
+                     for i in range(WORKERS)]
+        assert sum(decisions) == 20, decisions
+        assert started.proxy.stop() == 0
