@@ -1,7 +1,10 @@
 """The `--workers` dispatcher: a thread of the supervisor that serves the shared UDP port.
 
 Each datagram goes to the worker `proxy.dispatcher.worker_for` names (by Call-ID), over that
-worker's private Unix datagram socket, with the original source address in front. When a
+worker's private Unix datagram socket, with the original source address in front. The worker
+sends its replies to those requests back over the same socket, and the thread sends them from
+the shared socket the request came in on (RFC 3581 section 4: a response leaves from the
+address and port its request was received on). When a
 worker's socket is full (the worker is busy, or dead and being restarted) datagrams wait in a
 bounded per-worker backlog, in order; beyond it they are dropped and counted, as a full UDP
 receive buffer would drop them.
@@ -16,7 +19,7 @@ import threading
 from collections import deque
 from dataclasses import dataclass, field
 
-from proxy.dispatcher import encode_source, worker_for
+from proxy.dispatcher import decode_packet, encode_header, worker_for
 
 log = logging.getLogger("callerid_proxy.dispatcher")
 MAX_DATAGRAM = 65535
@@ -30,6 +33,7 @@ class DispatchCounters:
     """Written by the dispatcher thread only; read (racily, for metrics) by the supervisor."""
 
     dispatched: list[int]
+    replies: int = 0
     dropped: int = 0
     backlog_peak: int = 0
     by_reason: dict[str, int] = field(default_factory=dict)
@@ -38,6 +42,8 @@ class DispatchCounters:
 class Dispatcher:
     def __init__(self, shared: list[socket.socket], inboxes: list[socket.socket]) -> None:
         self._shared = {sock.fileno(): sock for sock in shared}
+        self._shared_list = shared
+        self._shared_index = {sock.fileno(): index for index, sock in enumerate(shared)}
         self._inboxes = inboxes
         self._inbox_index = {sock.fileno(): index for index, sock in enumerate(inboxes)}
         self._backlog: list[deque[bytes]] = [deque() for _ in inboxes]
@@ -49,7 +55,7 @@ class Dispatcher:
             sock.setblocking(False)
 
     def start(self) -> None:
-        for fd in self._shared:
+        for fd in (*self._shared, *self._inbox_index):
             self._poller.register(fd, select.POLLIN)
         self._thread.start()
 
@@ -64,14 +70,19 @@ class Dispatcher:
                 events = self._poller.poll(POLL_MS)
             except InterruptedError:
                 continue
-            for fd, _ in events:
+            for fd, event in events:
                 if fd in self._shared:
                     self._drain(self._shared[fd])
-                else:
-                    self._flush(self._inbox_index[fd])
+                    continue
+                index = self._inbox_index[fd]
+                if event & select.POLLOUT:
+                    self._flush(index)
+                if event & select.POLLIN:
+                    self._replies(self._inboxes[index])
 
     def _drain(self, sock: socket.socket) -> None:
         workers = len(self._inboxes)
+        socket_index = self._shared_index[sock.fileno()]
         for _ in range(BATCH):
             try:
                 data, address = sock.recvfrom(MAX_DATAGRAM)
@@ -82,7 +93,7 @@ class Dispatcher:
                 return
             host, port = str(address[0]), int(address[1])
             try:
-                packet = encode_source(host, port) + data
+                packet = encode_header(host, port, socket_index) + data
             except ValueError:
                 self._drop("unencodable source")
                 continue
@@ -97,7 +108,7 @@ class Dispatcher:
             self._inboxes[index].send(packet)
         except BlockingIOError:
             self._enqueue(index, packet)
-            self._poller.register(self._inboxes[index], select.POLLOUT)
+            self._poller.modify(self._inboxes[index], select.POLLIN | select.POLLOUT)
             return
         except OSError as error:
             self._drop(f"send: {error.strerror}")
@@ -124,7 +135,27 @@ class Dispatcher:
             else:
                 self.counters.dispatched[index] += 1
             backlog.popleft()
-        self._poller.unregister(inbox)
+        self._poller.modify(inbox, select.POLLIN)
+
+    def _replies(self, inbox: socket.socket) -> None:
+        """Send what a worker answers to a dispatched request from the shared socket."""
+        for _ in range(BATCH):
+            try:
+                packet = decode_packet(inbox.recv(MAX_DATAGRAM + 128))
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as error:
+                self._drop(f"reply recv: {error.strerror}")
+                return
+            if packet is None or packet.socket >= len(self._shared_list):
+                self._drop("malformed reply from a worker")
+                continue
+            try:
+                self._shared_list[packet.socket].sendto(packet.datagram, (packet.host, packet.port))
+            except (OSError, ValueError) as error:  # ICMP errors, a full buffer: like UDP
+                self._drop(f"reply send: {type(error).__name__}")
+                continue
+            self.counters.replies += 1
 
     def _drop(self, reason: str) -> None:
         self.counters.dropped += 1

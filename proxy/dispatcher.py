@@ -9,9 +9,10 @@ is `crc32(Call-ID) mod N`. The scan for the header is bounded; a datagram withou
 its first bytes (garbage, or an enormous header block) falls back to a hash of its source
 address, so that the same source at least keeps reaching the same worker.
 
-The datagram reaches its worker over a private Unix socket with a fixed header in front that
+The datagram reaches its worker over a private Unix socket with a small header in front that
 carries the original source address: the worker judges trust on that address, never on the
-socket it read from.
+socket it read from. Replies to it come back the same way, so that they leave from the shared
+port the request was received on (RFC 3581 section 4).
 """
 
 from __future__ import annotations
@@ -20,18 +21,27 @@ import ipaddress
 import re
 import struct
 import zlib
+from typing import NamedTuple
 
 SCAN_LIMIT = 4096  # bytes of a datagram searched for the Call-ID header
 # A header line starting with the full or the compact name (RFC 3261 7.3.3, 20.8), any case,
 # optional whitespace around the colon (RFC 3261 7.3.1); the value runs to the end of the line.
 _CALL_ID = re.compile(rb"\n(?:call-id|i)[ \t]*:[ \t]*([^\r\n]*)", re.IGNORECASE)
 
-# version, source port, length of the source host; then the host as the socket reported it
-# (text, so that an IPv4-mapped or scoped IPv6 address reaches the worker exactly as it would
-# have reached a single process), then the datagram.
-_HEADER = struct.Struct("!BHB")
+# Version, port, index of the shared socket, length of the host; then the host as the socket
+# reported it (text, so that an IPv4-mapped or scoped IPv6 address reaches the worker exactly as
+# it would have reached a single process); then the datagram. The same header goes both ways:
+# supervisor -> worker it names the source, worker -> supervisor the target of a reply.
+_HEADER = struct.Struct("!BHBB")
 _VERSION = 1
 MAX_HOST = 64
+
+
+class Packet(NamedTuple):
+    host: str
+    port: int
+    socket: int  # which shared socket (one per --listen address) it came in on / goes out of
+    datagram: bytes
 
 
 def call_id_of(datagram: bytes, limit: int = SCAN_LIMIT) -> bytes | None:
@@ -54,24 +64,26 @@ def worker_for(datagram: bytes, host: str, port: int, workers: int) -> int:
     return zlib.crc32(key) % workers
 
 
-def encode_source(host: str, port: int) -> bytes:
-    """The header put in front of a dispatched datagram. Raises ValueError when `host` is not
-    an IP literal (an IPv6 one may carry a %scope) or `port` is out of range."""
+def encode_header(host: str, port: int, socket_index: int = 0) -> bytes:
+    """The header put in front of a dispatched datagram or a reply. Raises ValueError when
+    `host` is not an IP literal (an IPv6 one may carry a %scope) or a number is out of range."""
     ipaddress.ip_address(host.split("%", 1)[0])
     if not 0 <= port <= 0xFFFF:
         raise ValueError(f"port out of range: {port}")
+    if not 0 <= socket_index <= 0xFF:
+        raise ValueError(f"socket index out of range: {socket_index}")
     raw = host.encode("ascii")
     if len(raw) > MAX_HOST:
         raise ValueError(f"host too long: {host!r}")
-    return _HEADER.pack(_VERSION, port, len(raw)) + raw
+    return _HEADER.pack(_VERSION, port, socket_index, len(raw)) + raw
 
 
-def decode_dispatched(data: bytes) -> tuple[str, int, bytes] | None:
-    """(source host, source port, datagram) of what `encode_source(...) + datagram` built;
-    None for anything else (it only comes from our own supervisor, but is checked anyway)."""
+def decode_packet(data: bytes) -> Packet | None:
+    """What `encode_header(...) + datagram` built; None for anything else (packets only come
+    from our own processes, but are checked anyway)."""
     if len(data) < _HEADER.size:
         return None
-    version, port, length = _HEADER.unpack_from(data)
+    version, port, socket_index, length = _HEADER.unpack_from(data)
     end = _HEADER.size + length
     if version != _VERSION or not 0 < length <= MAX_HOST or len(data) < end:
         return None
@@ -79,4 +91,4 @@ def decode_dispatched(data: bytes) -> tuple[str, int, bytes] | None:
         host = data[_HEADER.size : end].decode("ascii")
     except UnicodeDecodeError:
         return None
-    return host, port, data[end:]
+    return Packet(host, port, socket_index, data[end:])

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from proxy.active_rules import ActiveRules
-from proxy.dispatcher import decode_dispatched
+from proxy.dispatcher import decode_packet, encode_header
 from proxy.server import ProxyServer, ServerSettings
-from proxy.sip.addresses import Source
+from proxy.sip.addresses import Outgoing, Source
 from proxy.sip.policy import ProxyConfig
 
 log = logging.getLogger("callerid_proxy.worker")
@@ -71,29 +71,62 @@ def hostport_text(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def shared_connection(socket_index: int) -> int:
+    """The `Source.connection` of a datagram dispatched from shared socket `socket_index`. TCP
+    connection ids are positive; the core copies a source's `connection` into the replies of
+    its transactions, which is how a reply finds its way back to the shared port."""
+    return -1 - socket_index
+
+
+def shared_socket_of(connection: int | None) -> int | None:
+    return -1 - connection if connection is not None and connection < 0 else None
+
+
 class WorkerInbox:
     """Reads the datagrams the dispatcher forwards and feeds them to the server as received
-    from their original source (trust is judged on that address)."""
+    from their original source (trust is judged on that address); sends the replies to them
+    back to the dispatcher, which sends them from the shared port."""
 
-    def __init__(self, sock: socket.socket, server: ProxyServer) -> None:
+    def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
-        self._server = server
         self.malformed = 0
+        self.reply_drops = 0
         sock.setblocking(False)
 
-    def on_readable(self) -> None:
+    def reply(self, outgoing: Outgoing, socket_index: int) -> None:
+        target = outgoing.target
+        try:
+            self._sock.send(encode_header(target.host, target.port, socket_index) + outgoing.data)
+        except (BlockingIOError, ValueError):  # full like a UDP buffer, or not an IP literal
+            self.reply_drops += 1
+
+    def on_readable(self, server: ProxyServer) -> None:
         for _ in range(INBOX_BATCH):
             try:
-                packet = self._sock.recv(MAX_PACKET)
+                packet = decode_packet(self._sock.recv(MAX_PACKET))
             except (BlockingIOError, InterruptedError):
                 return
-            decoded = decode_dispatched(packet)
-            if decoded is None:
+            if packet is None:
                 self.malformed += 1
                 log.warning("malformed datagram from the dispatcher dropped")
                 continue
-            host, port, data = decoded
-            self._server.on_message(data, Source("udp", host, port))
+            source = Source("udp", packet.host, packet.port, shared_connection(packet.socket))
+            server.on_message(packet.datagram, source)
+
+
+class WorkerServer(ProxyServer):
+    """A ProxyServer whose UDP replies to requests dispatched from the shared port leave from
+    that port (through the dispatcher); everything else leaves from the worker's own port."""
+
+    inbox: WorkerInbox | None = None
+
+    def _send(self, outgoing: Outgoing) -> None:
+        shared = shared_socket_of(outgoing.connection)
+        if shared is not None and outgoing.target.transport == "udp" and self.inbox is not None:
+            if outgoing.data:
+                self.inbox.reply(outgoing, shared)
+            return
+        super()._send(outgoing)
 
 
 def run_worker(
@@ -117,15 +150,15 @@ async def _serve(
     spec: WorkerSpec, config: ProxyConfig, active: ActiveRules, settings: ServerSettings
 ) -> None:
     loop = asyncio.get_running_loop()
-    server = ProxyServer(config, active, settings)
+    server = WorkerServer(config, active, settings)
     await server.start()
     # Ctrl-C reaches the whole process group: only the supervisor acts on it, and stops us.
     loop.remove_signal_handler(signal.SIGINT)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     for fd in spec.tcp_fds:
         await server.adopt_listening_socket(socket.socket(fileno=fd))
-    inbox = WorkerInbox(socket.socket(fileno=spec.inbox_fd), server)
-    loop.add_reader(spec.inbox_fd, inbox.on_readable)
+    server.inbox = WorkerInbox(socket.socket(fileno=spec.inbox_fd))
+    loop.add_reader(spec.inbox_fd, server.inbox.on_readable, server)
     loop.add_reader(spec.lifeline_fd, _supervisor_gone, loop, spec.lifeline_fd)
     log.info("worker %d ready on %s", spec.index,
              ", ".join(hostport_text(h, p) for h, p in settings.listen))

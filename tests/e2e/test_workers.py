@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -168,3 +169,47 @@ def test_tcp_through_the_shared_listener(tmp_path: Path, rules_file: Path) -> No
                      for i in range(WORKERS)]
         assert sum(decisions) == 20, decisions
         assert started.proxy.stop() == 0
+
+
+def _options(call_id: str, pbx_port: int, target: str) -> bytes:
+    return (
+        f"OPTIONS sip:{target} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:{pbx_port};branch=z9hG4bK-{call_id};rport\r\n"
+        f"Max-Forwards: 70\r\nFrom: <sip:1002@127.0.0.1>;tag=f-{call_id}\r\n"
+        f"To: <sip:{target}>\r\nCall-ID: {call_id}\r\nCSeq: 1 OPTIONS\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+
+
+def test_responses_leave_from_the_port_the_request_came_in_on(multi: Multi) -> None:
+    """RFC 3581 section 4: the PBX sends to the shared port and gets the response (the
+    trunk's 200, relayed) from the shared port, whichever worker took the request; the trunk
+    sees the request come from that worker's own port, which its Via names."""
+    proxy = multi.proxy
+    shared = (proxy.listen.host, proxy.listen.port)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as pbx, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as trunk:
+        pbx.bind((proxy.pbx.host, proxy.pbx.port))
+        trunk.bind((proxy.trunk.host, proxy.trunk.port))
+        pbx.settimeout(5.0)
+        trunk.settimeout(5.0)
+        own_ports = set()
+        for n in range(12):  # Call-IDs spread over both workers
+            pbx.sendto(_options(f"options-{n}", proxy.pbx.port, "+3228880000@127.0.0.1"),
+                       shared)
+            request, request_from = trunk.recvfrom(65535)
+            own_ports.add(request_from[1])
+            top_via = request.split(b"\r\n")[1]
+            assert f"127.0.0.1:{request_from[1]};".encode() in top_via, top_via
+            head, _, _ = request.partition(b"\r\n\r\n")
+            vias = [line for line in head.split(b"\r\n") if line.lower().startswith(b"via:")]
+            response = b"\r\n".join(
+                [b"SIP/2.0 200 OK", *vias,
+                 *(line for line in head.split(b"\r\n")[1:]
+                   if line.split(b":")[0].lower() in (b"from", b"to", b"call-id", b"cseq")),
+                 b"Content-Length: 0", b"", b""])
+            trunk.sendto(response, request_from)
+            answer, answer_from = pbx.recvfrom(65535)
+            assert answer.startswith(b"SIP/2.0 200"), answer
+            assert answer_from == shared, answer_from
+    assert own_ports == {proxy.listen.port + 1, proxy.listen.port + 2}, own_ports

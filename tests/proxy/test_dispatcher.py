@@ -12,7 +12,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from proxy.dispatch_loop import Dispatcher
-from proxy.dispatcher import SCAN_LIMIT, call_id_of, decode_dispatched, encode_source, worker_for
+from proxy.dispatcher import (
+    SCAN_LIMIT,
+    Packet,
+    call_id_of,
+    decode_packet,
+    encode_header,
+    worker_for,
+)
 
 INVITE = (
     b"INVITE sip:00442079460000@127.0.0.1 SIP/2.0\r\n"
@@ -112,67 +119,80 @@ addresses = st.one_of(
 )
 
 
-@given(addresses, st.integers(0, 65535), st.binary(max_size=2000))
-def test_header_round_trip(host: str, port: int, datagram: bytes) -> None:
+@given(addresses, st.integers(0, 65535), st.integers(0, 255), st.binary(max_size=2000))
+def test_header_round_trip(host: str, port: int, index: int, datagram: bytes) -> None:
     """The worker gets the source exactly as the supervisor's socket reported it."""
-    assert decode_dispatched(encode_source(host, port) + datagram) == (host, port, datagram)
+    assert decode_packet(encode_header(host, port, index) + datagram) == Packet(
+        host, port, index, datagram)
 
 
-@pytest.mark.parametrize(("host", "port"), [("example.com", 5060), ("127.0.0.1", 70000),
-                                            ("127.0.0.1", -1), ("", 5060)])
-def test_encode_refuses_what_is_not_an_address(host: str, port: int) -> None:
+@pytest.mark.parametrize(("host", "port", "index"), [
+    ("example.com", 5060, 0), ("127.0.0.1", 70000, 0), ("127.0.0.1", -1, 0), ("", 5060, 0),
+    ("127.0.0.1", 5060, 256),
+])
+def test_encode_refuses_what_is_not_an_address(host: str, port: int, index: int) -> None:
     with pytest.raises(ValueError):
-        encode_source(host, port)
+        encode_header(host, port, index)
 
 
 @given(st.binary(max_size=100))
 def test_decode_never_raises(data: bytes) -> None:
-    decoded = decode_dispatched(data)
-    if decoded is not None:
-        host, port, _ = decoded
-        assert 0 <= port <= 65535 and host
+    packet = decode_packet(data)
+    if packet is not None:
+        assert 0 <= packet.port <= 65535 and packet.host
 
 
 def test_decode_refuses_other_versions_and_truncation() -> None:
-    packet = encode_source("192.0.2.1", 5060) + b"x"
-    assert decode_dispatched(b"\x02" + packet[1:]) is None
-    assert decode_dispatched(packet[:5]) is None
+    packet = encode_header("192.0.2.1", 5060) + b"x"
+    assert decode_packet(b"\x02" + packet[1:]) is None
+    assert decode_packet(packet[:6]) is None
 
 
-def test_dispatcher_thread_forwards_by_call_id_with_the_source() -> None:
-    """The real thread on a loopback socket: each datagram reaches the inbox its Call-ID names,
-    prefixed with the address it came from; nothing is dropped."""
+def _receive(sockets: list[socket.socket], expected: int) -> list[list[bytes]]:
+    received: list[list[bytes]] = [[] for _ in sockets]
+    deadline = time.monotonic() + 5.0
+    while sum(map(len, received)) < expected and time.monotonic() < deadline:
+        for index, sock in enumerate(sockets):
+            sock.settimeout(0.05)
+            with contextlib.suppress(TimeoutError):
+                received[index].append(sock.recv(70000))
+    return received
+
+
+def test_dispatcher_thread_forwards_by_call_id_and_sends_replies_from_the_shared_port() -> None:
+    """The real thread on loopback sockets: each datagram reaches the inbox its Call-ID names,
+    prefixed with the address it came from; a worker's reply leaves from the shared socket."""
     shared = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     shared.bind(("127.0.0.1", 0))
+    shared_address = shared.getsockname()
     pairs = [socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM) for _ in range(2)]
     dispatcher = Dispatcher([shared], [sender for sender, _ in pairs])
-    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sender.bind(("127.0.0.1", 0))
-    source = sender.getsockname()
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.bind(("127.0.0.1", 0))
+    host, port = peer.getsockname()
+    datagrams = [message(b"Call-ID: %d@pbx" % n) for n in range(20)]
     try:
         dispatcher.start()
-        datagrams = [message(b"Call-ID: %d@pbx" % n) for n in range(20)]
         for datagram in datagrams:
-            sender.sendto(datagram, shared.getsockname())
-        received: list[list[bytes]] = [[], []]
-        deadline = time.monotonic() + 5.0
-        while sum(map(len, received)) < len(datagrams) and time.monotonic() < deadline:
-            for index, (_, inbox) in enumerate(pairs):
-                inbox.settimeout(0.05)
-                with contextlib.suppress(TimeoutError):
-                    received[index].append(inbox.recv(70000))
+            peer.sendto(datagram, shared_address)
+        received = _receive([inbox for _, inbox in pairs], len(datagrams))
+        pairs[1][1].send(encode_header(host, port, 0) + b"SIP/2.0 200 OK\r\n\r\n")
+        peer.settimeout(5.0)
+        reply, reply_from = peer.recvfrom(70000)
     finally:
         dispatcher.stop()
-        for sock in (shared, sender, *(s for pair in pairs for s in pair)):
+        for sock in (shared, peer, *(s for pair in pairs for s in pair)):
             sock.close()
     for index, packets in enumerate(received):
-        for packet in packets:
-            decoded = decode_dispatched(packet)
-            assert decoded is not None
-            host, port, datagram = decoded
-            assert (host, port) == source
-            assert worker_for(datagram, host, port, 2) == index
+        for raw in packets:
+            packet = decode_packet(raw)
+            assert packet is not None
+            assert (packet.host, packet.port, packet.socket) == (host, port, 0)
+            assert worker_for(packet.datagram, packet.host, packet.port, 2) == index
     assert sorted(p for packets in received for p in packets) == sorted(
-        encode_source(*source) + d for d in datagrams)
+        encode_header(host, port) + d for d in datagrams)
     assert dispatcher.counters.dispatched == [len(p) for p in received]
+    assert all(dispatcher.counters.dispatched)
+    assert (reply, reply_from) == (b"SIP/2.0 200 OK\r\n\r\n", shared_address)
+    assert dispatcher.counters.replies == 1
     assert dispatcher.counters.dropped == 0
