@@ -133,12 +133,23 @@ def run_worker(
     spec: WorkerSpec, settings: dict[str, Any], build: BuildSettings, active: ActiveRules
 ) -> None:
     """Serve as worker `spec.index` until SIGTERM or until the supervisor is gone."""
-    shared = [_parse_listen(str(item)) for item in settings.get("listen") or []]
-    own = worker_listen(shared, spec.index)
-    combined = {**settings, "listen": [hostport_text(*a) for a in (*own, *shared)]}
-    config, server_settings, _ = build(combined)
-    server_settings = dataclasses.replace(server_settings, listen=tuple(own))
+    config, server_settings = worker_settings(spec.index, settings, build)
     asyncio.run(_serve(spec, config, active, server_settings))
+
+
+def worker_settings(
+    index: int, settings: dict[str, Any], build: BuildSettings
+) -> tuple[ProxyConfig, ServerSettings]:
+    """Worker `index`'s view: it listens on its own ports only, and advertises them first (Via
+    and Record-Route name the first address of each kind); the shared addresses stay
+    recognised as ours (a Route a PBX preloads with the shared address is still popped)."""
+    shared_config, _, _ = build(settings)
+    shared = [_parse_listen(str(item)) for item in settings.get("listen") or []]
+    own = [hostport_text(*address) for address in worker_listen(shared, index)]
+    config, server_settings, _ = build({**settings, "listen": own})
+    advertised = (*config.advertised,
+                  *(t for t in shared_config.advertised if t not in config.advertised))
+    return dataclasses.replace(config, advertised=advertised), server_settings
 
 
 def _parse_listen(text: str) -> tuple[str, int]:

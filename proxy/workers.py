@@ -351,7 +351,7 @@ class Supervisor:
 
 
 def _combine(pending: dict[int, int], done: dict[int, control.ProxyStatus]) -> ReloadOutcome:
-    errors: list[str] = []
+    errors: list[str] = [] if pending else ["no worker is running"]
     versions = {status.active_version for status in done.values()}
     for index in sorted(pending):
         status = done.get(index)
@@ -362,7 +362,7 @@ def _combine(pending: dict[int, int], done: dict[int, control.ProxyStatus]) -> R
             errors += [f"worker {index}: {line}" for line in status.last_reload_errors]
     if not errors and len(versions) > 1:
         errors.append(f"workers run different versions: {', '.join(sorted(versions))}")
-    ok = not errors and bool(done)
+    ok = not errors
     return ReloadOutcome(ok, versions.pop() if ok else None, tuple(errors))
 
 
