@@ -7,6 +7,8 @@ import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -119,6 +121,14 @@ def test_200_calls_spread_over_both_workers_reload_and_clean_stop(
         assert worker["reload_seq"] == 1 and worker["active_version"] == status["active_version"]
     place_outbound(Outbound("1001", "025551234", "+33144556677"), proxy, tmp_path, calls=10,
                    rate=20)
+
+    # `callerid-proxy apply` works with the supervisor's pid file as with a single process.
+    applied = subprocess.run(
+        [sys.executable, "-m", "proxy", "apply", str(rules_file), "--pid-file",
+         str(proxy.pid_file)], capture_output=True, text=True, timeout=30, check=False)
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert f"applied version {status['active_version']}" in applied.stdout
+    assert all(_worker_status(proxy, i)["reload_seq"] == 2 for i in range(WORKERS))
 
     # An invalid file is refused by the workers, and the supervisor says so.
     rules_file.write_text(EXAMPLE_RULES.replace(USER_1001_LINE, '  "1001": "+3228889999"\n'))
