@@ -133,8 +133,24 @@ def run_worker(
     spec: WorkerSpec, settings: dict[str, Any], build: BuildSettings, active: ActiveRules
 ) -> None:
     """Serve as worker `spec.index` until SIGTERM or until the supervisor is gone."""
+    tag = WorkerLogTag(spec.index)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(tag)
     config, server_settings = worker_settings(spec.index, settings, build)
     asyncio.run(_serve(spec, config, active, server_settings))
+
+
+class WorkerLogTag(logging.Filter):
+    """Names the worker in every log line it writes: `callerid_proxy.server[w1]`."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__()
+        self._suffix = f"[w{index}]"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.endswith(self._suffix):
+            record.name += self._suffix
+        return True
 
 
 def worker_settings(

@@ -3,6 +3,7 @@ and how the workers' reload outcomes combine into the one status `apply` reads."
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ from proxy.control import ProxyStatus
 from proxy.run_cli import build_settings
 from proxy.sip.addresses import Target
 from proxy.sip.policy import PBX_SIDE, TRUNK_SIDE
-from proxy.worker_process import WorkerSpec, worker_settings
+from proxy.worker_process import WorkerLogTag, WorkerSpec, worker_settings
 from proxy.workers import SupervisorError, _combine, check_ports, worker_arguments
 
 BASE: dict[str, Any] = {
@@ -111,3 +112,11 @@ def test_reload_with_workers_on_different_versions() -> None:
 def test_reload_with_no_worker_running_is_not_applied() -> None:
     outcome = _combine({}, {})
     assert not outcome.ok and outcome.errors == ("no worker is running",)
+
+
+def test_worker_log_lines_name_the_worker() -> None:
+    record = logging.LogRecord("callerid_proxy.server", logging.INFO, __file__, 1, "x", None,
+                               None)
+    tag = WorkerLogTag(1)
+    assert tag.filter(record) and tag.filter(record)  # a second handler does not tag it twice
+    assert record.name == "callerid_proxy.server[w1]"
