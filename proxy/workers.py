@@ -139,6 +139,7 @@ class Supervisor:
         self._last_outcome = ReloadOutcome(True, rules_version, ())
         self._retired: Counter[str] = Counter()
         self._stopping = False
+        self._wrote_pid_file = False  # never remove another instance's files on a failed start
         self._stopped = asyncio.Event()
         self._reload_requested = asyncio.Event()
         self._admin = AdminServer(self.status, self._reload_for_admin)
@@ -214,6 +215,7 @@ class Supervisor:
         if self._admin_address is not None:
             await self._admin.start(*self._admin_address)
         control.write_pid_file(self._pid_file, os.getpid())
+        self._wrote_pid_file = True
         self._write_status(self._last_outcome)
         log.info("supervisor pid %d: %d workers, rules version %s", os.getpid(), self._count,
                  self._version)
@@ -249,8 +251,9 @@ class Supervisor:
             sock.close()
         os.close(self._lifeline_write)
         os.close(self._lifeline_read)
-        for path in (self._pid_file, control.status_path(self._pid_file)):
-            path.unlink(missing_ok=True)
+        if self._wrote_pid_file:
+            for path in (self._pid_file, control.status_path(self._pid_file)):
+                path.unlink(missing_ok=True)
 
     # ----------------------------------------------------------------- restarts
     def _watch(self) -> None:
@@ -429,5 +432,8 @@ def run_supervisor(settings: dict[str, Any], listen: tuple[tuple[str, int], ...]
         print(f"callerid-proxy run: {error}", file=sys.stderr)
         supervisor.stop()
         return 1
+    except KeyboardInterrupt:  # Ctrl-C before the signal handlers were installed
+        supervisor.stop()
+        return 130
     supervisor.stop()
     return 0

@@ -223,3 +223,23 @@ def test_responses_leave_from_the_port_the_request_came_in_on(multi: Multi) -> N
             assert answer.startswith(b"SIP/2.0 200"), answer
             assert answer_from == shared, answer_from
     assert own_ports == {proxy.listen.port + 1, proxy.listen.port + 2}, own_ports
+
+
+def test_a_taken_worker_port_fails_the_start_cleanly(tmp_path: Path, rules_file: Path) -> None:
+    """Worker 1's port is taken: the supervisor exits 1 saying so, stops worker 0, and leaves
+    the pid file of whoever else uses it alone."""
+    listen = free_port_run(WORKERS)
+    pid_file = tmp_path / "other.pid"
+    pid_file.write_text("12345\n")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as squatter:
+        squatter.bind(("127.0.0.1", listen + 2))
+        result = subprocess.run(
+            [sys.executable, "-m", "proxy", "run", "--rules", str(rules_file),
+             "--listen", f"127.0.0.1:{listen}", "--pbx", f"127.0.0.1:{free_port()}",
+             "--trunk", f"127.0.0.1:{free_port()}", "--workers", str(WORKERS),
+             "--pid-file", str(pid_file), "--secret", "s"],
+            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 1, result.stderr
+    assert "worker 1 cannot listen" in result.stderr and "worker 1 exited with 1" in result.stderr
+    assert pid_file.read_text() == "12345\n"
+    assert not Path(f"{pid_file}.worker0").exists()
