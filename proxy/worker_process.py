@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from proxy import reply_port
 from proxy.active_rules import ActiveRules
 from proxy.dispatcher import decode_packet, encode_header
 from proxy.server import ProxyServer, ServerSettings
@@ -43,6 +44,7 @@ class WorkerSpec:
     inbox_fd: int  # Unix datagram socket: dispatched datagrams from the shared UDP port
     lifeline_fd: int  # read end of a pipe the supervisor holds open: EOF = supervisor gone
     tcp_fds: tuple[int, ...]  # the shared TCP listening sockets, one per --listen address
+    send_direct: bool = False  # replies may leave from our own socket on the shared port
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -55,6 +57,7 @@ class WorkerSpec:
             inbox_fd=int(data["inbox_fd"]),
             lifeline_fd=int(data["lifeline_fd"]),
             tcp_fds=tuple(int(fd) for fd in data["tcp_fds"]),
+            send_direct=bool(data.get("send_direct", False)),
         )
 
 
@@ -116,17 +119,42 @@ class WorkerInbox:
 
 class WorkerServer(ProxyServer):
     """A ProxyServer whose UDP replies to requests dispatched from the shared port leave from
-    that port (through the dispatcher); everything else leaves from the worker's own port."""
+    that port: from its own socket on it (proxy/reply_port.py) or through the dispatcher;
+    everything else leaves from the worker's own port."""
 
-    inbox: WorkerInbox | None = None
+    def __init__(self, config: ProxyConfig, rules: ActiveRules, settings: ServerSettings) -> None:
+        super().__init__(config, rules, settings)
+        self.inbox: WorkerInbox | None = None
+        self.shared_senders: list[socket.socket] = []
+        self.reply_drops = 0
 
     def _send(self, outgoing: Outgoing) -> None:
         shared = shared_socket_of(outgoing.connection)
-        if shared is not None and outgoing.target.transport == "udp" and self.inbox is not None:
-            if outgoing.data:
-                self.inbox.reply(outgoing, shared)
+        if shared is None or outgoing.target.transport != "udp" or self.inbox is None:
+            super()._send(outgoing)
             return
-        super()._send(outgoing)
+        if not outgoing.data:
+            return
+        if shared < len(self.shared_senders):
+            target = outgoing.target
+            try:
+                self.shared_senders[shared].sendto(outgoing.data, (target.host, target.port))
+            except OSError:  # a full buffer or an ICMP error: as any UDP send
+                self.reply_drops += 1
+            return
+        self.inbox.reply(outgoing, shared)
+
+    def serve_shared_sender(self, index: int, sock: socket.socket) -> None:
+        """Should anything arrive on our socket on the shared port, serve it as dispatched."""
+        for _ in range(INBOX_BATCH):
+            try:
+                data, address = sock.recvfrom(MAX_PACKET)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                continue
+            source = Source("udp", str(address[0]), int(address[1]), shared_connection(index))
+            self.on_message(data, source)
 
 
 def run_worker(
@@ -137,7 +165,8 @@ def run_worker(
     for handler in logging.getLogger().handlers:
         handler.addFilter(tag)
     config, server_settings = worker_settings(spec.index, settings, build)
-    asyncio.run(_serve(spec, config, active, server_settings))
+    shared = [_parse_listen(str(item)) for item in settings.get("listen") or []]
+    asyncio.run(_serve(spec, config, active, server_settings, shared))
 
 
 class WorkerLogTag(logging.Filter):
@@ -174,7 +203,8 @@ def _parse_listen(text: str) -> tuple[str, int]:
 
 
 async def _serve(
-    spec: WorkerSpec, config: ProxyConfig, active: ActiveRules, settings: ServerSettings
+    spec: WorkerSpec, config: ProxyConfig, active: ActiveRules, settings: ServerSettings,
+    shared: list[tuple[str, int]],
 ) -> None:
     loop = asyncio.get_running_loop()
     server = WorkerServer(config, active, settings)
@@ -186,6 +216,10 @@ async def _serve(
         await server.adopt_listening_socket(socket.socket(fileno=fd))
     server.inbox = WorkerInbox(socket.socket(fileno=spec.inbox_fd))
     loop.add_reader(spec.inbox_fd, server.inbox.on_readable, server)
+    if spec.send_direct:
+        server.shared_senders = [reply_port.bind_sender(host, port) for host, port in shared]
+        for index, sock in enumerate(server.shared_senders):
+            loop.add_reader(sock.fileno(), server.serve_shared_sender, index, sock)
     loop.add_reader(spec.lifeline_fd, _supervisor_gone, loop, spec.lifeline_fd)
     log.info("worker %d ready on %s", spec.index,
              ", ".join(hostport_text(h, p) for h, p in settings.listen))

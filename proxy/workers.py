@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from proxy import control
+from proxy import control, reply_port
 from proxy.active_rules import ReloadOutcome
 from proxy.admin import AdminServer
 from proxy.dispatch_loop import Dispatcher
@@ -39,6 +39,7 @@ from proxy.worker_process import WorkerSpec, hostport_text, worker_port
 
 log = logging.getLogger("callerid_proxy.workers")
 SECRET_ENV = "CALLERID_PROXY_SECRET"
+REPLY_VIA_SUPERVISOR_ENV = "CALLERID_PROXY_REPLY_VIA_SUPERVISOR"
 MAX_WORKERS = 64
 READY_TIMEOUT_S = 15.0
 RELOAD_TIMEOUT_S = 10.0
@@ -132,6 +133,9 @@ class Supervisor:
         self._udp: list[socket.socket] = []
         self._tcp: list[socket.socket] = []
         self._senders: list[socket.socket] = []
+        # Replies from the workers' own sockets on the shared port (proxy/reply_port.py), unless
+        # a shared socket cannot steer or the operator turned it off.
+        self._send_direct = os.environ.get(REPLY_VIA_SUPERVISOR_ENV, "") != "1"
         self._lifeline_read, self._lifeline_write = os.pipe()
         self._env = _worker_environment(settings)
         self._dispatcher: Dispatcher | None = None
@@ -149,8 +153,8 @@ class Supervisor:
         """The shared addresses; OSError when one is taken."""
         for host, port in self._listen:
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            udp = socket.socket(family, socket.SOCK_DGRAM)
-            udp.bind((host, port))
+            udp, steered = reply_port.bind_steered(host, port, steer=self._send_direct)
+            self._send_direct = self._send_direct and steered
             _enlarge_buffers(udp)
             self._udp.append(udp)
             tcp = socket.socket(family, socket.SOCK_STREAM)
@@ -169,7 +173,7 @@ class Supervisor:
             _enlarge_buffers(inbox)
             self._senders.append(sender)
             spec = WorkerSpec(index, inbox.fileno(), self._lifeline_read,
-                              tuple(sock.fileno() for sock in self._tcp))
+                              tuple(sock.fileno() for sock in self._tcp), self._send_direct)
             pid_file = worker_pid_file(self._pid_file, index)
             admin = (None if self._admin_address is None else
                      (self._admin_address[0], worker_port(self._admin_address[1], index)))
@@ -339,6 +343,7 @@ class Supervisor:
         dispatch = self._dispatcher.counters if self._dispatcher is not None else None
         if dispatch is not None:
             counters["dispatcher_dropped"] = dispatch.dropped
+            counters["dispatcher_replies"] = dispatch.replies
             for worker_info, sent in zip(workers, dispatch.dispatched, strict=True):
                 worker_info["dispatched"] = sent
         counters["worker_restarts"] = sum(w.restarts for w in self._workers)
@@ -350,6 +355,7 @@ class Supervisor:
             "transactions": transactions,
             "tcp_connections": connections,
             "workers": workers,
+            "replies_from_workers": self._send_direct,
         }
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from proxy.workers import REPLY_VIA_SUPERVISOR_ENV
 from tests.e2e.calls import Outbound, loopback, place_outbound
 from tests.e2e.conftest import EXAMPLE_RULES
 from tests.e2e.ports import free_port, free_port_run, wait_until
@@ -63,7 +64,8 @@ class Multi:
 
 
 @contextmanager
-def running_multi(tmp_path: Path, rules_file: Path, transport: str = "udp") -> Iterator[Multi]:
+def running_multi(tmp_path: Path, rules_file: Path, transport: str = "udp",
+                  reply_via_supervisor: bool = False) -> Iterator[Multi]:
     listen = free_port_run(WORKERS)
     admin = free_port_run(WORKERS)
     proxy = ProxyProcess(
@@ -74,11 +76,25 @@ def running_multi(tmp_path: Path, rules_file: Path, transport: str = "udp") -> I
         trunk=loopback(free_port(), transport),
         extra_args=["--workers", str(WORKERS), "--admin", f"127.0.0.1:{admin}"],
     )
-    proxy.start()
+    with _environment(REPLY_VIA_SUPERVISOR_ENV, "1" if reply_via_supervisor else None):
+        proxy.start()
     try:
         yield Multi(proxy, admin)
     finally:
         proxy.stop()
+
+
+@contextmanager
+def _environment(name: str, value: str | None) -> Iterator[None]:
+    before = os.environ.pop(name, None)
+    if value is not None:
+        os.environ[name] = value
+    try:
+        yield
+    finally:
+        os.environ.pop(name, None)
+        if before is not None:
+            os.environ[name] = before
 
 
 @pytest.fixture
@@ -191,10 +207,23 @@ def _options(call_id: str, pbx_port: int, target: str) -> bytes:
     ).encode()
 
 
-def test_responses_leave_from_the_port_the_request_came_in_on(multi: Multi) -> None:
+@pytest.mark.parametrize("via_supervisor", [False, True], ids=["from-workers", "via-supervisor"])
+def test_responses_leave_from_the_port_the_request_came_in_on(
+    tmp_path: Path, rules_file: Path, via_supervisor: bool
+) -> None:
     """RFC 3581 section 4: the PBX sends to the shared port and gets the response (the
     trunk's 200, relayed) from the shared port, whichever worker took the request; the trunk
-    sees the request come from that worker's own port, which its Via names."""
+    sees the request come from that worker's own port, which its Via names. Both ways: the
+    workers' own sockets on the shared port, and (turned off) through the dispatcher."""
+    with running_multi(tmp_path, rules_file, reply_via_supervisor=via_supervisor) as multi:
+        _check_reply_ports(multi)
+        status = multi.supervisor_status()
+        assert status["replies_from_workers"] is not via_supervisor
+        replies = status["counters"]["dispatcher_replies"]
+        assert replies == 12 if via_supervisor else replies == 0, status
+
+
+def _check_reply_ports(multi: Multi) -> None:
     proxy = multi.proxy
     shared = (proxy.listen.host, proxy.listen.port)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as pbx, \

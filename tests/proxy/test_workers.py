@@ -3,13 +3,17 @@ and how the workers' reload outcomes combine into the one status `apply` reads."
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from proxy.control import ProxyStatus
+from proxy.reply_port import bind_sender, bind_steered
 from proxy.run_cli import build_settings
 from proxy.sip.addresses import Target
 from proxy.sip.policy import PBX_SIDE, TRUNK_SIDE
@@ -120,3 +124,51 @@ def test_worker_log_lines_name_the_worker() -> None:
     tag = WorkerLogTag(1)
     assert tag.filter(record) and tag.filter(record)  # a second handler does not tag it twice
     assert record.name == "callerid_proxy.server[w1]"
+
+
+def _drain(sock: socket.socket) -> int:
+    sock.setblocking(False)
+    count = 0
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            sock.recv(100)
+            count += 1
+    return count
+
+
+def test_the_shared_socket_receives_everything_and_workers_send_from_its_port() -> None:
+    """The steering program sends every datagram, whatever its source, to the supervisor's
+    socket, never to a worker's socket in the same SO_REUSEPORT group; a worker's socket
+    sends from the shared port; a second instance still cannot bind the address."""
+    shared, steered = bind_steered("127.0.0.1", 0)
+    port = shared.getsockname()[1]
+    senders = [bind_sender("127.0.0.1", port) for _ in range(2)]
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.bind(("127.0.0.1", 0))
+    peer.settimeout(5.0)
+    try:
+        assert steered
+        for n in range(50):
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:  # 50 source ports
+                client.sendto(b"%d" % n, ("127.0.0.1", port))
+        deadline = time.monotonic() + 5.0
+        received = 0
+        while received < 50 and time.monotonic() < deadline:
+            received += _drain(shared)
+            time.sleep(0.01)
+        assert received == 50
+        assert sum(_drain(sender) for sender in senders) == 0
+        senders[1].sendto(b"reply", peer.getsockname())
+        assert peer.recvfrom(100) == (b"reply", ("127.0.0.1", port))
+        with pytest.raises(OSError):
+            bind_steered("127.0.0.1", port)
+    finally:
+        for sock in (shared, peer, *senders):
+            sock.close()
+
+
+def test_without_steering_the_shared_socket_is_a_plain_one() -> None:
+    shared, steered = bind_steered("127.0.0.1", 0, steer=False)
+    with shared:
+        assert not steered
+        assert not shared.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT)
