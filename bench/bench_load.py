@@ -2,6 +2,7 @@
 
     python3 bench/bench_load.py [--rates 100,200,400] [--calls 1000] [--transports udp,tcp]
     python3 bench/bench_load.py --quick        # 200 calls at 100/s over UDP: a smoke run
+    python3 bench/bench_load.py --workers 2    # the same through `run --workers 2`
 
 For each transport it starts `callerid-proxy run --rules rules/example.yaml` on free 127.0.0.1
 ports (PBX and trunk legs both on that transport), then for each rate runs the outbound call pair
@@ -38,6 +39,24 @@ Measured 2026-11-25, 2 cores (loopback; SIPp 3.6.1 on the same cores; CPython 3.
     default UDP receive buffer (~100 datagrams) overflowed during a garbage-collection pause.
     Since the proxy sets 4 MiB socket buffers and freezes its start-up objects out of the GC,
     every run above completes with 0 failed calls.
+
+`--workers N` runs `callerid-proxy run --workers N` (listen port + 1 + i free for worker i) and
+counts the CPU of the supervisor and of its workers. Measured 2026-12-01 on the same 2 cores
+while ~8 other jobs kept the load average at 5-7 (so both columns are pessimistic and noisy;
+interleaved runs, 1000 calls each, UDP; SIPp sends ACK and BYE to the shared port too):
+
+    workers rate/s    ok failed  ms/call (two runs each)
+    1          100  1000      0  2.40, 2.67
+    2          100  1000      0  3.06, 3.33
+    1          300  1000  0, 77  1.70, 1.98
+    2          300  1000  0, 22  1.95, 2.15
+    2          200  1000      0  2.64 = supervisor 0.22 + workers 1.24 + 1.18
+
+    On a 2-core machine that SIPp shares, two workers cost about 25% more CPU per call (the
+    dispatcher, two event loops waking for fewer datagrams each) and do not raise the rate
+    held: there is no idle core to use. The failures at 300/s (and at 400/s with either
+    setting) come from the overloaded machine (INVITEs retransmitted after their 200 was
+    sent), not from the dispatch: they hit one process as often.
 """
 
 from __future__ import annotations
