@@ -93,7 +93,7 @@ def run_command(args: argparse.Namespace) -> int:
 
 def _workers(value: object) -> int:
     try:
-        workers = int(str(value or 1))
+        workers = 1 if value is None else int(str(value))
     except ValueError:
         workers = 0
     if not 1 <= workers <= 64:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -172,3 +174,13 @@ def test_without_steering_the_shared_socket_is_a_plain_one() -> None:
     with shared:
         assert not steered
         assert not shared.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT)
+
+
+@pytest.mark.parametrize("value", ["0", "65", "two"])
+def test_run_refuses_a_bad_worker_count(value: str, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "proxy", "run", "--rules", str(tmp_path / "r.yaml"),
+         "--pbx", "127.0.0.1:5070", "--trunk", "127.0.0.1:5080", "--workers", value],
+        capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2
+    assert "--workers" in result.stderr
