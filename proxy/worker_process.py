@@ -144,6 +144,16 @@ class WorkerServer(ProxyServer):
             return
         self.inbox.reply(outgoing, shared)
 
+    def status(self) -> dict[str, Any]:
+        status = super().status()
+        inbox = self.inbox
+        status["counters"] = {
+            **status["counters"],
+            "shared_reply_drops": self.reply_drops + (inbox.reply_drops if inbox else 0),
+            "dispatched_malformed": inbox.malformed if inbox else 0,
+        }
+        return status
+
     def serve_shared_sender(self, index: int, sock: socket.socket) -> None:
         """Should anything arrive on our socket on the shared port, serve it as dispatched."""
         for _ in range(INBOX_BATCH):

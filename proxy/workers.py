@@ -356,6 +356,7 @@ class Supervisor:
             "tcp_connections": connections,
             "workers": workers,
             "replies_from_workers": self._send_direct,
+            "dispatcher_drops": dict(dispatch.by_reason) if dispatch is not None else {},
         }
 
 
