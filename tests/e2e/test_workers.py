@@ -220,7 +220,16 @@ def test_responses_leave_from_the_port_the_request_came_in_on(
         status = multi.supervisor_status()
         assert status["replies_from_workers"] is not via_supervisor
         replies = status["counters"]["dispatcher_replies"]
-        assert replies == 12 if via_supervisor else replies == 0, status
+        assert replies >= 12 if via_supervisor else replies == 0, status
+
+
+def _receive_call(sock: socket.socket, call_id: bytes) -> tuple[bytes, tuple[str, int]]:
+    """The next datagram of that call; a loaded machine may retransmit an earlier one."""
+    for _ in range(20):
+        data, address = sock.recvfrom(65535)
+        if f"Call-ID: {call_id.decode()}\r\n".encode() in data:
+            return data, (str(address[0]), int(address[1]))
+    raise AssertionError(f"no message of {call_id!r}")
 
 
 def _check_reply_ports(multi: Multi) -> None:
@@ -234,9 +243,10 @@ def _check_reply_ports(multi: Multi) -> None:
         trunk.settimeout(5.0)
         own_ports = set()
         for n in range(12):  # Call-IDs spread over both workers
+            call_id = f"options-{n}".encode()
             pbx.sendto(_options(f"options-{n}", proxy.pbx.port, "+3228880000@127.0.0.1"),
                        shared)
-            request, request_from = trunk.recvfrom(65535)
+            request, request_from = _receive_call(trunk, call_id)
             own_ports.add(request_from[1])
             top_via = request.split(b"\r\n")[1]
             assert f"127.0.0.1:{request_from[1]};".encode() in top_via, top_via
@@ -248,7 +258,7 @@ def _check_reply_ports(multi: Multi) -> None:
                    if line.split(b":")[0].lower() in (b"from", b"to", b"call-id", b"cseq")),
                  b"Content-Length: 0", b"", b""])
             trunk.sendto(response, request_from)
-            answer, answer_from = pbx.recvfrom(65535)
+            answer, answer_from = _receive_call(pbx, call_id)
             assert answer.startswith(b"SIP/2.0 200"), answer
             assert answer_from == shared, answer_from
     assert own_ports == {proxy.listen.port + 1, proxy.listen.port + 2}, own_ports
