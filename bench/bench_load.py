@@ -2,6 +2,7 @@
 
     python3 bench/bench_load.py [--rates 100,200,400] [--calls 1000] [--transports udp,tcp]
     python3 bench/bench_load.py --quick        # 200 calls at 100/s over UDP: a smoke run
+    python3 bench/bench_load.py --workers 2    # the same through `run --workers 2`
 
 For each transport it starts `callerid-proxy run --rules rules/example.yaml` on free 127.0.0.1
 ports (PBX and trunk legs both on that transport), then for each rate runs the outbound call pair
@@ -38,11 +39,31 @@ Measured 2026-11-25, 2 cores (loopback; SIPp 3.6.1 on the same cores; CPython 3.
     default UDP receive buffer (~100 datagrams) overflowed during a garbage-collection pause.
     Since the proxy sets 4 MiB socket buffers and freezes its start-up objects out of the GC,
     every run above completes with 0 failed calls.
+
+`--workers N` runs `callerid-proxy run --workers N` (listen port + 1 + i free for worker i) and
+counts the CPU of the supervisor and of its workers. Measured 2026-12-01 on the same 2 cores
+while ~8 other jobs kept the load average at 5-7 (so both columns are pessimistic and noisy;
+interleaved runs, 1000 calls each, UDP; SIPp sends ACK and BYE to the shared port too):
+
+    workers rate/s  ok (two runs)  failed  ms/call
+    1          100    1000, 1000    0, 0  2.40, 2.67
+    2          100    1000, 1000    0, 0  3.06, 3.33
+    1          300     923, 1000   77, 0  1.98, 1.70
+    2          300    1000, 1000    0, 0  1.95, 2.15
+    2          200          1000       0  2.64 = supervisor 0.22 + workers 1.24 + 1.18
+
+    On a 2-core machine that SIPp shares, two workers cost about 25% more CPU per call (the
+    dispatcher, two event loops waking for fewer datagrams each) and do not raise the rate
+    held: there is no idle core to use. The failures at 300/s (and at 400/s with either
+    setting) come from the overloaded machine (INVITEs retransmitted after their 200 was
+    sent), not from the dispatch: they hit one process as often (earlier runs failed 22 of
+    1000 calls with two workers at 300/s, 173 of 1000 with one at 400/s).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import re
@@ -59,7 +80,7 @@ if str(REPO) not in sys.path:  # `python3 bench/bench_load.py` puts bench/, not 
     sys.path.insert(0, str(REPO))
 
 from tests.e2e.calls import Outbound, loopback, outbound_sides  # noqa: E402
-from tests.e2e.ports import free_port, is_bound, wait_until  # noqa: E402
+from tests.e2e.ports import free_port, free_port_run, is_bound, wait_until  # noqa: E402
 from tests.e2e.proxy_process import ProxyProcess  # noqa: E402
 from tests.e2e.sipp import SIPP, SippResult, run_pair  # noqa: E402
 
@@ -92,6 +113,16 @@ def proc_stat(pid: int) -> ProcStat:
     fields = text[text.rindex(")") + 2 :].split()
     utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5)
     return ProcStat(state=fields[0], cpu_s=(utime + stime) / CLOCK_TICKS)
+
+
+def family_cpu_s(pid: int) -> float:
+    """CPU seconds of the proxy and of its child processes (the workers of `--workers N`)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    total = proc_stat(pid).cpu_s
+    for child in children:
+        with contextlib.suppress(OSError):  # exited meanwhile
+            total += proc_stat(int(child)).cpu_s
+    return total
 
 
 @dataclass(frozen=True)
@@ -151,14 +182,16 @@ def _error_summary(result: SippResult, entries: int = 4) -> str:
 
 
 @contextmanager
-def running_proxy(workdir: Path, transport: str) -> Iterator[ProxyProcess]:
-    """`callerid-proxy run` on free loopback ports; SIGTERM at the end, whatever happened."""
+def running_proxy(workdir: Path, transport: str, workers: int = 1) -> Iterator[ProxyProcess]:
+    """`callerid-proxy run` on free loopback ports; SIGTERM at the end, whatever happened.
+    With `workers` > 1 it runs `--workers N` (listen port + 1 + i free for worker i)."""
     proxy = ProxyProcess(
         workdir=workdir,
         rules=RULES,
-        listen=loopback(free_port()),
+        listen=loopback(free_port_run(workers) if workers > 1 else free_port()),
         pbx=loopback(free_port(), transport),
         trunk=loopback(free_port(), transport),
+        extra_args=["--workers", str(workers)] if workers > 1 else [],
     )
     try:
         proxy.start()
@@ -180,11 +213,12 @@ def run_once(proxy: ProxyProcess, workdir: Path, calls: int, rate: float) -> Run
         10.0,
         f"the trunk port {proxy.trunk.address()} to be free",
     )
-    cpu_before = proc_stat(proxy.pid).cpu_s
+    cpu_before = family_cpu_s(proxy.pid)
     started = time.perf_counter()
     trunk_result, pbx_result = run_pair(trunk, pbx, workdir)
     wall_s = time.perf_counter() - started
     after = proc_stat(proxy.pid)
+    cpu_after = family_cpu_s(proxy.pid)
     if after.state in ("Z", "X"):
         raise RuntimeError(f"the proxy died during the run\n{proxy.log_tail()}")
     run = Run(
@@ -194,7 +228,7 @@ def run_once(proxy: ProxyProcess, workdir: Path, calls: int, rate: float) -> Run
         successful=pbx_result.successful,
         failed=pbx_result.failed,
         wall_s=wall_s,
-        cpu_s=after.cpu_s - cpu_before,
+        cpu_s=cpu_after - cpu_before,
         notes=_notes(trunk_result, pbx_result),
     )
     if run.notes or run.failed:
@@ -204,12 +238,13 @@ def run_once(proxy: ProxyProcess, workdir: Path, calls: int, rate: float) -> Run
 
 
 def benchmark(
-    workdir: Path, transports: Sequence[str], rates: Sequence[float], calls: int, pause_s: float
+    workdir: Path, transports: Sequence[str], rates: Sequence[float], calls: int, pause_s: float,
+    workers: int = 1,
 ) -> list[Run]:
     runs: list[Run] = []
     print(HEADER, flush=True)
     for transport in transports:
-        with running_proxy(workdir, transport) as proxy:
+        with running_proxy(workdir, transport, workers) as proxy:
             for index, rate in enumerate(rates):
                 if index:
                     time.sleep(pause_s)  # let the last run's transactions drain a little
@@ -269,6 +304,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--quick", action="store_true",
         help=f"smoke run: {QUICK_CALLS} calls at {QUICK_RATE:g}/s over {QUICK_TRANSPORT} only",
     )  # fmt: skip
+    parser.add_argument(
+        "--workers", type=int, default=1,
+        help="run the proxy with --workers N (default 1: one process); CPU includes the workers",
+    )  # fmt: skip
     parser.add_argument("--pause", type=float, default=2.0, help="seconds between runs (default 2)")
     parser.add_argument(
         "--workdir", type=Path,
@@ -286,16 +325,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"{os.cpu_count()} CPUs; rules {RULES.relative_to(REPO)}; "
         f"{CALL.pbx_user} -> {CALL.destination} shows {CALL.expected_number}; "
+        f"workers {args.workers}; "
         f"SIPp timeout per process {sipp_timeout_s(calls, min(rates))} s or less"
     )
     try:
         if args.workdir is not None:
             workdir: Path = args.workdir
             workdir.mkdir(parents=True, exist_ok=True)
-            runs = benchmark(workdir, transports, rates, calls, args.pause)
+            runs = benchmark(workdir, transports, rates, calls, args.pause, args.workers)
         else:
             with tempfile.TemporaryDirectory(prefix="bench_load-") as directory:
-                runs = benchmark(Path(directory), transports, rates, calls, args.pause)
+                runs = benchmark(Path(directory), transports, rates, calls, args.pause,
+                                 args.workers)
     except KeyboardInterrupt:
         print("interrupted; the proxy was stopped", file=sys.stderr)
         return 130

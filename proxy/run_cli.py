@@ -142,6 +142,10 @@ SETTINGS = table([
     Setting("peer", listed(_resolved_hostport), (),
             "another instance with the same --secret behind one dispatcher: its Record-Route is "
             "taken as ours (repeatable)", "HOST:PORT", repeatable=True),
+    # Issue 6: worker processes behind one shared address (proxy/workers.py).
+    Setting("workers", integer(1, 64), 1,
+            "worker processes behind one shared address (default 1: none)", "N"),
+    Setting("worker_spec", text, None, "", hidden=True),  # set by a --workers supervisor
     Setting("admin_token", text, None,
             f"bearer token for POST /reload (else ${ADMIN_TOKEN_ENV}); required when --admin is "
             "not loopback"),
@@ -181,7 +185,9 @@ def run_command(args: argparse.Namespace) -> int:
         values = validate_settings(settings)
         logs.configure(values["log_level"], values["log_format"])
         config, server_settings, rules_path = build_from(values)
-        control.refuse_live_pid_file(server_settings.pid_file)
+        workers: int = values["workers"]
+        if not values["worker_spec"]:  # a worker's pid file is its supervisor's business
+            control.refuse_live_pid_file(server_settings.pid_file)
     except SettingsError as error:
         print(f"callerid-proxy run: {error}", file=sys.stderr)
         return 2
@@ -193,6 +199,8 @@ def run_command(args: argparse.Namespace) -> int:
     except Exception as error:  # RulesError lists every problem with file:line
         print(f"callerid-proxy run: rules refused:\n{error}", file=sys.stderr)
         return 1
+    if workers > 1 or args.worker_spec:
+        return _run_multi(args, settings, active, server_settings, workers)
     _install_uvloop()
     try:
         asyncio.run(_serve(config, active, server_settings))
@@ -200,6 +208,28 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"callerid-proxy run: cannot listen: {error}", file=sys.stderr)
         return 1
     return 0
+
+
+def _run_multi(args: argparse.Namespace, settings: dict[str, Any], active: ActiveRules,
+               server_settings: ServerSettings, workers: int) -> int:
+    """`--workers N`: the supervisor (proxy/workers.py), or one of its workers."""
+    from proxy import worker_process
+    from proxy import workers as supervision
+
+    if args.worker_spec:
+        _install_uvloop()
+        spec = worker_process.WorkerSpec.from_json(args.worker_spec)
+        try:
+            worker_process.run_worker(spec, settings, build_settings, active)
+        except OSError as error:
+            print(f"callerid-proxy run: worker {spec.index} cannot listen: {error}",
+                  file=sys.stderr)
+            return 1
+        return 0
+    return supervision.run_supervisor(
+        settings, server_settings.listen, server_settings.pid_file, server_settings.admin,
+        active.path, active.current.version, workers,
+    )
 
 
 async def _serve(config: ProxyConfig, active: ActiveRules, settings: ServerSettings) -> None:

@@ -125,6 +125,13 @@ class ProxyServer:
             self.core.config, trunk=trunks[0], extra_trunks=trunks[1:]
         )
 
+    async def adopt_listening_socket(self, sock: socket.socket) -> None:
+        """Also accept TCP on a listening socket bound by someone else (the `--workers`
+        supervisor's shared port); its connections are served like those of `start()`."""
+        acceptor = Acceptor(self._budget, self._accepted_connection, self.transport_counters)
+        acceptor.adopt(sock)
+        self._acceptors.append(acceptor)
+
     async def serve_until_stopped(self) -> None:
         await self._stopped.wait()
         await self.stop()

@@ -107,6 +107,12 @@ class Acceptor:
         except OSError:
             sock.close()
             raise
+        self.adopt(sock)
+
+    def adopt(self, sock: socket.socket) -> None:
+        """Accept on a socket that is already listening (the `--workers` supervisor's shared
+        port, which every worker accepts from: a loser of the race sees BlockingIOError)."""
+        sock.setblocking(False)
         self._sock = sock
         self._loop.add_reader(sock.fileno(), self._on_readable)
 

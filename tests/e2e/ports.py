@@ -28,6 +28,28 @@ def free_port(host: str = "127.0.0.1") -> int:
     raise RuntimeError(f"no port free for both UDP and TCP on {host}")
 
 
+def free_port_run(count: int, host: str = "127.0.0.1") -> int:
+    """A port free like `free_port`, with the `count` ports after it free for UDP and TCP too
+    (a `--workers` proxy uses listen port + 1 + i for worker i)."""
+    for _ in range(50):
+        port = free_port(host)
+        if port + count <= 65535 and all(
+            _bindable(host, port + offset) for offset in range(1, count + 1)
+        ):
+            return port
+    raise RuntimeError(f"no run of {count + 1} free ports on {host}")
+
+
+def _bindable(host: str, port: int) -> bool:
+    try:
+        for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+            with socket.socket(socket.AF_INET, kind) as sock:
+                sock.bind((host, port))
+    except OSError:
+        return False
+    return True
+
+
 def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
     """Poll `condition` until it holds; raise TimeoutError naming `what` after `timeout_s`."""
     deadline = time.monotonic() + timeout_s

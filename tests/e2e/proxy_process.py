@@ -65,7 +65,8 @@ class ProxyProcess:
     ) -> None:
         """`name` prefixes the pid and log files, so a proxy started again on the same ports
         (a restart) keeps its own files. `extra_trunks` are further `--trunk`s after `trunk`,
-        tried in order when the one before fails a call (failover)."""
+        tried in order when the one before fails a call (failover). `extra_args` are appended
+        to the command line (e.g. `--workers 2`)."""
         self.listen = listen
         self.pbx = pbx
         self.trunk = trunk
@@ -87,7 +88,7 @@ class ProxyProcess:
             self._command += ["--trunk", extra.option()]
         for cidr in trusted:
             self._command += ["--trusted", cidr]
-        self._command += extra_args  # e.g. a TLS listen address and certificates
+        self._command += list(extra_args)  # e.g. a TLS listen address, --workers
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
