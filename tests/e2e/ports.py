@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterable
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,11 +29,15 @@ def free_port(host: str = "127.0.0.1") -> int:
     raise RuntimeError(f"no port free for both UDP and TCP on {host}")
 
 
-def free_port_run(count: int, host: str = "127.0.0.1") -> int:
+def free_port_run(count: int, host: str = "127.0.0.1", avoid: Iterable[int] = ()) -> int:
     """A port free like `free_port`, with the `count` ports after it free for UDP and TCP too
-    (a `--workers` proxy uses listen port + 1 + i for worker i)."""
+    (a `--workers` proxy uses listen port + 1 + i for worker i). `avoid`: ports already chosen
+    for something not bound yet (another run), which the new run must not overlap."""
+    taken = set(avoid)
     for _ in range(50):
         port = free_port(host)
+        if taken.intersection(range(port, port + count + 1)):
+            continue
         if port + count <= 65535 and all(
             _bindable(host, port + offset) for offset in range(1, count + 1)
         ):

@@ -67,7 +67,7 @@ class Multi:
 def running_multi(tmp_path: Path, rules_file: Path, transport: str = "udp",
                   reply_via_supervisor: bool = False) -> Iterator[Multi]:
     listen = free_port_run(WORKERS)
-    admin = free_port_run(WORKERS)
+    admin = free_port_run(WORKERS, avoid=range(listen, listen + WORKERS + 1))
     proxy = ProxyProcess(
         workdir=tmp_path,
         rules=rules_file,
