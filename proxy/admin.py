@@ -44,11 +44,15 @@ class CoreCollector(Collector):
 
 
 class AdminServer:
-    def __init__(self, status: StatusSource, reload: ReloadAction) -> None:
+    def __init__(
+        self, status: StatusSource, reload: ReloadAction, collectors: tuple[Collector, ...] = ()
+    ) -> None:
         self._status = status
         self._reload = reload
         self._registry = CollectorRegistry()
         self._registry.register(CoreCollector(status))
+        for collector in collectors:
+            self._registry.register(collector)
         self._server: asyncio.Server | None = None
 
     async def start(self, host: str, port: int) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 from proxy import control
 from proxy.active_rules import ActiveRules, ReloadOutcome
 from proxy.admin import AdminServer
+from proxy.metrics import EventLog, EventMetrics
 from proxy.sip.addresses import Outgoing, Source, Target
 from proxy.sip.core import ProxyCore
 from proxy.sip.framing import Frame
@@ -32,6 +33,12 @@ class ServerSettings:
     max_message: int = 64 * 1024
     tcp_idle_timeout: float = 120.0
     admin: tuple[str, int] | None = None
+    # Loop lag over this (seconds) sheds new INVITEs with 503 until it falls under half of it.
+    max_loop_lag: float = 0.1
+    lag_interval: float = 0.05
+
+
+LAG_RECOVERY = 0.5  # overload ends when the lag falls under this fraction of the threshold
 
 
 class ProxyServer:
@@ -51,7 +58,12 @@ class ProxyServer:
         self._reload_seq = 0
         self._last_outcome = ReloadOutcome(True, rules.current.version, ())
         self._stopped = asyncio.Event()
-        self._admin = AdminServer(self.status, self._reload_for_admin)
+        self.metrics = EventMetrics()
+        self._event_log = EventLog()
+        self._lag_handle: asyncio.TimerHandle | None = None
+        self._lag_expected = 0.0
+        self.loop_lag = 0.0
+        self._admin = AdminServer(self.status, self._reload_for_admin, collectors=(self.metrics,))
 
     # ----------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -70,6 +82,7 @@ class ProxyServer:
         if self.settings.admin is not None:
             await self._admin.start(*self.settings.admin)
         control.write_pid_file(self.settings.pid_file, os.getpid())
+        self._schedule_lag_check()
         self._write_status(ReloadOutcome(True, self.rules.current.version, ()))
         log.info("rules version %s active (%s)", self.rules.current.version, self.rules.path)
 
@@ -81,6 +94,8 @@ class ProxyServer:
         log.info("shutting down")
         if self._timer is not None:
             self._timer.cancel()
+        if self._lag_handle is not None:
+            self._lag_handle.cancel()
         for server in self._servers:
             server.close()
         for connection in list(self._connections.values()):
@@ -117,6 +132,10 @@ class ProxyServer:
             "reload_seq": self._reload_seq,
             "counters": dict(self.core.counters),
             "transactions": self.core.transaction_count,
+            "server_transactions": self.core.server_transaction_count,
+            "dialogs": self.core.dialog_count,
+            "overloaded": self.core.overloaded,
+            "loop_lag": self.loop_lag,
             "tcp_connections": len(self._connections),
         }
 
@@ -138,7 +157,7 @@ class ProxyServer:
     def on_message(self, data: bytes, source: Source) -> None:
         try:
             self.core.receive(data, source, self._loop.time())
-        except Exception:  # the process never dies on one message; the core logs what it refused
+        except Exception:  # the process never dies on one message; its events say what it refused
             self.core.counters["internal_errors"] += 1
             log.exception("internal error on a message from %s:%s", source.host, source.port)
         self._flush()
@@ -174,7 +193,46 @@ class ProxyServer:
             except (OSError, ValueError) as error:  # ValueError: uvloop on a non-IP address
                 log.warning("send to %s failed: %s", outgoing.target.hostport(), error)
                 self.core.transport_failed(outgoing.target, self._loop.time())
+        self._handle_events()
         self._arm_timer()
+
+    def _handle_events(self) -> None:
+        events = self.core.events_to_handle()
+        if not events:
+            return
+        observe = self.metrics.observe
+        for event in events:
+            observe(event)
+        self._event_log.handle(events)
+
+    # ----------------------------------------------------------------- overload
+    def _schedule_lag_check(self) -> None:
+        interval = self.settings.lag_interval
+        self._lag_expected = self._loop.time() + interval
+        self._lag_handle = self._loop.call_later(interval, self._check_lag)
+
+    def _check_lag(self) -> None:
+        """How late this callback runs is how long the loop was busy: the core sheds new INVITEs
+        while it is over the threshold."""
+        self.loop_lag = max(0.0, self._loop.time() - self._lag_expected)
+        threshold = self.settings.max_loop_lag
+        overloaded = self.core.overloaded
+        if not overloaded and self.loop_lag > threshold:
+            log.warning("loop lag %.0f ms: shedding new INVITEs with 503", self.loop_lag * 1e3)
+            self.core.set_overloaded(True)
+        elif overloaded and self.loop_lag < threshold * LAG_RECOVERY:
+            log.warning("loop lag back to %.0f ms: admitting new INVITEs", self.loop_lag * 1e3)
+            self.core.set_overloaded(False)
+        self._update_gauges()
+        self._schedule_lag_check()
+
+    def _update_gauges(self) -> None:
+        gauge = self.metrics.set_gauge
+        gauge("callerid_proxy_loop_lag_seconds", "Event loop lag, last sample", self.loop_lag)
+        gauge("callerid_proxy_overloaded", "1 while new INVITEs are shed", self.core.overloaded)
+        gauge("callerid_proxy_server_transactions", "Live server transactions",
+              self.core.server_transaction_count)
+        gauge("callerid_proxy_dialogs", "Dialogs remembered", self.core.dialog_count)
 
     def _send(self, outgoing: Outgoing) -> None:
         target = outgoing.target

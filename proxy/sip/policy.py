@@ -40,6 +40,14 @@ class ProxyConfig:
     # NAT's toward the trunk); None: the listen address. Also listed in `advertised`.
     pbx_facing: str | None = None
     trunk_facing: str | None = None
+    # Bounded state (issue 7): above max_transactions live server transactions new INVITEs get
+    # 503 + Retry-After; the dialog memory keeps at most max_dialogs entries.
+    max_transactions: int = 20_000
+    max_dialogs: int = 100_000
+    retry_after: int = 5  # seconds, in the 503 of a shed INVITE
+    # Sides ("pbx", "trunk") whose UDP next hop also takes TCP: a request over 1300 bytes goes
+    # there over TCP (RFC 3261 18.1.1).
+    large_over_tcp: frozenset[str] = field(default=frozenset())
 
     @property
     def trunks(self) -> tuple[Target, ...]:
