@@ -27,6 +27,7 @@ _LIST_KEYS = ("listen", "trunk", "trusted")
 _KEYS = (
     "rules", "listen", "pbx", "trunk", "trusted", "pid_file", "log_level", "secret", "advertise",
     "max_message", "tcp_idle_timeout", "admin", "advertise_pbx", "advertise_trunk",
+    "max_transactions", "max_dialogs", "max_loop_lag",
 )
 
 
@@ -59,6 +60,14 @@ def add_run_command(commands: Any) -> None:
                         help="admin HTTP endpoint (/metrics, /status, POST /reload); loopback")
     parser.add_argument("--max-message", type=int, help="TCP message size cap (default 65536)")
     parser.add_argument("--tcp-idle-timeout", type=float, help="seconds (default 120)")
+    parser.add_argument("--max-transactions", type=int,
+                        help="live server transactions above which new INVITEs get 503 "
+                        "(default 20000)")
+    parser.add_argument("--max-dialogs", type=int,
+                        help="dialogs remembered for peers that drop Record-Route (default 100000)")
+    parser.add_argument("--max-loop-lag", type=float,
+                        help="event-loop lag in seconds above which new INVITEs get 503 "
+                        "(default 0.1)")
     parser.set_defaults(handler=run_command)
 
 
@@ -163,6 +172,8 @@ def build_settings(settings: dict[str, Any]) -> tuple[ProxyConfig, ServerSetting
         trusted=tuple(_network(str(item)) for item in settings.get("trusted") or []),
         pbx_facing=sides[0],
         trunk_facing=sides[1],
+        max_transactions=_positive_int(settings, "max_transactions", 20_000),
+        max_dialogs=_positive_int(settings, "max_dialogs", 100_000),
     )
     server_settings = ServerSettings(
         listen=tuple(listen),
@@ -170,8 +181,18 @@ def build_settings(settings: dict[str, Any]) -> tuple[ProxyConfig, ServerSetting
         max_message=int(settings.get("max_message") or 64 * 1024),
         tcp_idle_timeout=float(settings.get("tcp_idle_timeout") or 120.0),
         admin=parse_hostport(str(settings["admin"])) if settings.get("admin") else None,
+        max_loop_lag=float(settings.get("max_loop_lag") or 0.1),
     )
     return config, server_settings, Path(settings["rules"])
+
+
+def _positive_int(settings: dict[str, Any], key: str, default: int) -> int:
+    value = settings.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise SettingsError(f"--{key.replace('_', '-')} must be a positive integer, got {value!r}")
+    return value
 
 
 def _advertised(

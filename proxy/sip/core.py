@@ -30,7 +30,7 @@ from proxy.sip.errors import (
     UnparseableMessage,
     UnsupportedUriScheme,
 )
-from proxy.sip.events import CallerIdDecided, Dropped, Event, Refused, Shed
+from proxy.sip.events import Answered, CallerIdDecided, Dropped, Event, Refused, Shed
 from proxy.sip.grammar import parse_sip_uri, uri_scheme
 from proxy.sip.identity import DialogIdentity
 from proxy.sip.message import SipMessage
@@ -454,11 +454,8 @@ class ProxyCore:
         """Nothing can carry it to the next hop (RFC 3261 18.1.1): 513 toward the sender at
         once, not a silent 408 after Timer B."""
         self.counters["too_large"] += 1
-        self._drop(
-            f"{server.method} of {size} octets toward {target.hostport()}",
-            count=False,
-            reason="too large",
-            source=server.source,
+        self._events.append(
+            Answered(server.method, target, 513, f"too large ({size} octets)")
         )
         self._transactions.answer(server, 513, "Message Too Large", now)
         self._pull()

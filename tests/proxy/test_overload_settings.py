@@ -1,0 +1,41 @@
+"""`--max-transactions`, `--max-dialogs`, `--max-loop-lag`: flags to ProxyConfig/ServerSettings."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from proxy.run_cli import SettingsError, add_run_command, build_settings, merged_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+REQUIRED = ("--rules", str(ROOT / "rules" / "example.yaml"), "--pbx", "127.0.0.1:5070",
+            "--trunk", "127.0.0.1:5080", "--secret", "s")
+
+
+def settings_from(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="callerid-proxy")
+    add_run_command(parser.add_subparsers())
+    return parser.parse_args(["run", *REQUIRED, *argv])
+
+
+def test_defaults() -> None:
+    config, server, _ = build_settings(merged_settings(settings_from()))
+    assert (config.max_transactions, config.max_dialogs) == (20_000, 100_000)
+    assert server.max_loop_lag == 0.1
+
+
+def test_flags_reach_the_core_and_the_server() -> None:
+    args = settings_from(
+        "--max-transactions", "500", "--max-dialogs", "7", "--max-loop-lag", "0.25"
+    )
+    config, server, _ = build_settings(merged_settings(args))
+    assert (config.max_transactions, config.max_dialogs) == (500, 7)
+    assert server.max_loop_lag == 0.25
+
+
+@pytest.mark.parametrize("value", ["0", "-3"])
+def test_a_bound_must_be_positive(value: str) -> None:
+    with pytest.raises(SettingsError, match="--max-transactions must be a positive integer"):
+        build_settings(merged_settings(settings_from("--max-transactions", value)))
