@@ -48,6 +48,14 @@ class ProxyConfig:
     # Sides ("pbx", "trunk") whose UDP next hop also takes TCP: a request over 1300 bytes goes
     # there over TCP (RFC 3261 18.1.1).
     large_over_tcp: frozenset[str] = field(default=frozenset())
+    # Derived: the trunks' (host, port), looked up for every message (classification).
+    _trunk_addresses: frozenset[tuple[str, int]] = field(
+        init=False, repr=False, compare=False, default=frozenset()
+    )
+
+    def __post_init__(self) -> None:
+        addresses = frozenset((t.host, t.port) for t in (self.trunk, *self.extra_trunks))
+        object.__setattr__(self, "_trunk_addresses", addresses)
 
     @property
     def trunks(self) -> tuple[Target, ...]:
@@ -56,7 +64,7 @@ class ProxyConfig:
         return (self.trunk, *self.extra_trunks)
 
     def is_trunk(self, host: str, port: int) -> bool:
-        return any((t.host, t.port) == (host, port) for t in self.trunks)
+        return (host, port) in self._trunk_addresses
 
     def side_of_target(self, target: Target) -> str:
         return TRUNK_SIDE if self.is_trunk(target.host, target.port) else PBX_SIDE

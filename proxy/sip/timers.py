@@ -39,6 +39,10 @@ class Timer(Enum):
     K = "K"  # non-INVITE client: absorb response retransmissions
     L = "L"  # INVITE server, RFC 6026 Accepted: absorb INVITE retransmissions after a 2xx
 
+    # Members are singletons compared by identity: hash them so too (Enum's own __hash__ is
+    # Python code, and timers are hashed on every arm, cancel and pop).
+    __hash__ = object.__hash__
+
 
 class TimerQueue:
     """Deadlines keyed by (owner, name). Re-arming replaces; cancelled entries are skipped when

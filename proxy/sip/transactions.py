@@ -30,6 +30,8 @@ class State(Enum):
     ACCEPTED = "Accepted"  # INVITE server after a 2xx (RFC 6026 7.1)
     TERMINATED = "Terminated"
 
+    __hash__ = object.__hash__  # singletons: identity hash (tables are looked up per message)
+
 
 class Input(Enum):
     PROVISIONAL = "1xx"
@@ -39,6 +41,8 @@ class Input(Enum):
     TIMEOUT = "timeout"  # Timer B, F (or C): the proxy answers upstream itself
     TRANSPORT_ERROR = "transport error"
     END = "end"  # Timer D, K, H, I, J or L: the transaction has absorbed what it had to
+
+    __hash__ = object.__hash__
 
 
 Machine = dict[tuple[State, Input], State]
