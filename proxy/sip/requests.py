@@ -18,7 +18,7 @@ from proxy.sip.edits import (
     replace_value,
 )
 from proxy.sip.errors import BadRequest, SipError
-from proxy.sip.grammar import parse_name_addr, parse_sip_uri, split_comma_values
+from proxy.sip.grammar import SipUri, parse_name_addr, parse_sip_uri, split_comma_values
 from proxy.sip.identity import DialogIdentity, decode_identity, encode_identity
 from proxy.sip.message import Header
 from proxy.sip.parse import Message
@@ -78,13 +78,22 @@ def via_edits(msg: Message, source: Source, ours: Target, branch: str) -> list[E
     return edits
 
 
-def _is_our_uri(uri_text: str, config: ProxyConfig) -> bool:
+def _our_uri(uri_text: str, config: ProxyConfig) -> SipUri | None:
+    """The URI, parsed once, if it names us; the host is normalised only when it is not
+    literally one of our addresses."""
     try:
         uri = parse_sip_uri(uri_text)
     except SipError:
-        return False
-    host, port = normalise_host(uri.host), uri.port or 5060
-    return any(host == t.host and port == t.port for t in config.advertised)
+        return None
+    port = uri.port or 5060
+    if any(uri.host == t.host and port == t.port for t in config.advertised):
+        return uri
+    host = normalise_host(uri.host)
+    return uri if any(host == t.host and port == t.port for t in config.advertised) else None
+
+
+def _is_our_uri(uri_text: str, config: ProxyConfig) -> bool:
+    return _our_uri(uri_text, config) is not None
 
 
 def record_route_edits(
@@ -137,10 +146,11 @@ def pop_our_routes(msg: Message, config: ProxyConfig) -> OurRoute:
         mine = 0
         for start, end in spans:
             value = parse_name_addr(header.value[start:end], header.value_start + start)
-            if not _is_our_uri(value.uri, config):
+            uri = _our_uri(value.uri, config)
+            if uri is None:
                 break
-            identity = identity or _identity_of(value.uri, msg.call_id, config)
-            trunk_index = trunk_index or _trunk_index_of(value.uri, config)
+            identity = identity or _identity_in(uri.params, msg.call_id, config)
+            trunk_index = trunk_index or _trunk_index_in(uri.params, config)
             mine += 1
         if mine == len(spans):
             edits.append(remove_header(header))
@@ -153,7 +163,11 @@ def pop_our_routes(msg: Message, config: ProxyConfig) -> OurRoute:
 
 
 def _trunk_index_of(uri: str, config: ProxyConfig) -> int:
-    text = parse_sip_uri(uri).params.get(TRUNK_PARAM)
+    return _trunk_index_in(parse_sip_uri(uri).params, config)
+
+
+def _trunk_index_in(params: dict[str, str | None], config: ProxyConfig) -> int:
+    text = params.get(TRUNK_PARAM)
     if text is None:
         return 0
     if not text.isdigit() or int(text) >= len(config.trunks):
@@ -162,7 +176,12 @@ def _trunk_index_of(uri: str, config: ProxyConfig) -> int:
 
 
 def _identity_of(uri: str, call_id: str, config: ProxyConfig) -> DialogIdentity | None:
-    params = parse_sip_uri(uri).params
+    return _identity_in(parse_sip_uri(uri).params, call_id, config)
+
+
+def _identity_in(
+    params: dict[str, str | None], call_id: str, config: ProxyConfig
+) -> DialogIdentity | None:
     if IDENTITY_PARAM not in params:
         return None
     token = params[IDENTITY_PARAM]
@@ -211,9 +230,10 @@ def restore_from_record_route(msg: Message, config: ProxyConfig) -> Restore | No
     for header in msg.wire.get_all("record-route"):
         for start, end in split_comma_values(header.value):
             value = parse_name_addr(header.value[start:end], header.value_start + start)
-            if _is_our_uri(value.uri, config):
+            uri = _our_uri(value.uri, config)
+            if uri is not None:
                 try:
-                    identity = _identity_of(value.uri, msg.call_id, config)
+                    identity = _identity_in(uri.params, msg.call_id, config)
                 except BadRequest:
                     identity = None
                 if identity is not None:
