@@ -88,6 +88,8 @@ def _our_uri(uri_text: str, config: ProxyConfig) -> SipUri | None:
     port = uri.port or 5060
     if any(uri.host == t.host and port == t.port for t in config.advertised):
         return uri
+    if uri.host.replace(".", "").isdigit():
+        return None  # a dotted IPv4 literal is already in normal form: it is not ours
     host = normalise_host(uri.host)
     return uri if any(host == t.host and port == t.port for t in config.advertised) else None
 
