@@ -27,7 +27,7 @@ _LIST_KEYS = ("listen", "trunk", "trusted")
 _KEYS = (
     "rules", "listen", "pbx", "trunk", "trusted", "pid_file", "log_level", "secret", "advertise",
     "max_message", "tcp_idle_timeout", "admin", "advertise_pbx", "advertise_trunk",
-    "max_transactions", "max_dialogs", "max_loop_lag",
+    "max_transactions", "max_dialogs", "max_loop_lag", "no_answer_timeout", "failover_statuses",
 )
 
 
@@ -65,6 +65,11 @@ def add_run_command(commands: Any) -> None:
                         "(default 20000)")
     parser.add_argument("--max-dialogs", type=int,
                         help="dialogs remembered for peers that drop Record-Route (default 100000)")
+    parser.add_argument("--no-answer-timeout", type=float,
+                        help="seconds without even a provisional before the next trunk is tried "
+                        "(default 2; 0: only Timer B)")
+    parser.add_argument("--failover-statuses", metavar="CODES",
+                        help="trunk final responses that fail over (default 408,500,502,503,504)")
     parser.add_argument("--max-loop-lag", type=float,
                         help="event-loop lag in seconds above which new INVITEs get 503 "
                         "(default 0.1)")
@@ -174,6 +179,8 @@ def build_settings(settings: dict[str, Any]) -> tuple[ProxyConfig, ServerSetting
         trunk_facing=sides[1],
         max_transactions=_positive_int(settings, "max_transactions", 20_000),
         max_dialogs=_positive_int(settings, "max_dialogs", 100_000),
+        no_answer_timeout=_no_answer_timeout(settings.get("no_answer_timeout")),
+        failover_statuses=_failover_statuses(settings.get("failover_statuses")),
     )
     server_settings = ServerSettings(
         listen=tuple(listen),
@@ -184,6 +191,26 @@ def build_settings(settings: dict[str, Any]) -> tuple[ProxyConfig, ServerSetting
         max_loop_lag=float(settings.get("max_loop_lag") or 0.1),
     )
     return config, server_settings, Path(settings["rules"])
+
+
+def _no_answer_timeout(value: object) -> float | None:
+    if value is None:
+        return 2.0
+    try:
+        seconds = float(str(value))
+    except ValueError as error:
+        raise SettingsError(f"--no-answer-timeout: expected seconds, got {value!r}") from error
+    return seconds if seconds > 0 else None
+
+
+def _failover_statuses(value: object) -> frozenset[int]:
+    if value is None:
+        return frozenset((408, 500, 502, 503, 504))
+    items = value if isinstance(value, list) else str(value).split(",")
+    codes = [str(item).strip() for item in items]
+    if not codes or not all(c.isdigit() and 300 <= int(c) <= 699 for c in codes):
+        raise SettingsError(f"--failover-statuses: expected codes 300-699, got {value!r}")
+    return frozenset(int(c) for c in codes)
 
 
 def _positive_int(settings: dict[str, Any], key: str, default: int) -> int:

@@ -76,7 +76,9 @@ class ProxyCore:
         self._outbox: list[Outgoing] = []
         self._events: list[Event] = []
         self._dialogs = DialogMemory(config.max_dialogs)
-        self._transactions = TransactionLayer(self.counters)
+        self._transactions = TransactionLayer(
+            self.counters, config.failover_statuses, config.no_answer_timeout
+        )
         self._overloaded = False  # the glue says the loop lags
 
     # ----------------------------------------------------------------- adapter interface

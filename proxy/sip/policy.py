@@ -48,6 +48,11 @@ class ProxyConfig:
     # Sides ("pbx", "trunk") whose UDP next hop also takes TCP: a request over 1300 bytes goes
     # there over TCP (RFC 3261 18.1.1).
     large_over_tcp: frozenset[str] = field(default=frozenset())
+    # Trunk availability (issue 8): an INVITE a trunk does not answer even provisionally within
+    # no_answer_timeout seconds goes to the next trunk (None: only Timer B); these finals from a
+    # trunk fail over too (never 4xx/6xx, never after a CANCEL).
+    no_answer_timeout: float | None = 2.0
+    failover_statuses: frozenset[int] = field(default=frozenset((408, 500, 502, 503, 504)))
     # Derived: the trunks' (host, port), looked up for every message (classification).
     _trunk_addresses: frozenset[tuple[str, int]] = field(
         init=False, repr=False, compare=False, default=frozenset()

@@ -38,6 +38,9 @@ class Timer(Enum):
     J = "J"  # non-INVITE server: absorb request retransmissions
     K = "K"  # non-INVITE client: absorb response retransmissions
     L = "L"  # INVITE server, RFC 6026 Accepted: absorb INVITE retransmissions after a 2xx
+    # Not in RFC 3261: a trunk that sends no provisional within this time is failed over (like
+    # Kamailio's fr_timer; RFC 3261 16.7 leaves when to give up on a branch to the proxy).
+    NO_ANSWER = "no-answer"
 
     # Members are singletons compared by identity: hash them so too (Enum's own __hash__ is
     # Python code, and timers are hashed on every arm, cancel and pop).

@@ -54,7 +54,9 @@ from proxy.sip.transactions import (
     server_key,
 )
 
-CLIENT_TIMERS = (Timer.A, Timer.B, Timer.C, Timer.D, Timer.E, Timer.F, Timer.K)
+CLIENT_TIMERS = (
+    Timer.A, Timer.B, Timer.C, Timer.D, Timer.E, Timer.F, Timer.K, Timer.NO_ANSWER
+)
 SERVER_TIMERS = (Timer.G, Timer.H, Timer.I, Timer.J, Timer.L)
 DEFAULT_FAILOVER_STATUSES = frozenset((408, 500, 502, 503, 504))
 
@@ -84,9 +86,11 @@ class TransactionLayer:
         self,
         counters: Counter[str] | None = None,
         failover_statuses: frozenset[int] = DEFAULT_FAILOVER_STATUSES,
+        no_answer_timeout: float | None = None,
     ) -> None:
         self.counters: Counter[str] = Counter() if counters is None else counters
         self._failover_statuses = failover_statuses
+        self._no_answer_timeout = no_answer_timeout
         self._timers = TimerQueue()
         self._servers: dict[ServerKey, ServerTransaction] = {}
         self._clients: dict[ClientKey, ClientTransaction] = {}
@@ -220,6 +224,9 @@ class TransactionLayer:
             self._timers.arm(client.key, first, now + T1)
         if client.method == "INVITE":
             self._timers.arm(client.key, Timer.B, now + TIMER_B)
+            timeout = self._no_answer_timeout
+            if timeout is not None and server is not None and server.alternatives:
+                self._timers.arm(client.key, Timer.NO_ANSWER, now + timeout)
         else:
             self._timers.arm(client.key, Timer.F, now + TIMER_F)
 
@@ -249,7 +256,7 @@ class TransactionLayer:
         before = client.state
         client.state = next_state(client.machine, before, Input.PROVISIONAL)
         if before in (State.CALLING, State.TRYING):
-            self._timers.cancel_all(client.key, (Timer.A, Timer.B))
+            self._timers.cancel_all(client.key, (Timer.A, Timer.B, Timer.NO_ANSWER))
             if client.method == "INVITE":
                 self._timers.arm(client.key, Timer.C, now + TIMER_C)
             elif not client.reliable:
@@ -262,8 +269,8 @@ class TransactionLayer:
             self._timers.arm(client.key, Timer.C, now + TIMER_C)  # RFC 3261 16.7 step 2: reset
         if client.cancel_pending:
             self._send_cancel(client, now)
-        if msg.wire.status == 100 or client.server_key is None:
-            return  # 100 Trying is hop by hop; we sent our own
+        if msg.wire.status == 100 or not self._is_current(client):
+            return  # 100 Trying is hop by hop (we sent our own); a superseded trunk is cancelled
         self._relay_to_server(client, msg, now)
 
     def _on_final(self, client: ClientTransaction, msg: Message, now: float) -> None:
@@ -287,12 +294,19 @@ class TransactionLayer:
         server = self._server_of(client)
         if server is None:
             return
+        if not self._is_current(client) and status >= 300:
+            return  # a trunk we already failed over from: ACKed, not the caller's answer
         if status in self._failover_statuses and self._try_next_hop(server, client, status):
             return  # this trunk's failure is not the caller's answer: the next trunk's will be
         self._relay_to_server(client, msg, now)
 
     def _server_of(self, client: ClientTransaction) -> ServerTransaction | None:
         return self._servers.get(client.server_key) if client.server_key else None
+
+    def _is_current(self, client: ClientTransaction) -> bool:
+        """The server transaction's latest attempt (not one it failed over from)."""
+        server = self._server_of(client)
+        return server is not None and server.client_key == client.key
 
     def _relay_to_server(self, client: ClientTransaction, msg: Message, now: float) -> None:
         server = self._server_of(client)
@@ -360,8 +374,10 @@ class TransactionLayer:
             if client.pending and client.method != "CANCEL":
                 self.counters["transport_failures"] += 1
                 self._end_client(client)
+                if not self._is_current(client):
+                    continue
                 server = self._server_of(client)
-                if server is None or not self._try_next_hop(server, client, None):
+                if server is None or not self._try_next_hop(server, client, None, "unreachable"):
                     self._answer_upstream(server, client, 503, "Service Unavailable", now)
         return self._take_actions()
 
@@ -383,6 +399,8 @@ class TransactionLayer:
             self._retransmit(client, timer, now)
         elif timer in (Timer.B, Timer.F):
             self._time_out(client, timer, now)
+        elif timer is Timer.NO_ANSWER:
+            self._no_answer(client)
         elif timer is Timer.C:
             # RFC 3261 16.8: CANCEL downstream and answer 408 upstream ourselves; the client
             # transaction stays to ACK the 487 that the CANCEL brings (Timer B bounds the wait).
@@ -416,12 +434,29 @@ class TransactionLayer:
         self._timers.cancel_all(client.key, CLIENT_TIMERS)
         client.state = next_state(client.machine, client.state, Input.TIMEOUT)
         self._timers.arm(client.key, Timer.D, now + TIMER_D)
+        if not self._is_current(client):
+            return  # superseded by a failover: nothing to answer
         server = self._server_of(client)
         if not (silent and server is not None and self._try_next_hop(server, client, None)):
             self._answer_upstream(server, client, 408, "Request Timeout", now, timer)
 
+    def _no_answer(self, client: ClientTransaction) -> None:
+        """Not even a provisional from this trunk in time: the next trunk gets the call. This
+        one stops being retransmitted to, is CANCELled if it wakes up (RFC 3261 9.1: not before
+        a provisional) and ends with Timer B; a late 2xx from it still goes upstream."""
+        server = self._server_of(client)
+        if client.state is not State.CALLING or server is None or not self._is_current(client):
+            return
+        if self._try_next_hop(server, client, None, "no answer"):
+            self._timers.cancel(client.key, Timer.A)
+            client.cancel_pending = True
+
     def _try_next_hop(
-        self, server: ServerTransaction, failed: ClientTransaction, status: int | None
+        self,
+        server: ServerTransaction,
+        failed: ClientTransaction,
+        status: int | None,
+        cause: str = "timeout",
     ) -> bool:
         """Failover (like Kamailio's dispatcher): the same request, built anew by the core for
         the next trunk, as a new client transaction; never after a CANCEL or a final upstream."""
@@ -431,7 +466,7 @@ class TransactionLayer:
             return False
         target = server.alternatives.pop(0)
         server.attempt += 1
-        cause = f"{status}" if status is not None else "no answer or unreachable"
+        cause = f"{status}" if status is not None else cause
         self.counters["failovers"] += 1
         self._events.append(FailedOver(server.method, failed.target, target, status, cause))
         self._actions.append(Retarget(server.key, target, server.attempt))

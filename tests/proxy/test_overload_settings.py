@@ -1,4 +1,5 @@
-"""`--max-transactions`, `--max-dialogs`, `--max-loop-lag`: flags to ProxyConfig/ServerSettings."""
+"""`--max-transactions`, `--max-dialogs`, `--max-loop-lag`, `--no-answer-timeout`,
+`--failover-statuses`: flags to ProxyConfig/ServerSettings."""
 
 from __future__ import annotations
 
@@ -39,3 +40,19 @@ def test_flags_reach_the_core_and_the_server() -> None:
 def test_a_bound_must_be_positive(value: str) -> None:
     with pytest.raises(SettingsError, match="--max-transactions must be a positive integer"):
         build_settings(merged_settings(settings_from("--max-transactions", value)))
+
+
+def test_trunk_availability_flags() -> None:
+    config, _, _ = build_settings(merged_settings(settings_from()))
+    assert config.no_answer_timeout == 2.0
+    assert config.failover_statuses == frozenset((408, 500, 502, 503, 504))
+    args = settings_from("--no-answer-timeout", "0", "--failover-statuses", "503, 486")
+    config, _, _ = build_settings(merged_settings(args))
+    assert config.no_answer_timeout is None
+    assert config.failover_statuses == frozenset((503, 486))
+
+
+@pytest.mark.parametrize("value", ["200", "abc", "503,"])
+def test_bad_failover_statuses_are_refused(value: str) -> None:
+    with pytest.raises(SettingsError, match="--failover-statuses"):
+        build_settings(merged_settings(settings_from("--failover-statuses", value)))
