@@ -26,6 +26,8 @@ from proxy.sip.events import (
     ResponseRelayed,
     Shed,
     TimedOut,
+    TrunkProbed,
+    TrunkStateChanged,
 )
 
 core_log = logging.getLogger("callerid_proxy.core")
@@ -66,6 +68,8 @@ class EventMetrics(Collector):
         self.refused: Counter[str] = Counter()
         self.shed: Counter[str] = Counter()
         self.answered: Counter[tuple[str, str]] = Counter()  # status, cause/timer
+        self.probes: Counter[tuple[str, str]] = Counter()  # trunk, status or "none"
+        self.trunk_up: dict[str, bool] = {}
         self.first_response = Histogram()
         self.final_response = Histogram()
         self.gauges: dict[str, tuple[str, float]] = {}
@@ -94,6 +98,12 @@ class EventMetrics(Collector):
             self.answered[(str(event.status), f"timer {event.timer}")] += 1
         elif isinstance(event, Answered):
             self.answered[(str(event.status), event.cause)] += 1
+        elif isinstance(event, TrunkProbed):
+            status = "none" if event.status is None else str(event.status)
+            self.probes[(event.trunk.hostport(), status)] += 1
+            self.trunk_up.setdefault(event.trunk.hostport(), True)
+        elif isinstance(event, TrunkStateChanged):
+            self.trunk_up[event.trunk.hostport()] = event.up
 
     def set_gauge(self, name: str, documentation: str, value: float) -> None:
         self.gauges[name] = (documentation, value)
@@ -126,6 +136,15 @@ class EventMetrics(Collector):
             "Final answers the proxy made itself (timeouts, unreachable, too large)",
             ["status", "cause"], self.answered,
         )
+        yield _counter(
+            "callerid_proxy_trunk_probes", "OPTIONS keepalive results by trunk and status",
+            ["trunk", "status"], self.probes,
+        )
+        up = GaugeMetricFamily("callerid_proxy_trunk_up", "1 while a probed trunk is up",
+                               labels=["trunk"])
+        for trunk, is_up in sorted(self.trunk_up.items()):
+            up.add_metric([trunk], 1 if is_up else 0)
+        yield up
         yield self.first_response.family(
             "callerid_proxy_invite_first_response_seconds", "INVITE to first response relayed"
         )
@@ -158,8 +177,16 @@ class EventLog:
 
     def handle(self, events: Iterable[Event]) -> None:
         for event in events:
-            if isinstance(event, (Forwarded, ResponseRelayed)):
+            if isinstance(event, (Forwarded, ResponseRelayed, TrunkProbed)):
                 continue  # per message: metrics only
+            if isinstance(event, TrunkStateChanged):
+                if transactions_log.isEnabledFor(logging.WARNING):
+                    transactions_log.warning(
+                        "trunk %s is %s", event.trunk.hostport(),
+                        "up again" if event.up else "down (keepalives unanswered)",
+                        extra=_extra("trunk_state", trunk=event.trunk.hostport()),
+                    )
+                continue
             if isinstance(event, CallerIdDecided):
                 self._decided(event)
             elif isinstance(event, Refused):

@@ -28,6 +28,7 @@ _KEYS = (
     "rules", "listen", "pbx", "trunk", "trusted", "pid_file", "log_level", "secret", "advertise",
     "max_message", "tcp_idle_timeout", "admin", "advertise_pbx", "advertise_trunk",
     "max_transactions", "max_dialogs", "max_loop_lag", "no_answer_timeout", "failover_statuses",
+    "probe_interval", "probe_failures", "probe_successes", "round_robin",
 )
 
 
@@ -70,6 +71,14 @@ def add_run_command(commands: Any) -> None:
                         "(default 2; 0: only Timer B)")
     parser.add_argument("--failover-statuses", metavar="CODES",
                         help="trunk final responses that fail over (default 408,500,502,503,504)")
+    parser.add_argument("--probe-interval", type=float,
+                        help="seconds between OPTIONS keepalives to each trunk (default: none)")
+    parser.add_argument("--probe-failures", type=int,
+                        help="unanswered keepalives in a row before a trunk is down (default 3)")
+    parser.add_argument("--probe-successes", type=int,
+                        help="answered keepalives in a row before it is up again (default 2)")
+    parser.add_argument("--round-robin", action="store_const", const=True,
+                        help="start each new outbound call at the next trunk (default: in order)")
     parser.add_argument("--max-loop-lag", type=float,
                         help="event-loop lag in seconds above which new INVITEs get 503 "
                         "(default 0.1)")
@@ -181,6 +190,10 @@ def build_settings(settings: dict[str, Any]) -> tuple[ProxyConfig, ServerSetting
         max_dialogs=_positive_int(settings, "max_dialogs", 100_000),
         no_answer_timeout=_no_answer_timeout(settings.get("no_answer_timeout")),
         failover_statuses=_failover_statuses(settings.get("failover_statuses")),
+        probe_interval=_probe_interval(settings.get("probe_interval")),
+        probe_failures=_positive_int(settings, "probe_failures", 3),
+        probe_successes=_positive_int(settings, "probe_successes", 2),
+        round_robin=bool(settings.get("round_robin")),
     )
     server_settings = ServerSettings(
         listen=tuple(listen),
@@ -201,6 +214,18 @@ def _no_answer_timeout(value: object) -> float | None:
     except ValueError as error:
         raise SettingsError(f"--no-answer-timeout: expected seconds, got {value!r}") from error
     return seconds if seconds > 0 else None
+
+
+def _probe_interval(value: object) -> float | None:
+    if value is None:
+        return None
+    try:
+        seconds = float(str(value))
+    except ValueError as error:
+        raise SettingsError(f"--probe-interval: expected seconds, got {value!r}") from error
+    if seconds <= 0:
+        raise SettingsError(f"--probe-interval must be positive, got {value!r}")
+    return seconds
 
 
 def _failover_statuses(value: object) -> frozenset[int]:

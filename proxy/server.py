@@ -83,6 +83,8 @@ class ProxyServer:
             await self._admin.start(*self.settings.admin)
         control.write_pid_file(self.settings.pid_file, os.getpid())
         self._schedule_lag_check()
+        self.core.start_probes(self._loop.time())
+        self._flush()
         self._write_status(ReloadOutcome(True, self.rules.current.version, ()))
         log.info("rules version %s active (%s)", self.rules.current.version, self.rules.path)
 
@@ -136,6 +138,7 @@ class ProxyServer:
             "dialogs": self.core.dialog_count,
             "overloaded": self.core.overloaded,
             "loop_lag": self.loop_lag,
+            "trunks": self.core.trunk_status(),
             "tcp_connections": len(self._connections),
         }
 

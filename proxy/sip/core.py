@@ -30,7 +30,16 @@ from proxy.sip.errors import (
     UnparseableMessage,
     UnsupportedUriScheme,
 )
-from proxy.sip.events import Answered, CallerIdDecided, Dropped, Event, Refused, Shed
+from proxy.sip.events import (
+    Answered,
+    CallerIdDecided,
+    Dropped,
+    Event,
+    Refused,
+    Shed,
+    TrunkProbed,
+    TrunkStateChanged,
+)
 from proxy.sip.grammar import parse_sip_uri, uri_scheme
 from proxy.sip.identity import DialogIdentity
 from proxy.sip.message import SipMessage
@@ -39,6 +48,7 @@ from proxy.sip.policy import PBX_SIDE, TRUNK_SIDE, CallerIdPolicy, ProxyConfig
 from proxy.sip.responses import build_response
 from proxy.sip.transaction_layer import (
     Action,
+    ProbeResult,
     RelayStateless,
     Retarget,
     TransactionLayer,
@@ -54,6 +64,7 @@ from proxy.sip.transactions import (
     outgoing_branch,
     server_key,
 )
+from proxy.sip.trunks import TrunkHealth, probe_request
 
 PBX, TRUNK = PBX_SIDE, TRUNK_SIDE
 ROUTABLE_SCHEMES = ("sip", "sips", "tel")
@@ -80,6 +91,11 @@ class ProxyCore:
             self.counters, config.failover_statuses, config.no_answer_timeout
         )
         self._overloaded = False  # the glue says the loop lags
+        self._trunks = TrunkHealth(config.trunks, config.probe_failures, config.probe_successes)
+        self._trunk_number = {(t.host, t.port): i for i, t in enumerate(config.trunks)}
+        self._next_probe: float | None = None  # when the next round of keepalives is due
+        self._probe_sequence = 0
+        self._round_robin = 0
 
     # ----------------------------------------------------------------- adapter interface
     def receive(self, data: bytes, source: Source, now: float) -> None:
@@ -121,10 +137,32 @@ class ProxyCore:
         return events
 
     def get_timer(self) -> float | None:
-        return self._transactions.next_deadline()
+        deadline = self._transactions.next_deadline()
+        probe = self._next_probe
+        if probe is None or (deadline is not None and deadline < probe):
+            return deadline
+        return probe
 
     def handle_timer(self, now: float) -> None:
+        if self._next_probe is not None and self._next_probe <= now:
+            self._probe_trunks(now)
         self._act(self._transactions.handle_timer(now), now)
+
+    def start_probes(self, now: float) -> None:
+        """OPTIONS keepalives to every trunk from `now` on, every `probe_interval` (if set)."""
+        if self.config.probe_interval is not None:
+            self._next_probe = now
+
+    def trunk_status(self) -> list[dict[str, object]]:
+        return [
+            {
+                "trunk": state.target.hostport(),
+                "up": state.up,
+                "probes": state.probes,
+                "last_status": state.last_status,
+            }
+            for state in self._trunks.states
+        ]
 
     def transport_failed(self, target: Target, now: float) -> None:
         self._act(self._transactions.transport_failed(target, now), now)
@@ -164,7 +202,39 @@ class ProxyCore:
                     self._start_attempt(server, action.target, action.attempt, now)
             elif isinstance(action, RelayStateless):
                 self._relay_stateless(action.response, now)
+            elif isinstance(action, ProbeResult):
+                self._probed(action)
             self._pull()
+
+    # ----------------------------------------------------------------- trunk keepalives
+    def _probe_trunks(self, now: float) -> None:
+        interval = self.config.probe_interval
+        self._next_probe = None if interval is None else now + interval
+        for index, trunk in enumerate(self.config.trunks):
+            self._probe_sequence += 1
+            sequence = self._probe_sequence
+            branch = outgoing_branch(("keepalive", str(sequence)), trunk.transport)
+            data = probe_request(trunk, self._facing(trunk), branch, sequence)
+            client = ClientTransaction(branch, "OPTIONS", trunk, data, None, probe=index)
+            self._transactions.start_client(client, now, "probe")
+        self._pull()
+
+    def _probed(self, result: ProbeResult) -> None:
+        trunk = self.config.trunks[result.trunk]
+        self._events.append(TrunkProbed(trunk, result.status))
+        changed = self._trunks.record(result.trunk, result.status)
+        if changed is not None:
+            self._events.append(TrunkStateChanged(trunk, changed))
+
+    def _outbound_trunks(self) -> tuple[Target, ...]:
+        """The trunks a new outbound call tries, in order: those up, from the next one in turn
+        with round-robin."""
+        up = self._trunks.up()
+        if self.config.round_robin and len(up) > 1:
+            start = self._round_robin % len(up)
+            self._round_robin += 1
+            up = up[start:] + up[:start]
+        return tuple(up)
 
     # ----------------------------------------------------------------- refusals and drops
     def _drop(
@@ -284,7 +354,12 @@ class ProxyCore:
     def _forward_initial(self, msg: Message, source: Source, side: str, now: float) -> None:
         """Out of dialog: to the trunks in order (failover) or to the PBX. An outbound INVITE
         gets its caller ID decided here, once, whichever trunk ends up taking it."""
-        targets = self.config.trunks if side == PBX else (self.config.pbx,)
+        targets = self._outbound_trunks() if side == PBX else (self.config.pbx,)
+        if msg.method == "ACK" and not targets:
+            targets = (self.config.trunk,)  # stateless anyway
+        if not targets:
+            self._refuse_all_down(msg, source)
+            return
         if msg.method == "INVITE" and self._shed(msg, source):
             return
         # An outbound proxy setting on the PBX puts our URI in a Route: ours to remove (16.4).
@@ -293,10 +368,23 @@ class ProxyCore:
         inbound_trunk = trunk_index_of(self.config, source) if side == TRUNK else 0
         plan = ForwardPlan(side, shown, tuple(our_routes), None, False, inbound_trunk)
         if msg.method == "ACK":  # a stray ACK outside any dialog: nothing to keep state for
-            edits, _ = self._plan_edits(msg, source, plan, targets[0], 0, now)
+            edits, _ = self._plan_edits(msg, source, plan, targets[0], now)
             self._forward_stateless(msg, source, targets[0], edits)
             return
         self._forward_stateful(msg, source, plan, targets, now)
+
+    def _refuse_all_down(self, msg: Message, source: Source) -> None:
+        """Every trunk failed its keepalives: 503 at once rather than a call left to time out."""
+        self.counters["shed"] += 1
+        self._events.append(Shed(source, "all trunks down", self.config.retry_after))
+        self._answer_503(msg, source)
+
+    def _answer_503(self, msg: Message, source: Source) -> None:
+        retry_after = str(self.config.retry_after)
+        response = build_response(
+            msg.wire, 503, "Service Unavailable", (("Retry-After", retry_after),)
+        )
+        self._outbox.append(Outgoing(response, source.reply_target(), source.connection))
 
     def _shed(self, msg: Message, source: Source) -> bool:
         """Overload (issue 7, like a carrier proxy): a new INVITE gets 503 with Retry-After at
@@ -309,12 +397,8 @@ class ProxyCore:
         else:
             return False
         self.counters["shed"] += 1
-        retry_after = self.config.retry_after
-        self._events.append(Shed(source, cause, retry_after))
-        response = build_response(
-            msg.wire, 503, "Service Unavailable", (("Retry-After", str(retry_after)),)
-        )
-        self._outbox.append(Outgoing(response, source.reply_target(), source.connection))
+        self._events.append(Shed(source, cause, self.config.retry_after))
+        self._answer_503(msg, source)
         return True
 
     def _plan_edits(
@@ -323,14 +407,16 @@ class ProxyCore:
         source: Source,
         plan: ForwardPlan,
         target: Target,
-        attempt: int,
         now: float,
     ) -> tuple[list[Edit], Restore | None]:
         """Every edit but our Via, for this next hop."""
         edits = self._hop_edits(msg, target)
         if plan.in_dialog:
             return edits + list(plan.extra_edits), plan.restore
-        trunk_index = attempt if plan.side == PBX else plan.inbound_trunk
+        if plan.side == PBX:  # the trunk's number in the config, whatever the order tried
+            trunk_index = self._trunk_number.get((target.host, target.port), 0)
+        else:
+            trunk_index = plan.inbound_trunk
         edits += plan.extra_edits
         restore = None
         identity: DialogIdentity | None = None
@@ -420,13 +506,13 @@ class ProxyCore:
         restarted proxy can compute again for a stateless CANCEL."""
         msg, source, plan = server.request, server.source, server.plan
         assert plan is not None
-        edits, restore = self._plan_edits(msg, source, plan, target, attempt, now)
+        edits, restore = self._plan_edits(msg, source, plan, target, now)
         data, via = self._built(server, msg, source, target, attempt, edits)
         if target.transport == "udp" and len(data) > UDP_PATH_MTU_LIMIT:
             side = self.config.side_of_target(target)
             if side in self.config.large_over_tcp:  # RFC 3261 18.1.1: over TCP instead
                 target = Target("tcp", target.host, target.port)
-                edits, restore = self._plan_edits(msg, source, plan, target, attempt, now)
+                edits, restore = self._plan_edits(msg, source, plan, target, now)
                 data, via = self._built(server, msg, source, target, attempt, edits)
             elif len(data) > UDP_MAX:
                 self._too_large(server, target, len(data), now)

@@ -103,6 +103,22 @@ class ResponseRelayed:
     first: bool  # the first response relayed for this request
 
 
+@dataclass(frozen=True, slots=True)
+class TrunkProbed:
+    """An OPTIONS keepalive probe's outcome: its answer's status, or None (none came)."""
+
+    trunk: Target
+    status: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class TrunkStateChanged:
+    """A trunk went down (probes failed) or came back up."""
+
+    trunk: Target
+    up: bool
+
+
 Event = (
     CallerIdDecided
     | Refused
@@ -113,4 +129,6 @@ Event = (
     | Answered
     | Shed
     | ResponseRelayed
+    | TrunkProbed
+    | TrunkStateChanged
 )

@@ -53,6 +53,12 @@ class ProxyConfig:
     # trunk fail over too (never 4xx/6xx, never after a CANCEL).
     no_answer_timeout: float | None = 2.0
     failover_statuses: frozenset[int] = field(default=frozenset((408, 500, 502, 503, 504)))
+    # OPTIONS keepalive probes to each trunk every probe_interval seconds (None: no probes); down
+    # after probe_failures unanswered in a row, up after probe_successes answered.
+    probe_interval: float | None = None
+    probe_failures: int = 3
+    probe_successes: int = 2
+    round_robin: bool = False  # new outbound calls start at the next trunk each time
     # Derived: the trunks' (host, port), looked up for every message (classification).
     _trunk_addresses: frozenset[tuple[str, int]] = field(
         init=False, repr=False, compare=False, default=frozenset()

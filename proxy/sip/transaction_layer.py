@@ -78,7 +78,15 @@ class RelayStateless:
     response: Message
 
 
-Action = Retarget | RelayStateless
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    """An OPTIONS keepalive to trunk `trunk` (its index) ended: its final status, or None."""
+
+    trunk: int
+    status: int | None
+
+
+Action = Retarget | RelayStateless | ProbeResult
 
 
 class TransactionLayer:
@@ -291,6 +299,8 @@ class TransactionLayer:
             self._end_client(client)
         else:
             self._timers.arm(client.key, Timer.K, now + (0 if client.reliable else T4))
+        if client.probe is not None:
+            self._actions.append(ProbeResult(client.probe, status))
         server = self._server_of(client)
         if server is None:
             return
@@ -374,6 +384,8 @@ class TransactionLayer:
             if client.pending and client.method != "CANCEL":
                 self.counters["transport_failures"] += 1
                 self._end_client(client)
+                if client.probe is not None:
+                    self._actions.append(ProbeResult(client.probe, None))
                 if not self._is_current(client):
                     continue
                 server = self._server_of(client)
@@ -430,6 +442,8 @@ class TransactionLayer:
         transaction lingers as completed: a late non-2xx final is then ACKed and absorbed (not
         relayed on top of our 408), a late 2xx still goes end to end."""
         self.counters["timeouts"] += 1
+        if client.probe is not None:
+            self._actions.append(ProbeResult(client.probe, None))
         silent = client.state in (State.CALLING, State.TRYING)
         self._timers.cancel_all(client.key, CLIENT_TIMERS)
         client.state = next_state(client.machine, client.state, Input.TIMEOUT)

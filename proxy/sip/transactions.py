@@ -204,6 +204,7 @@ class ClientTransaction:
     server_key: ServerKey | None
     restore: Restore | None = None
     sent: SentRequest | None = None
+    probe: int | None = None  # an OPTIONS keepalive to this trunk index (no server transaction)
     state: State = State.TRYING
     cancel_pending: bool = False
     retransmit_interval: float = 0.0

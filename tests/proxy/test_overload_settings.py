@@ -56,3 +56,15 @@ def test_trunk_availability_flags() -> None:
 def test_bad_failover_statuses_are_refused(value: str) -> None:
     with pytest.raises(SettingsError, match="--failover-statuses"):
         build_settings(merged_settings(settings_from("--failover-statuses", value)))
+
+
+def test_keepalive_and_selection_flags() -> None:
+    config, _, _ = build_settings(merged_settings(settings_from()))
+    assert (config.probe_interval, config.probe_failures, config.probe_successes) == (None, 3, 2)
+    assert config.round_robin is False
+    args = settings_from(
+        "--probe-interval", "5", "--probe-failures", "4", "--probe-successes", "1", "--round-robin"
+    )
+    config, _, _ = build_settings(merged_settings(args))
+    assert (config.probe_interval, config.probe_failures, config.probe_successes) == (5.0, 4, 1)
+    assert config.round_robin is True

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from proxy.sip.addresses import Outgoing, Target
 from proxy.sip.core import ProxyCore
-from proxy.sip.events import FailedOver
+from proxy.sip.events import FailedOver, Shed, TrunkStateChanged
 from tests.proxy.sip.support import (
     BACKUP,
     BACKUP_SOURCE,
@@ -22,6 +23,8 @@ from tests.proxy.sip.support import (
     sent_to,
     start_line,
     two_trunks,
+    value,
+    values,
 )
 
 
@@ -85,3 +88,91 @@ def test_the_failover_statuses_are_configurable() -> None:
     out = clocked.receive(response_to(fwd, 503, "Service Unavailable"), TRUNK_SOURCE, at=0.1)
     assert sent_to(out, BACKUP) == []
     assert [start_line(d) for d in sent_to(out, PBX)] == ["SIP/2.0 503 Service Unavailable"]
+
+
+# ----------------------------------------------------------------- keepalives and selection
+def probing(**changes: float | int | bool) -> Clocked:
+    core = two_trunks().core
+    config = replace(
+        core.config,
+        probe_interval=float(changes.get("interval", 10.0)),
+        probe_failures=int(changes.get("failures", 2)),
+        probe_successes=int(changes.get("successes", 1)),
+    )
+    clocked = Clocked(ProxyCore(config, core.policy))
+    clocked.core.start_probes(0.0)
+    return clocked
+
+
+def probes(sent: list[tuple[float, Outgoing]], target: Target) -> list[bytes]:
+    return [o.data for _, o in sent if o.target == target and o.data.startswith(b"OPTIONS ")]
+
+
+def test_keepalives_go_to_every_trunk_each_interval() -> None:
+    clocked = probing()
+    sent = clocked.advance(0.0)
+    (first,) = probes(sent, TRUNK)
+    assert start_line(first) == "OPTIONS sip:127.0.0.1:5080 SIP/2.0"
+    assert value(first, "Via").startswith("SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKcp")
+    assert len(probes(sent, BACKUP)) == 1
+    clocked.receive(response_to(first, 200, "OK"), TRUNK_SOURCE, at=0.1)
+    assert len(probes(clocked.advance(10.0), TRUNK)) == 1  # the next round, not a retransmission
+    states = clocked.core.trunk_status()
+    assert states[0] == {"trunk": "127.0.0.1:5080", "up": True, "probes": 1, "last_status": 200}
+
+
+def kill_first_trunk(clocked: Clocked) -> None:
+    """The first trunk never answers its probes; the backup answers every one."""
+    for _ in range(2):
+        for at, out in clocked.advance(clocked.now + 10.0):
+            if out.target == BACKUP and out.data.startswith(b"OPTIONS "):
+                clocked.core.receive(response_to(out.data, 200, "OK"), BACKUP_SOURCE, at)
+                clocked.core.datagrams_to_send()
+    clocked.advance(clocked.now + 40.0)  # Timer F ends the unanswered probes
+
+
+def test_a_trunk_failing_its_probes_is_skipped_by_new_calls() -> None:
+    clocked = probing()
+    kill_first_trunk(clocked)
+    assert [s["up"] for s in clocked.core.trunk_status()] == [False, True]
+    changed = [e for e in clocked.core.events_to_handle() if isinstance(e, TrunkStateChanged)]
+    assert changed == [TrunkStateChanged(TRUNK, False)]
+    out = clocked.receive(invite(), PBX_SOURCE, at=clocked.now)
+    assert sent_to(out, TRUNK) == []
+    (fwd,) = sent_to(out, BACKUP)
+    (record_route,) = values(fwd, "Record-Route")
+    assert ";tr=1;" in record_route  # the dialog stays with the backup
+
+
+def test_a_trunk_answering_again_comes_back_up() -> None:
+    clocked = probing()
+    kill_first_trunk(clocked)
+    pending = set(probes(clocked.advance(clocked.now + 10.0), TRUNK))  # rounds still retrying
+    newest = max(pending, key=lambda probe: int(value(probe, "CSeq").split()[0]))
+    clocked.receive(response_to(newest, 200, "OK"), TRUNK_SOURCE)
+    assert [s["up"] for s in clocked.core.trunk_status()] == [True, True]
+    assert TrunkStateChanged(TRUNK, True) in clocked.core.events_to_handle()
+
+
+def test_with_every_trunk_down_the_pbx_gets_503_at_once() -> None:
+    clocked = probing()
+    clocked.advance(60.0)  # nobody answers any probe
+    assert [s["up"] for s in clocked.core.trunk_status()] == [False, False]
+    out = clocked.receive(invite(), PBX_SOURCE)
+    assert [(o.target, start_line(o.data)) for o in out] == [
+        (PBX, "SIP/2.0 503 Service Unavailable")
+    ]
+    assert value(out[0].data, "Retry-After") == "5"
+    assert clocked.core.server_transaction_count == 0
+    shed = [e for e in clocked.core.events_to_handle() if isinstance(e, Shed)]
+    assert [e.cause for e in shed] == ["all trunks down"]
+
+
+def test_round_robin_starts_each_new_call_at_the_next_trunk() -> None:
+    core = two_trunks().core
+    clocked = Clocked(ProxyCore(replace(core.config, round_robin=True), core.policy))
+    first_hops = []
+    for n in range(4):
+        out = clocked.receive(invite(branch=f"z9hG4bK-rr-{n}", call_id=f"rr-{n}@pbx"), PBX_SOURCE)
+        first_hops += [o.target for o in out if o.data.startswith(b"INVITE")]
+    assert first_hops == [TRUNK, BACKUP, TRUNK, BACKUP]
