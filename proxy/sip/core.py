@@ -505,7 +505,9 @@ class ProxyCore:
         Each attempt has its own branch; the first keeps the plain derived one, which a
         restarted proxy can compute again for a stateless CANCEL."""
         msg, source, plan = server.request, server.source, server.plan
-        assert plan is not None
+        if msg is None or plan is None:
+            return  # answered upstream meanwhile: nothing to retry
+
         edits, restore = self._plan_edits(msg, source, plan, target, now)
         data, via = self._built(server, msg, source, target, attempt, edits)
         if target.transport == "udp" and len(data) > UDP_PATH_MTU_LIMIT:

@@ -193,7 +193,7 @@ class TransactionLayer:
     def answer(self, server: ServerTransaction, status: int, reason: str, now: float) -> None:
         """The proxy's own final answer upstream (no usable answer downstream, or nothing could
         be sent there at all)."""
-        if server.final_sent:
+        if server.final_sent or server.request is None:
             return
         self._send_final(server, build_response(server.request.wire, status, reason), status, now)
 
@@ -206,6 +206,8 @@ class TransactionLayer:
     ) -> None:
         server.last_response = data
         server.state = next_state(server.machine, server.state, response_input(status))
+        server.request, server.plan = None, None  # nothing more to build from them
+        server.alternatives.clear()
         self._reply(server, data)
         if server.state is State.ACCEPTED:
             self._timers.arm(server.key, Timer.L, now + TIMER_L)

@@ -173,7 +173,10 @@ class ServerTransaction:
     key: ServerKey
     method: str
     source: Source
-    request: Message
+    # The parsed request, while the proxy may still have to answer it or build it again for
+    # another trunk; released with the plan once a final went upstream (what a transaction holds
+    # for Timers H/I/J/L is then a few values: cheap for memory and the garbage collector).
+    request: Message | None
     started: float  # the `now` the request came in at (latency events)
     state: State = State.TRYING
     last_response: bytes | None = None

@@ -57,6 +57,7 @@ def forward(
 ) -> ClientTransaction:
     """What the core does: the request with our Via and a rewritten From, as a client."""
     msg = server.request
+    assert msg is not None
     branch = outgoing_branch(server.key, f"udp#{attempt}")
     via = OUR_VIA.replace(b"BRANCH", branch.encode())
     edits = replace_identity_header(msg, "from", NEW_FROM)
@@ -109,6 +110,20 @@ def test_client_provisional_and_2xx_go_upstream_with_events_and_latency() -> Non
         (180, 0.25, True),
         (200, 1.0, False),
     ]
+
+
+def test_the_parsed_request_is_released_once_a_final_went_upstream() -> None:
+    """For Timers H/I/J/L a transaction keeps a few values, not the parsed message."""
+    layer = TransactionLayer()
+    server = invite_server(layer)
+    client = forward(layer, server, TRUNK, 0, 0.0)
+    held: list[object] = [server.request, server.plan]
+    assert None not in held
+    layer.on_response(client, parsed(response_to(client.request, 200, "OK")), 0.1)
+    held = [server.request, server.plan, server.alternatives]
+    assert held == [None, None, []]
+    retransmitted = parsed(invite())
+    assert layer.absorb(retransmitted, 0.2)  # still absorbs retransmissions by its key
 
 
 def test_a_2xx_retransmission_after_the_client_ended_is_an_action_for_the_core() -> None:
