@@ -63,10 +63,21 @@ class ProxyConfig:
     _trunk_addresses: frozenset[tuple[str, int]] = field(
         init=False, repr=False, compare=False, default=frozenset()
     )
+    # Derived: `facing` for each (side, transport, IPv6?) of the transports in `advertised`.
+    _facing_table: dict[tuple[str, str, bool], Target] = field(
+        init=False, repr=False, compare=False, default_factory=dict
+    )
 
     def __post_init__(self) -> None:
         addresses = frozenset((t.host, t.port) for t in (self.trunk, *self.extra_trunks))
         object.__setattr__(self, "_trunk_addresses", addresses)
+        transports = {t.transport for t in self.advertised}  # none: facing() raises as before
+        self._facing_table.update(
+            ((side, transport, v6), self._compute_facing(side, transport, v6))
+            for side in (PBX_SIDE, TRUNK_SIDE)
+            for transport in transports
+            for v6 in (False, True)
+        )
 
     @property
     def trunks(self) -> tuple[Target, ...]:
@@ -84,6 +95,10 @@ class ProxyConfig:
         """Our address as the `side` must see it (Via, Record-Route), for that transport and the
         peer's address family."""
         v6 = ":" in peer_host
+        found = self._facing_table.get((side, transport, v6))  # computed once, at creation
+        return found if found is not None else self._compute_facing(side, transport, v6)
+
+    def _compute_facing(self, side: str, transport: str, v6: bool) -> Target:
         same = [t for t in self.advertised if t.transport == transport and (":" in t.host) == v6]
         candidates = same or [self.advertised[0]]
         host = self.trunk_facing if side == TRUNK_SIDE else self.pbx_facing
