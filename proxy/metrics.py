@@ -62,7 +62,7 @@ class EventMetrics(Collector):
     def __init__(self) -> None:
         self.decisions: Counter[str] = Counter()  # by resolution step
         self.requests: Counter[tuple[str, str, str]] = Counter()  # side, next hop, method
-        self.responses: Counter[tuple[str, str]] = Counter()  # method, class ("2xx")
+        self.responses: Counter[tuple[str, str, str]] = Counter()  # method, class, from hop
         self.failovers: Counter[tuple[str, str]] = Counter()
         self.dropped: Counter[str] = Counter()
         self.refused: Counter[str] = Counter()
@@ -76,7 +76,7 @@ class EventMetrics(Collector):
 
     def observe(self, event: Event) -> None:
         if isinstance(event, ResponseRelayed):
-            self.responses[(event.method, f"{event.status // 100}xx")] += 1
+            self.responses[(event.method, f"{event.status // 100}xx", event.hop.hostport())] += 1
             if event.method == "INVITE":
                 if event.first:
                     self.first_response.observe(event.since_request)
@@ -118,8 +118,9 @@ class EventMetrics(Collector):
             ["side", "destination", "method"], self.requests,
         )
         yield _counter(
-            "callerid_proxy_responses", "Responses relayed along transactions, by class",
-            ["method", "class"], self.responses,
+            "callerid_proxy_responses",
+            "Responses relayed along transactions, by class and the hop (trunk) that sent them",
+            ["method", "class", "hop"], self.responses,
         )
         yield _counter(
             "callerid_proxy_failovers", "Failovers to the next trunk", ["from", "to"],

@@ -19,6 +19,8 @@ from proxy.sip.events import (
     ResponseRelayed,
     Shed,
     TimedOut,
+    TrunkProbed,
+    TrunkStateChanged,
 )
 
 PBX = Source("udp", "127.0.0.1", 5070)
@@ -39,6 +41,9 @@ EVENTS: list[Event] = [
     Shed(PBX, "transactions", 5),
     FailedOver("INVITE", TRUNK, BACKUP, 503, "503"),
     TimedOut("INVITE", BACKUP, "B", 408),
+    TrunkProbed(TRUNK, 200),
+    TrunkProbed(BACKUP, None),
+    TrunkStateChanged(BACKUP, False),
 ]
 
 
@@ -72,8 +77,9 @@ def test_warnings_keep_their_text(caplog: pytest.LogCaptureFixture) -> None:
         "dropped: stray 100 Trying",
         "INVITE: 127.0.0.1:5080 failed (503), trying 127.0.0.2:5090",
         "INVITE timer B toward 127.0.0.2:5090: answering 408",
+        "trunk 127.0.0.2:5090 is down (keepalives unanswered)",
     ]
-    assert [getattr(r, "status", None) for r in caplog.records] == [403, None, 503, 408]
+    assert [getattr(r, "status", None) for r in caplog.records] == [403, None, 503, 408, None]
 
 
 def test_nothing_is_formatted_when_the_level_is_off(caplog: pytest.LogCaptureFixture) -> None:
@@ -94,8 +100,8 @@ def test_metrics_count_each_event_by_its_labels() -> None:
         'callerid_proxy_caller_id_decisions_total{step="2"} 1.0',
         'callerid_proxy_requests_total{destination="127.0.0.1:5080",method="INVITE",'
         'side="trunk"} 1.0',
-        'callerid_proxy_responses_total{class="1xx",method="INVITE"} 1.0',
-        'callerid_proxy_responses_total{class="2xx",method="INVITE"} 1.0',
+        'callerid_proxy_responses_total{class="1xx",hop="127.0.0.1:5080",method="INVITE"} 1.0',
+        'callerid_proxy_responses_total{class="2xx",hop="127.0.0.1:5080",method="INVITE"} 1.0',
         'callerid_proxy_failovers_total{from="127.0.0.1:5080",to="127.0.0.2:5090"} 1.0',
         'callerid_proxy_dropped_total{reason="stray 100"} 1.0',
         'callerid_proxy_refused_total{status="403"} 1.0',
@@ -107,6 +113,10 @@ def test_metrics_count_each_event_by_its_labels() -> None:
         'callerid_proxy_invite_final_response_seconds_bucket{le="0.2"} 0.0',
         "callerid_proxy_invite_final_response_seconds_count 1.0",
         "callerid_proxy_overloaded 1.0",
+        'callerid_proxy_trunk_probes_total{status="200",trunk="127.0.0.1:5080"} 1.0',
+        'callerid_proxy_trunk_probes_total{status="none",trunk="127.0.0.2:5090"} 1.0',
+        'callerid_proxy_trunk_up{trunk="127.0.0.1:5080"} 1.0',
+        'callerid_proxy_trunk_up{trunk="127.0.0.2:5090"} 0.0',
     ):
         assert line in text, line
 
