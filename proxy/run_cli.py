@@ -23,12 +23,12 @@ from proxy.sip.policy import IPNetwork, ProxyConfig
 
 log = logging.getLogger("callerid_proxy")
 SECRET_ENV = "CALLERID_PROXY_SECRET"
-_LIST_KEYS = ("listen", "trunk", "trusted")
+_LIST_KEYS = ("listen", "trunk", "trusted", "large_over_tcp")
 _KEYS = (
     "rules", "listen", "pbx", "trunk", "trusted", "pid_file", "log_level", "secret", "advertise",
     "max_message", "tcp_idle_timeout", "admin", "advertise_pbx", "advertise_trunk",
     "max_transactions", "max_dialogs", "max_loop_lag", "no_answer_timeout", "failover_statuses",
-    "probe_interval", "probe_failures", "probe_successes", "round_robin",
+    "probe_interval", "probe_failures", "probe_successes", "round_robin", "large_over_tcp",
 )
 
 
@@ -79,6 +79,9 @@ def add_run_command(commands: Any) -> None:
                         help="answered keepalives in a row before it is up again (default 2)")
     parser.add_argument("--round-robin", action="store_const", const=True,
                         help="start each new outbound call at the next trunk (default: in order)")
+    parser.add_argument("--large-over-tcp", action="append", choices=("pbx", "trunk"),
+                        help="that side's UDP peer also takes TCP: requests over 1300 bytes go "
+                        "there over TCP (RFC 3261 18.1.1); repeatable")
     parser.add_argument("--max-loop-lag", type=float,
                         help="event-loop lag in seconds above which new INVITEs get 503 "
                         "(default 0.1)")
@@ -194,6 +197,7 @@ def build_settings(settings: dict[str, Any]) -> tuple[ProxyConfig, ServerSetting
         probe_failures=_positive_int(settings, "probe_failures", 3),
         probe_successes=_positive_int(settings, "probe_successes", 2),
         round_robin=bool(settings.get("round_robin")),
+        large_over_tcp=_sides(settings.get("large_over_tcp")),
     )
     server_settings = ServerSettings(
         listen=tuple(listen),
@@ -214,6 +218,14 @@ def _no_answer_timeout(value: object) -> float | None:
     except ValueError as error:
         raise SettingsError(f"--no-answer-timeout: expected seconds, got {value!r}") from error
     return seconds if seconds > 0 else None
+
+
+def _sides(value: object) -> frozenset[str]:
+    sides = frozenset(str(item) for item in (value if isinstance(value, list) else []))
+    unknown = sorted(sides - {"pbx", "trunk"})
+    if unknown:
+        raise SettingsError(f"--large-over-tcp: expected pbx or trunk, got {', '.join(unknown)}")
+    return sides
 
 
 def _probe_interval(value: object) -> float | None:

@@ -68,3 +68,13 @@ def test_keepalive_and_selection_flags() -> None:
     config, _, _ = build_settings(merged_settings(args))
     assert (config.probe_interval, config.probe_failures, config.probe_successes) == (5.0, 4, 1)
     assert config.round_robin is True
+
+
+def test_large_over_tcp_sides() -> None:
+    config, _, _ = build_settings(merged_settings(settings_from()))
+    assert config.large_over_tcp == frozenset()
+    args = settings_from("--large-over-tcp", "trunk", "--large-over-tcp", "pbx")
+    config, _, _ = build_settings(merged_settings(args))
+    assert config.large_over_tcp == frozenset({"pbx", "trunk"})
+    with pytest.raises(SettingsError, match="--large-over-tcp"):
+        build_settings({**merged_settings(settings_from()), "large_over_tcp": ["phone"]})
