@@ -507,22 +507,20 @@ class ProxyCore:
         msg, source, plan = server.request, server.source, server.plan
         if msg is None or plan is None:
             return  # answered upstream meanwhile: nothing to retry
-
+        side = self.config.side_of_target(target)
         edits, restore = self._plan_edits(msg, source, plan, target, now)
-        data, via = self._built(server, msg, source, target, attempt, edits)
+        branch, data, via = self._built(server, msg, source, target, attempt, edits)
         if target.transport == "udp" and len(data) > UDP_PATH_MTU_LIMIT:
-            side = self.config.side_of_target(target)
             if side in self.config.large_over_tcp:  # RFC 3261 18.1.1: over TCP instead
                 target = Target("tcp", target.host, target.port)
                 edits, restore = self._plan_edits(msg, source, plan, target, now)
-                data, via = self._built(server, msg, source, target, attempt, edits)
+                branch, data, via = self._built(server, msg, source, target, attempt, edits)
             elif len(data) > UDP_MAX:
                 self._too_large(server, target, len(data), now)
                 return
         sent = SentRequest(msg.wire, tuple(edits), via) if msg.method == "INVITE" else None
-        branch = outgoing_branch(server.key, _direction(target, attempt))
         client = ClientTransaction(branch, msg.method, target, data, server.key, restore, sent)
-        self._transactions.start_client(client, now, self.config.side_of_target(target))
+        self._transactions.start_client(client, now, side)
         self._pull()
 
     def _built(
@@ -533,12 +531,13 @@ class ProxyCore:
         target: Target,
         attempt: int,
         edits: list[Edit],
-    ) -> tuple[bytes, bytes]:
-        """The forwarded bytes (one copy of the untouched spans) and our Via's value."""
+    ) -> tuple[str, bytes, bytes]:
+        """This attempt's branch, the forwarded bytes (one copy of the untouched spans) and our
+        Via's value."""
         branch = outgoing_branch(server.key, _direction(target, attempt))
         via = self._via_edits(msg, source, target, branch)
         data = apply_edits(msg.raw, via + edits, msg.wire.body_end)
-        return data, via[0].data[len(b"Via: ") : -2]
+        return branch, data, via[0].data[len(b"Via: ") : -2]
 
     def _too_large(self, server: ServerTransaction, target: Target, size: int, now: float) -> None:
         """Nothing can carry it to the next hop (RFC 3261 18.1.1): 513 toward the sender at
