@@ -12,6 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from proxy.sip.dialogs import DialogMemory
+from proxy.sip.identity import DialogIdentity
 from tests.proxy.sip.support import (
     BACKUP,
     BACKUP_SOURCE,
@@ -151,3 +153,18 @@ def test_an_answered_call_holds_few_tracked_objects_until_timer_l() -> None:
     per_call = (len(gc.get_objects()) - before) / calls
     assert clocked.core.server_transaction_count == calls + 1  # all still in Accepted
     assert per_call < 25, per_call
+
+
+def test_remembered_dialogs_cost_the_collector_nothing() -> None:
+    """A full dialog memory (100,000 by default) is plain tuples the collector stops tracking."""
+    memory = DialogMemory(capacity=5000)
+    identity = DialogIdentity(b'"A" <sip:1001@pbx>;tag=x', b'"+32" <sip:+32@t>;tag=x')
+    memory.remember("warm-up", "tag", identity, 0, 0.0)
+    gc.collect()
+    before = len(gc.get_objects())
+    for n in range(5000):
+        memory.remember(f"call-{n}", f"tag-{n}", identity, 1, float(n))
+    gc.collect()
+    assert len(gc.get_objects()) - before < 10
+    recalled = memory.recall("call-7", "tag-7", 10.0)
+    assert recalled is not None and (recalled.identity, recalled.trunk_index) == (identity, 1)
