@@ -143,6 +143,7 @@ class AdminServer:
         token: str | None = None,
         health: HealthProbe | None = None,
         ready: ReadyProbe | None = None,
+        collectors: tuple[Collector, ...] = (),
     ) -> None:
         self._status = status
         self._reload = reload
@@ -151,6 +152,8 @@ class AdminServer:
         self._ready = ready or (lambda: (True, {}))
         self._registry = CollectorRegistry()
         self._registry.register(CoreCollector(status))
+        for collector in collectors:
+            self._registry.register(collector)
         self._acceptor: Acceptor | None = None
         self.counters: Counter[str] = Counter()
         self._host_ok: Callable[[str], bool] = lambda _: False

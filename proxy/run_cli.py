@@ -71,6 +71,29 @@ def _trunk_spec(value: object) -> TrunkSpec:
     return parse_trunk_spec(text(value))
 
 
+DEFAULT_FAILOVER = (408, 500, 502, 503, 504)
+
+
+def _no_answer_timeout(value: object) -> float | None:
+    """Seconds; 0 turns the no-answer failover off (only Timer B then ends a silent attempt)."""
+    timeout = seconds(0, 600)(value)
+    return timeout if timeout > 0 else None
+
+
+def _probe_interval(value: object) -> float:
+    return float(seconds(0.1, 3600)(value))
+
+
+def _failover_statuses(value: object) -> frozenset[int]:
+    """`408,503` or a list: 408 and 5xx only. A 4xx or 6xx is the callee's answer, never a
+    trunk failure (RFC 3261 16.7 step 6 picks the best final; issue 8)."""
+    items = value if isinstance(value, list | tuple) else text(value).split(",")
+    codes = [str(item).strip() for item in items]
+    if not codes or not all(c.isdigit() and (c == "408" or 500 <= int(c) <= 599) for c in codes):
+        raise ValueError(f"expected 408 and 5xx codes separated by commas, got {value!r}")
+    return frozenset(int(c) for c in codes)
+
+
 # One row per setting: the flag --name-with-dashes and the --config key name_with_underscores.
 # Adding a setting = one row here + reading values["name"] where it is used, in build_from:
 #   Setting("tcp_max_connections", integer(1, 1_000_000), 1024, "accepted TCP ... (default 1024)",
@@ -142,6 +165,30 @@ SETTINGS = table([
     Setting("peer", listed(_resolved_hostport), (),
             "another instance with the same --secret behind one dispatcher: its Record-Route is "
             "taken as ours (repeatable)", "HOST:PORT", repeatable=True),
+    # Issue 6/7: bounded state and overload shedding; issue 8: trunk availability.
+    Setting("max_transactions", integer(1, 10_000_000), 20_000,
+            "live server transactions above which new INVITEs get 503 (default 20000)", "N"),
+    Setting("max_dialogs", integer(1, 10_000_000), 100_000,
+            "dialogs remembered for peers that drop Record-Route (default 100000)", "N"),
+    Setting("max_loop_lag", seconds(0.001, 60), 0.1,
+            "event-loop lag in seconds above which new INVITEs get 503 (default 0.1)", "SECONDS"),
+    Setting("no_answer_timeout", _no_answer_timeout, 2.0,
+            "seconds without even a provisional before the next trunk is tried (default 2; 0: "
+            "only Timer B)", "SECONDS"),
+    Setting("failover_statuses", _failover_statuses, frozenset(DEFAULT_FAILOVER),
+            "trunk final responses that fail over: 408 and 5xx codes (default "
+            "408,500,502,503,504)", "CODES"),
+    Setting("probe_interval", _probe_interval, None,
+            "seconds between OPTIONS keepalives to each trunk (default: none)", "SECONDS"),
+    Setting("probe_failures", integer(1, 100), 3,
+            "unanswered keepalives in a row before a trunk is down (default 3)", "N"),
+    Setting("probe_successes", integer(1, 100), 2,
+            "answered keepalives in a row before it is up again (default 2)", "N"),
+    Setting("round_robin", boolean, False,
+            "start each new outbound call at the next trunk (default: in order)", const=True),
+    Setting("large_over_tcp", listed(choice("pbx", "trunk")), (),
+            "that side's UDP peer also takes TCP: requests over 1300 bytes go there over TCP "
+            "(RFC 3261 18.1.1); repeatable", "{pbx,trunk}", repeatable=True),
     # Issue 6: worker processes behind one shared address (proxy/workers.py).
     Setting("workers", integer(1, 64), 1,
             "worker processes behind one shared address (default 1: none)", "N"),
@@ -306,6 +353,15 @@ def build_from(values: dict[str, Any]) -> tuple[ProxyConfig, ServerSettings, Pat
         pbx_facing=sides[0],
         trunk_facing=sides[1],
         peers=tuple(Target(t, h, p) for h, p in values["peer"] for t in ("udp", "tcp")),
+        max_transactions=values["max_transactions"],
+        max_dialogs=values["max_dialogs"],
+        no_answer_timeout=values["no_answer_timeout"],
+        failover_statuses=frozenset(values["failover_statuses"]),
+        probe_interval=values["probe_interval"],
+        probe_failures=values["probe_failures"],
+        probe_successes=values["probe_successes"],
+        round_robin=values["round_robin"],
+        large_over_tcp=frozenset(values["large_over_tcp"]),
     )
     server_settings = ServerSettings(
         listen=tuple(listen),
@@ -323,6 +379,7 @@ def build_from(values: dict[str, Any]) -> tuple[ProxyConfig, ServerSettings, Pat
         tls_listen=tuple(tls_listen),
         tls=_tls_contexts(values, listening=bool(tls_listen)),
         trunk_resolver=resolver,
+        max_loop_lag=values["max_loop_lag"],
     )
     return config, server_settings, values["rules"]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import itertools
 import logging
 import os
@@ -21,6 +20,7 @@ from proxy.admin import AdminServer
 from proxy.dns import TrunkResolver
 from proxy.gc_monitor import GcMonitor
 from proxy.loop_health import LoopTicker
+from proxy.metrics import EventLog, EventMetrics
 from proxy.reloader import Reloader
 from proxy.sip.addresses import Outgoing, Source, Target
 from proxy.sip.classify import side_of
@@ -46,6 +46,14 @@ class ServerSettings:
     tls_listen: tuple[tuple[str, int], ...] = ()  # `--listen tls:HOST:PORT`: TLS only there
     tls: TlsContexts | None = None  # None: the system store, verified, nothing presented
     trunk_resolver: TrunkResolver | None = None  # trunks given as host names (RFC 3263)
+    # Loop lag over this (seconds) in LAG_SAMPLES checks in a row sheds new INVITEs with 503
+    # until it falls under half of it.
+    max_loop_lag: float = 0.1
+    lag_interval: float = 0.05
+
+
+LAG_RECOVERY = 0.5  # overload ends when the lag falls under this fraction of the threshold
+LAG_SAMPLES = 2  # one late check (a GC pass, the scheduler) is not overload; two in a row are
 
 
 class ProxyServer:
@@ -65,6 +73,12 @@ class ProxyServer:
         self._reload_seq = 0
         self._last_outcome = ReloadOutcome(True, rules.current.version, ())
         self._stopped = asyncio.Event()
+        self.metrics = EventMetrics()
+        self._event_log = EventLog()
+        self._lag_handle: asyncio.TimerHandle | None = None
+        self._lag_expected = 0.0
+        self.loop_lag = 0.0
+        self._lagging = 0  # checks in a row over the threshold
         # Hostile-input guards (issue 7): caps on accepted TCP, off-loop reloads, loop health.
         self.transport_counters: Counter[str] = Counter()
         self._budget = ConnectionBudget(settings.tcp, self._is_trusted_host)
@@ -75,6 +89,7 @@ class ProxyServer:
             self.status, self._reload_for_admin, token=settings.admin_token,
             health=self._health, ready=self._readiness,
         )  # fmt: skip
+        self._admin.register(self.metrics)
         self.gc_monitor = GcMonitor()  # installed by run_cli once started; metrics at /metrics
         self._admin.register(self.gc_monitor)
         self._tls = settings.tls or TlsContexts(TlsSettings(), listening=False)
@@ -101,6 +116,9 @@ class ProxyServer:
         if self.settings.admin is not None:
             await self._admin.start(*self.settings.admin)
         control.write_pid_file(self.settings.pid_file, os.getpid())
+        self._schedule_lag_check()
+        self.core.start_probes(self._loop.time())
+        self._flush()
         self._write_status(ReloadOutcome(True, self.rules.current.version, ()))
         log.info("rules version %s active (%s)", self.rules.current.version, self.rules.path)
         log.info(logs.start_message(self.core.config, self.settings, self.rules.current.version),
@@ -120,10 +138,8 @@ class ProxyServer:
             self._dns_task = self._loop.create_task(resolver.run(self._trunks_resolved))
 
     def _trunks_resolved(self, trunks: tuple[Target, ...]) -> None:
-        """DNS gave new trunk targets: the core reads the new tuple from its next message on."""
-        self.core.config = dataclasses.replace(
-            self.core.config, trunk=trunks[0], extra_trunks=trunks[1:]
-        )
+        """DNS gave new trunk targets: the core uses them from its next call on."""
+        self.core.set_trunks(trunks)
 
     async def adopt_listening_socket(self, sock: socket.socket) -> None:
         """Also accept TCP on a listening socket bound by someone else (the `--workers`
@@ -145,6 +161,8 @@ class ProxyServer:
             acceptor.close()
         if self._dns_task is not None:
             self._dns_task.cancel()
+        if self._lag_handle is not None:
+            self._lag_handle.cancel()
         for server in self._servers:
             server.close()
         for connection in list(self._connections.values()):
@@ -187,6 +205,11 @@ class ProxyServer:
             },
             "counters": dict(self.core.counters),
             "transactions": self.core.transaction_count,
+            "server_transactions": self.core.server_transaction_count,
+            "dialogs": self.core.dialog_count,
+            "overloaded": self.core.overloaded,
+            "loop_lag": self.loop_lag,
+            "trunks": self.core.trunk_status(),
             "tcp_connections": len(self._connections),
             "tcp_untrusted_connections": self._budget.untrusted,
             "reloads_parsed": self.reloader.started,
@@ -204,9 +227,8 @@ class ProxyServer:
         return self.ticker.responsive(), {"loop_tick_age_s": round(age, 3)}
 
     def trunks_up(self) -> int:
-        """Hook for the core's trunk state (issue 8 item 1): until the core tracks which trunks
-        answer, every configured trunk counts as up."""
-        return len(self.core.config.trunks)
+        """Trunks the core's keepalives have not marked down (all, without --probe-interval)."""
+        return sum(1 for trunk in self.core.trunk_status() if trunk["up"])
 
     def _readiness(self) -> tuple[bool, dict[str, Any]]:
         version = self.rules.current.version if self.rules.current is not None else None
@@ -235,7 +257,7 @@ class ProxyServer:
     def on_message(self, data: bytes, source: Source) -> None:
         try:
             self.core.receive(data, source, self._loop.time())
-        except Exception:  # the process never dies on one message; the core logs what it refused
+        except Exception:  # the process never dies on one message; its events say what it refused
             self.core.counters["internal_errors"] += 1
             log.exception("internal error on a message from %s:%s", source.host, source.port)
         self._flush()
@@ -282,7 +304,47 @@ class ProxyServer:
             except (OSError, ValueError) as error:  # ValueError: uvloop on a non-IP address
                 log.warning("send to %s failed: %s", outgoing.target.hostport(), error)
                 self.core.transport_failed(outgoing.target, self._loop.time())
+        self._handle_events()
         self._arm_timer()
+
+    def _handle_events(self) -> None:
+        events = self.core.events_to_handle()
+        if not events:
+            return
+        observe = self.metrics.observe
+        for event in events:
+            observe(event)
+        self._event_log.handle(events)
+
+    # ----------------------------------------------------------------- overload
+    def _schedule_lag_check(self) -> None:
+        interval = self.settings.lag_interval
+        self._lag_expected = self._loop.time() + interval
+        self._lag_handle = self._loop.call_later(interval, self._check_lag)
+
+    def _check_lag(self) -> None:
+        """How late this callback runs is how long the loop was busy: the core sheds new INVITEs
+        while it is over the threshold."""
+        self.loop_lag = max(0.0, self._loop.time() - self._lag_expected)
+        threshold = self.settings.max_loop_lag
+        overloaded = self.core.overloaded
+        self._lagging = self._lagging + 1 if self.loop_lag > threshold else 0
+        if not overloaded and self._lagging >= LAG_SAMPLES:
+            log.warning("loop lag %.0f ms: shedding new INVITEs with 503", self.loop_lag * 1e3)
+            self.core.set_overloaded(True)
+        elif overloaded and self.loop_lag < threshold * LAG_RECOVERY:
+            log.warning("loop lag back to %.0f ms: admitting new INVITEs", self.loop_lag * 1e3)
+            self.core.set_overloaded(False)
+        self._update_gauges()
+        self._schedule_lag_check()
+
+    def _update_gauges(self) -> None:
+        gauge = self.metrics.set_gauge
+        gauge("callerid_proxy_loop_lag_seconds", "Event loop lag, last sample", self.loop_lag)
+        gauge("callerid_proxy_overloaded", "1 while new INVITEs are shed", self.core.overloaded)
+        gauge("callerid_proxy_server_transactions", "Live server transactions",
+              self.core.server_transaction_count)
+        gauge("callerid_proxy_dialogs", "Dialogs remembered", self.core.dialog_count)
 
     def _send(self, outgoing: Outgoing) -> None:
         target = outgoing.target

@@ -1,18 +1,29 @@
-"""The proxy core: bytes, source and `now` in; bytes to send and the next timer out. No I/O.
+"""The proxy core: bytes, source and `now` in; bytes to send, events and the next timer out.
+No I/O, no clock, no logging.
 
-The path of an outbound INVITE: parse -> transaction match -> classify by source -> caller-ID
-decision -> edits (From, PAI, Via, Record-Route with the signed identity, Max-Forwards) ->
-applied to the original bytes -> client transaction -> the adapter sends and arms `get_timer()`.
+The path of an outbound INVITE: `receive` -> `_on_request` (retransmission absorbed? which side?)
+-> `_forward_initial` (caller ID decided once, a `ForwardPlan`) -> `_forward_stateful` (server
+transaction, 100 Trying) -> `_start_attempt` (edits for this trunk, applied to the original bytes
+once) -> `TransactionLayer.start_client`. Its 200 OK: `receive` -> `_on_response` (our Via, our
+client transaction) -> `TransactionLayer.on_response` (our Via off, identity restored, final
+upstream); the core acts on what the layer returns (`_act`: failover, stateless relay).
 """
 
 from __future__ import annotations
 
-import logging
+import dataclasses
+import ipaddress
 from collections import Counter
-from collections.abc import Callable
 
 from proxy.sip import requests as request_edits
-from proxy.sip.addresses import VIA_TRANSPORTS, Outgoing, Source, Target, unroutable_reason
+from proxy.sip.addresses import (
+    VIA_TRANSPORTS,
+    Outgoing,
+    Source,
+    Target,
+    normalise_host,
+    unroutable_reason,
+)
 from proxy.sip.caller_id import (
     MessageCallFacts,
     ShownIdentity,
@@ -21,7 +32,7 @@ from proxy.sip.caller_id import (
 )
 from proxy.sip.classify import side_of, trunk_index_of
 from proxy.sip.dialogs import DialogMemory
-from proxy.sip.edits import Edit, apply_edits, remove_via_value
+from proxy.sip.edits import Edit, apply_edits
 from proxy.sip.errors import (
     BadExtension,
     BadRequest,
@@ -32,26 +43,53 @@ from proxy.sip.errors import (
     UnparseableMessage,
     UnsupportedUriScheme,
 )
+from proxy.sip.events import (
+    Answered,
+    CallerIdDecided,
+    Dropped,
+    Event,
+    Refused,
+    Shed,
+    TrunkProbed,
+    TrunkStateChanged,
+)
 from proxy.sip.grammar import parse_sip_uri, uri_scheme
 from proxy.sip.identity import DialogIdentity
 from proxy.sip.message import SipMessage
 from proxy.sip.parse import Message, lenient_split, parse_message
 from proxy.sip.policy import PBX_SIDE, TRUNK_SIDE, CallerIdPolicy, ProxyConfig
 from proxy.sip.responses import build_response
-from proxy.sip.transaction_layer import TransactionLayer
+from proxy.sip.transaction_layer import (
+    Action,
+    ProbeResult,
+    RelayStateless,
+    Retarget,
+    TransactionLayer,
+    upstream_bytes,
+)
 from proxy.sip.transactions import (
     OUR_BRANCH_PREFIX,
     ClientTransaction,
+    ForwardPlan,
     Restore,
+    SentRequest,
+    ServerTransaction,
     outgoing_branch,
     server_key,
 )
-
-log = logging.getLogger("callerid_proxy.core")
+from proxy.sip.trunks import TrunkHealth, probe_request
 
 PBX, TRUNK = PBX_SIDE, TRUNK_SIDE
 ROUTABLE_SCHEMES = ("sip", "sips", "tel")
 DIALOG_CREATING = ("INVITE", "SUBSCRIBE", "REFER")
+UDP_PATH_MTU_LIMIT = 1300  # RFC 3261 18.1.1: larger requests need a congestion-controlled one
+UDP_MAX = 65_507  # the largest UDP payload over IPv4
+_DROP_LABELS = (
+    ("unparseable", "unparseable"),
+    ("octets after", "trailing bytes"),
+    ("response from", "bad response"),
+    ("ACK from unknown", "unknown source"),
+)
 
 
 class ProxyCore:
@@ -60,17 +98,22 @@ class ProxyCore:
         self.policy = policy
         self.counters: Counter[str] = Counter()
         self._outbox: list[Outgoing] = []
-        self._dialogs = DialogMemory()
-        self._now = 0.0  # the time of the message or timer being handled
+        self._events: list[Event] = []
+        self._dialogs = DialogMemory(config.max_dialogs)
         self._transactions = TransactionLayer(
-            self._outbox, self.counters, self._upstream_bytes, self._relay_stateless
+            self.counters, config.failover_statuses, config.no_answer_timeout
         )
+        self._overloaded = False  # the glue says the loop lags
+        self._trunks = TrunkHealth(config.trunks, config.probe_failures, config.probe_successes)
+        self._trunk_number = {(t.host, t.port): i for i, t in enumerate(config.trunks)}
+        self._next_probe: float | None = None  # when the next round of keepalives is due
+        self._probe_sequence = 0
+        self._round_robin = 0
 
     # ----------------------------------------------------------------- adapter interface
     def receive(self, data: bytes, source: Source, now: float) -> None:
         """One datagram, or one framed stream message, from `source`."""
         self.counters["received"] += 1
-        self._now = now
         try:
             msg = parse_message(data, datagram=source.transport == "udp")
         except SipError as error:
@@ -96,29 +139,144 @@ class ProxyCore:
         self._refuse_unparsed(head, source, error, close_after=True)
 
     def datagrams_to_send(self) -> list[Outgoing]:
-        out = self._outbox[:]
-        self._outbox.clear()  # the transaction layer holds the same list
+        self._pull()
+        out, self._outbox = self._outbox, []
         return out
 
+    def events_to_handle(self) -> list[Event]:
+        """What happened since the last call, in order: for logs, metrics and the audit line."""
+        self._pull()
+        events, self._events = self._events, []
+        return events
+
     def get_timer(self) -> float | None:
-        return self._transactions.next_deadline()
+        deadline = self._transactions.next_deadline()
+        probe = self._next_probe
+        if probe is None or (deadline is not None and deadline < probe):
+            return deadline
+        return probe
 
     def handle_timer(self, now: float) -> None:
-        self._now = now
-        self._transactions.handle_timer(now)
+        if self._next_probe is not None and self._next_probe <= now:
+            self._probe_trunks(now)
+        self._act(self._transactions.handle_timer(now), now)
+
+    def start_probes(self, now: float) -> None:
+        """OPTIONS keepalives to every trunk from `now` on, every `probe_interval` (if set)."""
+        if self.config.probe_interval is not None:
+            self._next_probe = now
+
+    def trunk_status(self) -> list[dict[str, object]]:
+        return [
+            {
+                "trunk": state.target.hostport(),
+                "up": state.up,
+                "probes": state.probes,
+                "last_status": state.last_status,
+            }
+            for state in self._trunks.states
+        ]
 
     def transport_failed(self, target: Target, now: float) -> None:
-        self._transactions.transport_failed(target, now)
+        self._act(self._transactions.transport_failed(target, now), now)
+
+    def set_trunks(self, trunks: tuple[Target, ...]) -> None:
+        """New trunk targets (DNS re-resolution, RFC 3263): the failover order from the next
+        call on; a trunk still listed keeps its probe state."""
+        if not trunks or trunks == self.config.trunks:
+            return
+        self.config = dataclasses.replace(self.config, trunk=trunks[0], extra_trunks=trunks[1:])
+        known = {state.target: state for state in self._trunks.states}
+        config = self.config
+        self._trunks = TrunkHealth(trunks, config.probe_failures, config.probe_successes)
+        self._trunks.states = [known.get(state.target, state) for state in self._trunks.states]
+        self._trunk_number = {(t.host, t.port): i for i, t in enumerate(trunks)}
+
+    def set_overloaded(self, overloaded: bool) -> None:
+        """The glue measured the event loop's lag: while it is over its threshold, new INVITEs
+        are shed with 503 (in-dialog requests, responses, ACK and CANCEL keep flowing)."""
+        self._overloaded = overloaded
+
+    @property
+    def overloaded(self) -> bool:
+        return self._overloaded
 
     @property
     def transaction_count(self) -> int:
         return self._transactions.count
 
+    @property
+    def server_transaction_count(self) -> int:
+        return self._transactions.server_count
+
+    @property
+    def dialog_count(self) -> int:
+        return len(self._dialogs)
+
+    def _pull(self) -> None:
+        """The layer's output after ours, in the order things happened."""
+        self._outbox += self._transactions.take_outgoing()
+        self._events += self._transactions.take_events()
+
+    def _act(self, actions: list[Action], now: float) -> None:
+        self._pull()
+        for action in actions:
+            if isinstance(action, Retarget):
+                server = self._transactions.server(action.server)
+                if server is not None:
+                    self._start_attempt(server, action.target, action.attempt, now)
+            elif isinstance(action, RelayStateless):
+                self._relay_stateless(action.response, now)
+            elif isinstance(action, ProbeResult):
+                self._probed(action)
+            self._pull()
+
+    # ----------------------------------------------------------------- trunk keepalives
+    def _probe_trunks(self, now: float) -> None:
+        interval = self.config.probe_interval
+        self._next_probe = None if interval is None else now + interval
+        for index, trunk in enumerate(self.config.trunks):
+            self._probe_sequence += 1
+            sequence = self._probe_sequence
+            branch = outgoing_branch(("keepalive", str(sequence)), trunk.transport)
+            data = probe_request(trunk, self._facing(trunk), branch, sequence)
+            client = ClientTransaction(branch, "OPTIONS", trunk, data, None, probe=index)
+            self._transactions.start_client(client, now, "probe")
+        self._pull()
+
+    def _probed(self, result: ProbeResult) -> None:
+        if result.trunk >= len(self.config.trunks):
+            return  # a probe of a trunk that DNS has since taken out of the list
+        trunk = self.config.trunks[result.trunk]
+        self._events.append(TrunkProbed(trunk, result.status))
+        changed = self._trunks.record(result.trunk, result.status)
+        if changed is not None:
+            self._events.append(TrunkStateChanged(trunk, changed))
+
+    def _outbound_trunks(self) -> tuple[Target, ...]:
+        """The trunks a new outbound call tries, in order: those up, from the next one in turn
+        with round-robin."""
+        up = self._trunks.up()
+        if self.config.round_robin and len(up) > 1:
+            start = self._round_robin % len(up)
+            self._round_robin += 1
+            up = up[start:] + up[:start]
+        return tuple(up)
+
     # ----------------------------------------------------------------- refusals and drops
-    def _drop(self, reason: str, *, count: bool = True) -> None:
+    def _drop(
+        self,
+        detail: str,
+        *,
+        count: bool = True,
+        reason: str | None = None,
+        source: Source | None = None,
+    ) -> None:
         if count:
             self.counters["dropped"] += 1
-        log.warning("dropped: %s", reason)
+        if reason is None:
+            reason = next((label for start, label in _DROP_LABELS if start in detail), "other")
+        self._events.append(Dropped(reason, source, detail))
 
     def _refuse_unparsed(
         self, data: bytes, source: Source, error: SipError, *, close_after: bool = False
@@ -147,14 +305,7 @@ class ProxyCore:
         close_after: bool = False,
     ) -> None:
         self.counters[f"refused_{error.status_code}"] += 1
-        log.warning(
-            "refused %s from %s:%s with %d: %s",
-            method[:32],
-            source.host,
-            source.port,
-            error.status_code,
-            error.detail,
-        )
+        self._events.append(Refused(error.status_code, error.detail, source, method[:32]))
         if method == "ACK" or not wire.get_all("via"):
             return  # an ACK is never answered (RFC 3261 17.2.1); no Via, nowhere to answer
         response = build_response(wire, error.status_code, error.reason, error.extra_headers)
@@ -169,7 +320,11 @@ class ProxyCore:
         side = side_of(self.config, source)
         if side is None:
             if msg.method == "ACK":
-                self._drop(f"ACK from unknown source {source.host}:{source.port}")
+                self._drop(
+                    f"ACK from unknown source {source.host}:{source.port}",
+                    reason="unknown source",
+                    source=source,
+                )
                 return
             raise Forbidden(f"source {source.host}:{source.port} is neither the PBX nor the trunk")
         if msg.method == "CANCEL":
@@ -225,56 +380,92 @@ class ProxyCore:
                 identity, trunk_index = remembered.identity, remembered.trunk_index
         target = self.config.trunks[trunk_index] if side == PBX else self.config.pbx
         identity_edits, restore = self._in_dialog_identity(msg, side, identity)
-        edits = self._hop_edits(msg, target) + route.edits + identity_edits
+        edits = route.edits + identity_edits
         if msg.method == "ACK":
-            self._forward_stateless(msg, source, target, edits)
+            self._forward_stateless(msg, source, target, self._hop_edits(msg, target) + edits)
             return
-        self._forward_stateful(msg, source, (target,), lambda *_: (edits, restore), now)
+        plan = ForwardPlan(side, None, tuple(edits), restore, True, trunk_index)
+        self._forward_stateful(msg, source, plan, (target,), now)
 
     def _forward_initial(self, msg: Message, source: Source, side: str, now: float) -> None:
         """Out of dialog: to the trunks in order (failover) or to the PBX. An outbound INVITE
         gets its caller ID decided here, once, whichever trunk ends up taking it."""
-        targets = self.config.trunks if side == PBX else (self.config.pbx,)
+        targets = self._outbound_trunks() if side == PBX else (self.config.pbx,)
+        if msg.method == "ACK" and not targets:
+            targets = (self.config.trunk,)  # stateless anyway
+        if not targets:
+            self._refuse_all_down(msg, source)
+            return
+        if msg.method == "INVITE" and self._shed(msg, source):
+            return
         # An outbound proxy setting on the PBX puts our URI in a Route: ours to remove (16.4).
         our_routes = request_edits.pop_our_routes(msg, self.config).edits
         shown = self._decide_caller_id(msg) if side == PBX and msg.method == "INVITE" else None
         inbound_trunk = trunk_index_of(self.config, source) if side == TRUNK else 0
-
-        def edits_for(target: Target, attempt: int) -> tuple[list[Edit], Restore | None]:
-            trunk_index = attempt if side == PBX else inbound_trunk
-            edits, restore = self._initial_edits(msg, source, side, target, shown, trunk_index)
-            return edits + our_routes, restore
-
+        plan = ForwardPlan(side, shown, tuple(our_routes), None, False, inbound_trunk)
         if msg.method == "ACK":  # a stray ACK outside any dialog: nothing to keep state for
-            self._forward_stateless(msg, source, targets[0], edits_for(targets[0], 0)[0])
+            edits, _ = self._plan_edits(msg, source, plan, targets[0], now)
+            self._forward_stateless(msg, source, targets[0], edits)
             return
-        self._forward_stateful(msg, source, targets, edits_for, now)
+        self._forward_stateful(msg, source, plan, targets, now)
 
-    def _initial_edits(
+    def _refuse_all_down(self, msg: Message, source: Source) -> None:
+        """Every trunk failed its keepalives: 503 at once rather than a call left to time out."""
+        self.counters["shed"] += 1
+        self._events.append(Shed(source, "all trunks down", self.config.retry_after))
+        self._answer_503(msg, source)
+
+    def _answer_503(self, msg: Message, source: Source) -> None:
+        retry_after = str(self.config.retry_after)
+        response = build_response(
+            msg.wire, 503, "Service Unavailable", (("Retry-After", retry_after),)
+        )
+        self._outbox.append(Outgoing(response, source.reply_target(), source.connection))
+
+    def _shed(self, msg: Message, source: Source) -> bool:
+        """Overload (issue 7, like a carrier proxy): a new INVITE gets 503 with Retry-After at
+        once, without any state, when live transactions pass the bound or the loop lags
+        (RFC 3261 21.5.4, 20.33). Everything already admitted keeps flowing."""
+        if self._overloaded:
+            cause = "loop lag"
+        elif self._transactions.server_count >= self.config.max_transactions:
+            cause = "transactions"
+        else:
+            return False
+        self.counters["shed"] += 1
+        self._events.append(Shed(source, cause, self.config.retry_after))
+        self._answer_503(msg, source)
+        return True
+
+    def _plan_edits(
         self,
         msg: Message,
         source: Source,
-        side: str,
+        plan: ForwardPlan,
         target: Target,
-        shown: ShownIdentity | None,
-        trunk_index: int,
+        now: float,
     ) -> tuple[list[Edit], Restore | None]:
+        """Every edit but our Via, for this next hop."""
         edits = self._hop_edits(msg, target)
-        identity: DialogIdentity | None = None
+        if plan.in_dialog:
+            return edits + list(plan.extra_edits), plan.restore
+        if plan.side == PBX:  # the trunk's number in the config, whatever the order tried
+            trunk_index = self._trunk_number.get((target.host, target.port), 0)
+        else:
+            trunk_index = plan.inbound_trunk
+        edits += plan.extra_edits
         restore = None
-        if shown is not None:
-            rewrite, identity = rewrite_caller_id(msg, shown, target.uri_host(), trunk_index)
+        identity: DialogIdentity | None = None
+        if plan.shown is not None:
+            rewrite, identity = rewrite_caller_id(msg, plan.shown, target.uri_host(), trunk_index)
             edits += rewrite
             restore = Restore("from", identity.original_from)
             if msg.from_addr.tag is not None:
-                self._dialogs.remember(
-                    msg.call_id, msg.from_addr.tag, identity, trunk_index, self._now
-                )
+                self._dialogs.remember(msg.call_id, msg.from_addr.tag, identity, trunk_index, now)
         if msg.method in DIALOG_CREATING:
-            upstream = self.config.facing(side, source.transport, source.host)
-            downstream = self._facing(target)
+            upstream = self.config.facing(plan.side, source.transport, source.host)
             edits += request_edits.record_route_edits(
-                msg, self.config, upstream, downstream, identity, trunk_index
+                msg, self.config, upstream, self._facing(target), identity, trunk_index
             )
         return edits, restore
 
@@ -292,16 +483,19 @@ class ProxyCore:
     def _decide_caller_id(self, msg: Message) -> ShownIdentity:
         decision = self.policy.decide_call(MessageCallFacts(msg))
         self.counters["caller_id_decisions"] += 1
-        log.info(
-            "call-id=%s user=%s destination=%s shown=%s step=%s privacy=%s reason=%r rules=%s",
-            msg.call_id,
-            decision.user,
-            request_edits.uri_user(msg.wire.uri),
-            decision.number,
-            decision.step,
-            "id" if decision.privacy else "none",
-            decision.reason,
-            decision.rules_version,
+        self._events.append(
+            CallerIdDecided(
+                msg.call_id,
+                decision.user,
+                request_edits.uri_user(msg.wire.uri),
+                decision.number,
+                decision.name,
+                decision.reason,
+                decision.rules_version,
+                self.config.trunk,
+                decision.step,
+                decision.privacy,
+            )
         )
         return ShownIdentity.from_decision(decision)
 
@@ -321,6 +515,9 @@ class ProxyCore:
         data = apply_edits(
             msg.raw, self._via_edits(msg, source, target, branch) + edits, msg.wire.body_end
         )
+        if target.transport == "udp" and len(data) > UDP_MAX:
+            self._drop(f"{msg.method} of {len(data)} octets", reason="too large", source=source)
+            return
         self.counters["forwarded_stateless"] += 1
         self._outbox.append(Outgoing(data, target))
 
@@ -328,32 +525,72 @@ class ProxyCore:
         self,
         msg: Message,
         source: Source,
+        plan: ForwardPlan,
         targets: tuple[Target, ...],
-        edits_for: Callable[[Target, int], tuple[list[Edit], Restore | None]],
         now: float,
     ) -> None:
-        server = self._transactions.open_server(msg, source)
-
-        def client_for(target: Target, index: int) -> ClientTransaction:
-            edits, restore = edits_for(target, index)
-            # Each attempt is its own client transaction; the first keeps the plain derived
-            # branch, which a restarted proxy can compute again for a stateless CANCEL.
-            branch = outgoing_branch(
-                server.key, target.transport if index == 0 else f"{target.transport}#{index}"
-            )
-            via = self._via_edits(msg, source, target, branch)
-            data = apply_edits(msg.raw, via + edits, msg.wire.body_end)
-            return ClientTransaction(branch, msg.method, target, data, server, restore)
-
-        server.retarget = client_for
+        server = self._transactions.open_server(msg, source, now)
+        server.plan = plan
         server.alternatives = list(targets[1:])
-        self._transactions.start_client(client_for(targets[0], 0), now)
+        self._start_attempt(server, targets[0], 0, now)
+
+    def _start_attempt(
+        self, server: ServerTransaction, target: Target, attempt: int, now: float
+    ) -> None:
+        """The request built for `target` (attempt 0, or a failover) as a client transaction.
+        Each attempt has its own branch; the first keeps the plain derived one, which a
+        restarted proxy can compute again for a stateless CANCEL."""
+        msg, source, plan = server.request, server.source, server.plan
+        if msg is None or plan is None:
+            return  # answered upstream meanwhile: nothing to retry
+        side = self.config.side_of_target(target)
+        edits, restore = self._plan_edits(msg, source, plan, target, now)
+        branch, data, via = self._built(server, msg, source, target, attempt, edits)
+        if target.transport == "udp" and len(data) > UDP_PATH_MTU_LIMIT:
+            if side in self.config.large_over_tcp:  # RFC 3261 18.1.1: over TCP instead
+                target = Target("tcp", target.host, target.port)
+                edits, restore = self._plan_edits(msg, source, plan, target, now)
+                branch, data, via = self._built(server, msg, source, target, attempt, edits)
+            elif len(data) > UDP_MAX:
+                self._too_large(server, target, len(data), now)
+                return
+        sent = SentRequest(msg.wire, tuple(edits), via) if msg.method == "INVITE" else None
+        client = ClientTransaction(branch, msg.method, target, data, server.key, restore, sent)
+        self._transactions.start_client(client, now, side)
+        self._pull()
+
+    def _built(
+        self,
+        server: ServerTransaction,
+        msg: Message,
+        source: Source,
+        target: Target,
+        attempt: int,
+        edits: list[Edit],
+    ) -> tuple[str, bytes, bytes]:
+        """This attempt's branch, the forwarded bytes (one copy of the untouched spans) and our
+        Via's value."""
+        branch = outgoing_branch(server.key, _direction(target, attempt))
+        via = self._via_edits(msg, source, target, branch)
+        data = apply_edits(msg.raw, via + edits, msg.wire.body_end)
+        return branch, data, via[0].data[len(b"Via: ") : -2]
+
+    def _too_large(self, server: ServerTransaction, target: Target, size: int, now: float) -> None:
+        """Nothing can carry it to the next hop (RFC 3261 18.1.1): 513 toward the sender at
+        once, not a silent 408 after Timer B."""
+        self.counters["too_large"] += 1
+        self._events.append(
+            Answered(server.method, target, 513, f"too large ({size} octets)")
+        )
+        self._transactions.answer(server, 513, "Message Too Large", now)
+        self._pull()
 
     # ----------------------------------------------------------------- CANCEL
     def _on_cancel(self, msg: Message, source: Source, side: str, now: float) -> None:
         invite = self._transactions.invite_server_for_cancel(msg)
         if invite is not None:
             self._transactions.cancel(invite, msg, source, now)
+            self._pull()
             return
         # No INVITE known here (e.g. after a restart): forward it statelessly (RFC 3261 16.10);
         # its derived branch is the one the INVITE was forwarded with.
@@ -363,46 +600,46 @@ class ProxyCore:
     # ----------------------------------------------------------------- responses
     def _on_response(self, msg: Message, source: Source, now: float) -> None:
         if side_of(self.config, source) is None:
-            self._drop(f"response from unknown source {source.host}:{source.port}")
+            self._drop(
+                f"response from unknown source {source.host}:{source.port}",
+                reason="unknown source",
+                source=source,
+            )
             return
         top = msg.vias[0]
         if not (top.branch or "").startswith(OUR_BRANCH_PREFIX) or not self._is_ours(top.host):
-            self._drop(f"response whose top Via is not ours ({top.sent_by})")
+            self._drop(
+                f"response whose top Via is not ours ({top.sent_by})",
+                reason="not our via",
+                source=source,
+            )
             return
         client = self._transactions.client_for(top.branch or "", msg.cseq_method)
-        if client is None:
-            self._relay_stateless(msg)
-            return
-        self._transactions.on_response(client, msg, now)
+        if client is not None:
+            self._act(self._transactions.on_response(client, msg, now), now)
+        elif msg.wire.status == 100:  # hop by hop (RFC 3261 16.7 step 3): never relayed
+            self._drop("stray 100 Trying", reason="stray 100", source=source)
+        else:
+            self._relay_stateless(msg, now, source)
 
     def _is_ours(self, host: str) -> bool:
         return any(host.strip("[]") == target.host for target in self.config.advertised)
 
-    def _upstream_bytes(self, msg: Message, restore: Restore | None) -> bytes | None:
-        """A response as it goes upstream: our Via off, the sender's identity given back."""
-        if len(msg.vias) < 2:
-            self._drop("response with only our Via: nowhere to relay")
-            return None
-        edits = [remove_via_value(msg.wire, msg.vias, msg.vias[0])]
-        if restore is not None:
-            edits += replace_identity_header(msg, restore.header, restore.value)
-        return apply_edits(msg.raw, edits, msg.wire.body_end)
-
-    def _restore_from_memory(self, msg: Message) -> Restore | None:
+    def _restore_from_memory(self, msg: Message, now: float) -> Restore | None:
         """A response without our Record-Route token: the PBX's tag finds the dialog, if any."""
-        by_from = self._dialogs.recall(msg.call_id, msg.from_addr.tag, self._now)
+        by_from = self._dialogs.recall(msg.call_id, msg.from_addr.tag, now)
         if by_from is not None:  # a response to the PBX's request
             return Restore("from", by_from.identity.original_from)
-        by_to = self._dialogs.recall(msg.call_id, msg.to_addr.tag, self._now)
+        by_to = self._dialogs.recall(msg.call_id, msg.to_addr.tag, now)
         if by_to is not None:  # a response to the trunk's request
             return Restore("to", by_to.identity.rewritten_from)
         return None
 
-    def _relay_stateless(self, msg: Message) -> None:
-        """No transaction (2xx retransmission, restart): restore from our Record-Route token."""
-        restore = request_edits.restore_from_record_route(msg, self.config)
-        data = self._upstream_bytes(msg, restore or self._restore_from_memory(msg))
-        if data is None:
+    def _relay_stateless(self, msg: Message, now: float, source: Source | None = None) -> None:
+        """No transaction (2xx retransmission, restart): restore from our Record-Route token.
+        Only toward the PBX, a trunk or a trusted network (issue 7): never an open relay."""
+        if len(msg.vias) < 2:
+            self._drop("response with only our Via: nowhere to relay", source=source)
             return
         upstream = msg.vias[1]
         host = upstream.params.get("received") or upstream.host
@@ -410,8 +647,37 @@ class ProxyCore:
         port = int(rport) if rport and rport.isdigit() else upstream.port or 5060
         unroutable = unroutable_reason(host)
         if unroutable is not None:
-            self._drop(f"response toward {host[:64]}: {unroutable}")
+            self._drop(f"response toward {host[:64]}: {unroutable}", source=source)
+            return
+        host = host.strip("[]")
+        if not self._is_peer(host):
+            self._drop(
+                f"stray {msg.wire.status} toward {host[:64]}",
+                reason="stray response",
+                source=source,
+            )
+            return
+        restore = request_edits.restore_from_record_route(msg, self.config)
+        data = upstream_bytes(msg, restore or self._restore_from_memory(msg, now))
+        if data is None:
             return
         transport = VIA_TRANSPORTS.get(upstream.transport.upper(), "tcp")
         self.counters["responses_relayed_stateless"] += 1
-        self._outbox.append(Outgoing(data, Target(transport, host.strip("[]"), port)))
+        self._outbox.append(Outgoing(data, Target(transport, host, port)))
+
+    def _is_peer(self, host: str) -> bool:
+        """The PBX, a trunk, or a trusted network: where a stateless response may go."""
+        config = self.config
+        wanted = normalise_host(host)
+        if wanted == normalise_host(config.pbx.host):
+            return True
+        if any(wanted == normalise_host(t.host) for t in config.trunks):
+            return True
+        if not config.trusted:
+            return False
+        address = ipaddress.ip_address(wanted)
+        return any(address in network for network in config.trusted)
+
+
+def _direction(target: Target, attempt: int) -> str:
+    return target.transport if attempt == 0 else f"{target.transport}#{attempt}"

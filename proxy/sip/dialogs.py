@@ -24,11 +24,17 @@ class RememberedDialog:
     expires: float
 
 
+# Stored as a tuple of atoms (original From, rewritten From, trunk, expiry): the garbage
+# collector stops tracking such tuples, so 100,000 remembered dialogs cost a full collection
+# nothing; the record above is built only when one is recalled.
+_Entry = tuple[bytes, bytes, int, float]
+
+
 class DialogMemory:
     def __init__(self, capacity: int = DEFAULT_CAPACITY, ttl: float = DEFAULT_TTL) -> None:
         self._capacity = capacity
         self._ttl = ttl
-        self._entries: OrderedDict[tuple[str, str], RememberedDialog] = OrderedDict()
+        self._entries: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -37,7 +43,9 @@ class DialogMemory:
         self, call_id: str, pbx_tag: str, identity: DialogIdentity, trunk_index: int, now: float
     ) -> None:
         key = (call_id, pbx_tag)
-        self._entries[key] = RememberedDialog(identity, trunk_index, now + self._ttl)
+        self._entries[key] = (
+            identity.original_from, identity.rewritten_from, trunk_index, now + self._ttl
+        )
         self._entries.move_to_end(key)
         self._evict(now)
 
@@ -46,17 +54,18 @@ class DialogMemory:
             return None
         key = (call_id, pbx_tag)
         entry = self._entries.get(key)
-        if entry is None or entry.expires < now:
+        if entry is None or entry[3] < now:
             return None
-        refreshed = RememberedDialog(entry.identity, entry.trunk_index, now + self._ttl)
-        self._entries[key] = refreshed
+        original, rewritten, trunk_index, _ = entry
+        expires = now + self._ttl
+        self._entries[key] = (original, rewritten, trunk_index, expires)
         self._entries.move_to_end(key)
-        return refreshed
+        return RememberedDialog(DialogIdentity(original, rewritten), trunk_index, expires)
 
     def _evict(self, now: float) -> None:
         """Oldest first: over capacity, or idle past the TTL (the order is last use)."""
         while self._entries:
             oldest = next(iter(self._entries.values()))
-            if len(self._entries) <= self._capacity and oldest.expires >= now:
+            if len(self._entries) <= self._capacity and oldest[3] >= now:
                 return
             self._entries.popitem(last=False)

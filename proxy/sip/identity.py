@@ -11,7 +11,6 @@ route set, a restart or a second instance with the same secret restores too.
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 from dataclasses import dataclass
 
@@ -36,12 +35,13 @@ def _unb64(text: str) -> bytes:
 
 
 def _subkey(secret: bytes, purpose: bytes) -> bytes:
-    return hmac.new(secret, b"callerid-proxy identity " + purpose, hashlib.sha256).digest()
+    # hmac.digest: the one-shot C path, same bytes as hmac.new(...).digest(), several times faster
+    return hmac.digest(secret, b"callerid-proxy identity " + purpose, "sha256")
 
 
 def _synthetic_iv(secret: bytes, call_id: str, plaintext: bytes) -> bytes:
     message = call_id.encode("latin-1") + _SEPARATOR + plaintext
-    return hmac.new(_subkey(secret, b"mac"), message, hashlib.sha256).digest()[:_IV_BYTES]
+    return hmac.digest(_subkey(secret, b"mac"), message, "sha256")[:_IV_BYTES]
 
 
 def _keystream_xor(secret: bytes, iv: bytes, data: bytes) -> bytes:
@@ -50,7 +50,7 @@ def _keystream_xor(secret: bytes, iv: bytes, data: bytes) -> bytes:
     counter = 0
     while len(stream) < len(data):
         block = iv + counter.to_bytes(4, "big")
-        stream += hmac.new(key, block, hashlib.sha256).digest()
+        stream += hmac.digest(key, block, "sha256")
         counter += 1
     mask = int.from_bytes(stream[: len(data)], "big")
     return (int.from_bytes(data, "big") ^ mask).to_bytes(len(data), "big")

@@ -110,6 +110,44 @@ class ProxyConfig:
     # Other instances sharing `secret` behind one dispatcher (`--peer`): their Record-Route
     # entries count as ours, so that any instance carries on the dialogs of one that died.
     peers: tuple[Target, ...] = field(default=())
+    # Bounded state (issue 7): above max_transactions live server transactions new INVITEs get
+    # 503 + Retry-After; the dialog memory keeps at most max_dialogs entries.
+    max_transactions: int = 20_000
+    max_dialogs: int = 100_000
+    retry_after: int = 5  # seconds, in the 503 of a shed INVITE
+    # Sides ("pbx", "trunk") whose UDP next hop also takes TCP: a request over 1300 bytes goes
+    # there over TCP (RFC 3261 18.1.1).
+    large_over_tcp: frozenset[str] = field(default=frozenset())
+    # Trunk availability (issue 8): an INVITE a trunk does not answer even provisionally within
+    # no_answer_timeout seconds goes to the next trunk (None: only Timer B); these finals from a
+    # trunk fail over too (never 4xx/6xx, never after a CANCEL).
+    no_answer_timeout: float | None = 2.0
+    failover_statuses: frozenset[int] = field(default=frozenset((408, 500, 502, 503, 504)))
+    # OPTIONS keepalive probes to each trunk every probe_interval seconds (None: no probes); down
+    # after probe_failures unanswered in a row, up after probe_successes answered.
+    probe_interval: float | None = None
+    probe_failures: int = 3
+    probe_successes: int = 2
+    round_robin: bool = False  # new outbound calls start at the next trunk each time
+    # Derived: the trunks' (host, port), looked up for every message (classification).
+    _trunk_addresses: frozenset[tuple[str, int]] = field(
+        init=False, repr=False, compare=False, default=frozenset()
+    )
+    # Derived: `facing` for each (side, transport, IPv6?) of the transports in `advertised`.
+    _facing_table: dict[tuple[str, str, bool], Target] = field(
+        init=False, repr=False, compare=False, default_factory=dict
+    )
+
+    def __post_init__(self) -> None:
+        addresses = frozenset((t.host, t.port) for t in (self.trunk, *self.extra_trunks))
+        object.__setattr__(self, "_trunk_addresses", addresses)
+        transports = {t.transport for t in self.advertised}  # none: facing() raises as before
+        self._facing_table.update(
+            ((side, transport, v6), self._compute_facing(side, transport, v6))
+            for side in (PBX_SIDE, TRUNK_SIDE)
+            for transport in transports
+            for v6 in (False, True)
+        )
 
     @property
     def trunks(self) -> tuple[Target, ...]:
@@ -118,7 +156,7 @@ class ProxyConfig:
         return (self.trunk, *self.extra_trunks)
 
     def is_trunk(self, host: str, port: int) -> bool:
-        return any((t.host, t.port) == (host, port) for t in self.trunks)
+        return (host, port) in self._trunk_addresses
 
     def side_of_target(self, target: Target) -> str:
         return TRUNK_SIDE if self.is_trunk(target.host, target.port) else PBX_SIDE
@@ -127,6 +165,10 @@ class ProxyConfig:
         """Our address as the `side` must see it (Via, Record-Route), for that transport and the
         peer's address family."""
         v6 = ":" in peer_host
+        found = self._facing_table.get((side, transport, v6))  # computed once, at creation
+        return found if found is not None else self._compute_facing(side, transport, v6)
+
+    def _compute_facing(self, side: str, transport: str, v6: bool) -> Target:
         same = [t for t in self.advertised if t.transport == transport and (":" in t.host) == v6]
         candidates = same or [self.advertised[0]]
         host = self.trunk_facing if side == TRUNK_SIDE else self.pbx_facing

@@ -18,7 +18,7 @@ from proxy.sip.edits import (
     replace_value,
 )
 from proxy.sip.errors import BadRequest, SipError
-from proxy.sip.grammar import parse_name_addr, parse_sip_uri, split_comma_values
+from proxy.sip.grammar import SipUri, parse_name_addr, parse_sip_uri, split_comma_values
 from proxy.sip.identity import DialogIdentity, decode_identity, encode_identity
 from proxy.sip.message import Header
 from proxy.sip.parse import Message
@@ -78,15 +78,26 @@ def via_edits(msg: Message, source: Source, ours: Target, branch: str) -> list[E
     return edits
 
 
-def _is_our_uri(uri_text: str, config: ProxyConfig) -> bool:
-    """One of our addresses, or a peer instance's (same secret, behind the same dispatcher:
-    its Record-Route entries are ours to take out and its tokens ours to read)."""
+def _our_uri(uri_text: str, config: ProxyConfig) -> SipUri | None:
+    """The URI, parsed once, if it names us or a peer instance (same secret, behind the same
+    dispatcher: its Record-Route entries are ours to take out and its tokens ours to read);
+    the host is normalised only when it is not literally one of those addresses."""
     try:
         uri = parse_sip_uri(uri_text)
     except SipError:
-        return False
-    host, port = normalise_host(uri.host), uri.port or 5060
-    return any(host == t.host and port == t.port for t in (*config.advertised, *config.peers))
+        return None
+    port = uri.port or 5060
+    ours = (*config.advertised, *config.peers) if config.peers else config.advertised
+    if any(uri.host == t.host and port == t.port for t in ours):
+        return uri
+    if uri.host.replace(".", "").isdigit():
+        return None  # a dotted IPv4 literal is already in normal form: it is not ours
+    host = normalise_host(uri.host)
+    return uri if any(host == t.host and port == t.port for t in ours) else None
+
+
+def _is_our_uri(uri_text: str, config: ProxyConfig) -> bool:
+    return _our_uri(uri_text, config) is not None
 
 
 def is_options_for_us(msg: Message, config: ProxyConfig) -> bool:
@@ -94,11 +105,8 @@ def is_options_for_us(msg: Message, config: ProxyConfig) -> bool:
     and that carries no Route asks this proxy itself (a load balancer's keepalive)."""
     if msg.method != "OPTIONS" or msg.to_addr.tag is not None or msg.wire.get("route"):
         return False
-    try:
-        user = parse_sip_uri(msg.wire.uri).user
-    except SipError:
-        return False
-    return not user and _is_our_uri(msg.wire.uri, config)
+    uri = _our_uri(msg.wire.uri, config)
+    return uri is not None and not uri.user
 
 
 def record_route_edits(
@@ -153,10 +161,11 @@ def pop_our_routes(msg: Message, config: ProxyConfig) -> OurRoute:
         mine = 0
         for start, end in spans:
             value = parse_name_addr(header.value[start:end], header.value_start + start)
-            if not _is_our_uri(value.uri, config):
+            uri = _our_uri(value.uri, config)
+            if uri is None:
                 break
-            identity = identity or _identity_of(value.uri, msg.call_id, config)
-            trunk_index = trunk_index or _trunk_index_of(value.uri, config)
+            identity = identity or _identity_in(uri.params, msg.call_id, config)
+            trunk_index = trunk_index or _trunk_index_in(uri.params, config)
             mine += 1
         if mine == len(spans):
             edits.append(remove_header(header))
@@ -169,7 +178,11 @@ def pop_our_routes(msg: Message, config: ProxyConfig) -> OurRoute:
 
 
 def _trunk_index_of(uri: str, config: ProxyConfig) -> int:
-    text = parse_sip_uri(uri).params.get(TRUNK_PARAM)
+    return _trunk_index_in(parse_sip_uri(uri).params, config)
+
+
+def _trunk_index_in(params: dict[str, str | None], config: ProxyConfig) -> int:
+    text = params.get(TRUNK_PARAM)
     if text is None:
         return 0
     if not text.isdigit() or int(text) >= len(config.trunks):
@@ -178,7 +191,12 @@ def _trunk_index_of(uri: str, config: ProxyConfig) -> int:
 
 
 def _identity_of(uri: str, call_id: str, config: ProxyConfig) -> DialogIdentity | None:
-    params = parse_sip_uri(uri).params
+    return _identity_in(parse_sip_uri(uri).params, call_id, config)
+
+
+def _identity_in(
+    params: dict[str, str | None], call_id: str, config: ProxyConfig
+) -> DialogIdentity | None:
     if IDENTITY_PARAM not in params:
         return None
     token = params[IDENTITY_PARAM]
@@ -227,9 +245,10 @@ def restore_from_record_route(msg: Message, config: ProxyConfig) -> Restore | No
     for header in msg.wire.get_all("record-route"):
         for start, end in split_comma_values(header.value):
             value = parse_name_addr(header.value[start:end], header.value_start + start)
-            if _is_our_uri(value.uri, config):
+            uri = _our_uri(value.uri, config)
+            if uri is not None:
                 try:
-                    identity = _identity_of(value.uri, msg.call_id, config)
+                    identity = _identity_in(uri.params, msg.call_id, config)
                 except BadRequest:
                     identity = None
                 if identity is not None:

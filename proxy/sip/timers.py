@@ -1,11 +1,12 @@
-"""RFC 3261 timer values and a deadline queue. The core never reads a clock: `now` is passed in."""
+"""RFC 3261 timer values, the Timer names, and a deadline queue. The core never reads a clock:
+`now` is passed in."""
 
 from __future__ import annotations
 
 import heapq
 import itertools
 from collections.abc import Hashable
-from dataclasses import dataclass
+from enum import Enum
 
 T1 = 0.5  # RTT estimate
 T2 = 4.0  # maximum retransmit interval for non-INVITE requests and INVITE responses
@@ -18,58 +19,96 @@ TIMER_H = 64 * T1  # wait time for ACK receipt
 TIMER_J = 64 * T1  # wait time for non-INVITE request retransmissions (UDP)
 TIMER_L = 64 * T1  # RFC 6026 Accepted state: absorb INVITE retransmissions after a 2xx
 
+# Compaction: the heap is rebuilt from the live timers once stale entries outnumber them.
+_COMPACT_SLACK = 64
 
-@dataclass(order=True, frozen=True, slots=True)
-class _Entry:
-    deadline: float
-    sequence: int
-    owner: Hashable
-    name: str
+
+class Timer(Enum):
+    """RFC 3261 17 (A-K, table 4) and RFC 6026 (L) timers, by their letter."""
+
+    A = "A"  # INVITE client: request retransmission (UDP)
+    B = "B"  # INVITE client: transaction timeout
+    C = "C"  # proxy INVITE: no final after a provisional (RFC 3261 16.6 step 11)
+    D = "D"  # INVITE client: absorb response retransmissions
+    E = "E"  # non-INVITE client: request retransmission (UDP)
+    F = "F"  # non-INVITE client: transaction timeout
+    G = "G"  # INVITE server: non-2xx final retransmission (UDP)
+    H = "H"  # INVITE server: wait for the ACK
+    I = "I"  # noqa: E741  INVITE server: absorb ACK retransmissions
+    J = "J"  # non-INVITE server: absorb request retransmissions
+    K = "K"  # non-INVITE client: absorb response retransmissions
+    L = "L"  # INVITE server, RFC 6026 Accepted: absorb INVITE retransmissions after a 2xx
+    # Not in RFC 3261: a trunk that sends no provisional within this time is failed over (like
+    # Kamailio's fr_timer; RFC 3261 16.7 leaves when to give up on a branch to the proxy).
+    NO_ANSWER = "no-answer"
+
+    # Members are singletons compared by identity: hash them so too (Enum's own __hash__ is
+    # Python code, and timers are hashed on every arm, cancel and pop).
+    __hash__ = object.__hash__
 
 
 class TimerQueue:
-    """Deadlines keyed by (owner, name). Re-arming replaces; cancelled ones are skipped lazily."""
+    """Deadlines keyed by (owner, name). Re-arming replaces; cancelled entries are skipped when
+    they reach the top and the heap is compacted when they outnumber the live ones, so its size
+    stays within twice the live timers (plus a small slack) however many are cancelled."""
 
     def __init__(self) -> None:
-        self._heap: list[_Entry] = []
-        self._armed: dict[tuple[Hashable, str], int] = {}
+        # (deadline, sequence, owner, name): the unique sequence decides ties, owners are never
+        # compared, and tuples compare in C.
+        self._heap: list[tuple[float, int, Hashable, Hashable]] = []
+        self._armed: dict[tuple[Hashable, Hashable], int] = {}
         self._sequence = itertools.count()
 
-    def arm(self, owner: Hashable, name: str, deadline: float) -> None:
+    def arm(self, owner: Hashable, name: Hashable, deadline: float) -> None:
         sequence = next(self._sequence)
         self._armed[(owner, name)] = sequence
-        heapq.heappush(self._heap, _Entry(deadline, sequence, owner, name))
+        heapq.heappush(self._heap, (deadline, sequence, owner, name))
+        if len(self._heap) > 2 * len(self._armed) + _COMPACT_SLACK:
+            self._compact()
 
-    def cancel(self, owner: Hashable, name: str) -> None:
+    def cancel(self, owner: Hashable, name: Hashable) -> None:
         self._armed.pop((owner, name), None)
 
-    def cancel_all(self, owner: Hashable, names: tuple[str, ...]) -> None:
+    def cancel_all(self, owner: Hashable, names: tuple[Hashable, ...]) -> None:
+        armed = self._armed
         for name in names:
-            self._armed.pop((owner, name), None)
+            armed.pop((owner, name), None)
 
-    def is_armed(self, owner: Hashable, name: str) -> bool:
+    def is_armed(self, owner: Hashable, name: Hashable) -> bool:
         return (owner, name) in self._armed
 
     def next_deadline(self) -> float | None:
         self._drop_stale()
-        return self._heap[0].deadline if self._heap else None
+        return self._heap[0][0] if self._heap else None
 
-    def pop_due(self, now: float) -> list[tuple[Hashable, str]]:
-        due: list[tuple[Hashable, str]] = []
-        while True:
-            self._drop_stale()
-            if not self._heap or self._heap[0].deadline > now:
-                return due
-            entry = heapq.heappop(self._heap)
-            del self._armed[(entry.owner, entry.name)]
-            due.append((entry.owner, entry.name))
+    def pop_due(self, now: float) -> list[tuple[Hashable, Hashable]]:
+        due: list[tuple[Hashable, Hashable]] = []
+        heap, armed = self._heap, self._armed
+        while heap and heap[0][0] <= now:
+            _, sequence, owner, name = heapq.heappop(heap)
+            key = (owner, name)
+            if armed.get(key) == sequence:
+                del armed[key]
+                due.append(key)
+        return due
 
     def __len__(self) -> int:
         return len(self._armed)
 
+    @property
+    def heap_size(self) -> int:
+        """Entries held, live and stale: what the queue costs in memory."""
+        return len(self._heap)
+
     def _drop_stale(self) -> None:
-        while self._heap:
-            head = self._heap[0]
-            if self._armed.get((head.owner, head.name)) == head.sequence:
+        heap, armed = self._heap, self._armed
+        while heap:
+            _, sequence, owner, name = heap[0]
+            if armed.get((owner, name)) == sequence:
                 return
-            heapq.heappop(self._heap)
+            heapq.heappop(heap)
+
+    def _compact(self) -> None:
+        armed = self._armed
+        self._heap = [e for e in self._heap if armed.get((e[2], e[3])) == e[1]]
+        heapq.heapify(self._heap)

@@ -4,6 +4,9 @@ the dialog then stays with the trunk that took it."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+from proxy.sip.core import ProxyCore
 from tests.proxy.sip.support import (
     BACKUP,
     BACKUP_SOURCE,
@@ -72,7 +75,9 @@ def test_the_dialog_stays_with_the_trunk_that_answered() -> None:
 
 
 def test_a_silent_trunk_fails_over_at_timer_b_without_a_408() -> None:
-    clocked = two_trunks()
+    """With the no-answer timeout off, Timer B is what gives up on a silent trunk."""
+    core = two_trunks().core
+    clocked = Clocked(ProxyCore(replace(core.config, no_answer_timeout=None), core.policy))
     first_attempt(clocked)
     fired = clocked.advance(32.0)
     assert [o.target for _, o in fired if o.data.startswith(b"SIP/2.0 408")] == []

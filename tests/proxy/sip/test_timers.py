@@ -122,3 +122,30 @@ def test_rfc_3261_timer_values(name: str, expected: float) -> None:
 
 def test_timer_c_is_longer_than_three_minutes() -> None:
     assert timers.TIMER_C >= 180.0  # RFC 3261 16.6 step 11
+
+
+def test_cancelled_timers_do_not_grow_the_queue() -> None:
+    """100k arm/cancel pairs with a few live timers: the heap stays near the live count."""
+    queue = TimerQueue()
+    for i in range(10):
+        queue.arm(("live", i), "B", 1000.0 + i)
+    largest = 0
+    for i in range(100_000):
+        queue.arm(("t", i), "A", float(i % 50))
+        queue.cancel(("t", i), "A")
+        largest = max(largest, queue.heap_size)
+    assert len(queue) == 10
+    assert largest <= 2 * 11 + 64 + 1
+    assert queue.pop_due(2000.0) == [(("live", i), "B") for i in range(10)]
+
+
+def test_rearming_the_same_timer_does_not_grow_the_queue() -> None:
+    queue = TimerQueue()
+    for i in range(100_000):
+        queue.arm("t", "A", float(i))
+    assert queue.heap_size <= 2 * 1 + 64 + 1
+    assert queue.pop_due(1e9) == [("t", "A")]
+
+
+def test_timer_names_are_the_rfc_letters() -> None:
+    assert [t.value for t in timers.Timer] == [*"ABCDEFGHIJKL", "no-answer"]

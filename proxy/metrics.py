@@ -1,0 +1,259 @@
+"""The glue between the core's events and the outside: log lines (formatted only when their level
+is on, with structured fields in `extra` for a JSON formatter), the audit line of every caller-ID
+decision, and Prometheus metrics (plain counters updated per event, turned into metric families
+only at scrape time)."""
+
+from __future__ import annotations
+
+import bisect
+import logging
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+from proxy.sip.addresses import Source
+from proxy.sip.events import (
+    Answered,
+    CallerIdDecided,
+    Dropped,
+    Event,
+    FailedOver,
+    Forwarded,
+    Refused,
+    ResponseRelayed,
+    Shed,
+    TimedOut,
+    TrunkProbed,
+    TrunkStateChanged,
+)
+
+core_log = logging.getLogger("callerid_proxy.core")
+transactions_log = logging.getLogger("callerid_proxy.transactions")
+LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+class Histogram:
+    """Cumulative buckets as Prometheus wants them, kept as plain counts."""
+
+    def __init__(self, bounds: tuple[float, ...] = LATENCY_BUCKETS) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def family(self, name: str, documentation: str) -> HistogramMetricFamily:
+        buckets: list[tuple[str, float]] = []
+        running = 0
+        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            running += count
+            buckets.append(("+Inf" if bound == float("inf") else repr(bound), running))
+        return HistogramMetricFamily(name, documentation, buckets=buckets, sum_value=self.total)
+
+
+class EventMetrics(Collector):
+    """Counters by label, per event; gauges read from the core at scrape time."""
+
+    def __init__(self) -> None:
+        self.decisions: Counter[str] = Counter()  # by resolution step
+        self.requests: Counter[tuple[str, str, str]] = Counter()  # side, next hop, method
+        self.responses: Counter[tuple[str, str, str]] = Counter()  # method, class, from hop
+        self.failovers: Counter[tuple[str, str]] = Counter()
+        self.dropped: Counter[str] = Counter()
+        self.refused: Counter[str] = Counter()
+        self.shed: Counter[str] = Counter()
+        self.answered: Counter[tuple[str, str]] = Counter()  # status, cause/timer
+        self.probes: Counter[tuple[str, str]] = Counter()  # trunk, status or "none"
+        self.trunk_up: dict[str, bool] = {}
+        self.first_response = Histogram()
+        self.final_response = Histogram()
+        self.gauges: dict[str, tuple[str, float]] = {}
+
+    def observe(self, event: Event) -> None:
+        if isinstance(event, ResponseRelayed):
+            self.responses[(event.method, f"{event.status // 100}xx", event.hop.hostport())] += 1
+            if event.method == "INVITE":
+                if event.first:
+                    self.first_response.observe(event.since_request)
+                if event.status >= 200:
+                    self.final_response.observe(event.since_request)
+        elif isinstance(event, Forwarded):
+            self.requests[(event.side, event.destination.hostport(), event.method)] += 1
+        elif isinstance(event, CallerIdDecided):
+            self.decisions[decision_step(event.step or event.reason)] += 1
+        elif isinstance(event, Dropped):
+            self.dropped[event.reason] += 1
+        elif isinstance(event, Refused):
+            self.refused[str(event.status)] += 1
+        elif isinstance(event, Shed):
+            self.shed[event.cause] += 1
+        elif isinstance(event, FailedOver):
+            self.failovers[(event.from_hop.hostport(), event.to_hop.hostport())] += 1
+        elif isinstance(event, TimedOut):
+            self.answered[(str(event.status), f"timer {event.timer}")] += 1
+        elif isinstance(event, Answered):
+            self.answered[(str(event.status), event.cause)] += 1
+        elif isinstance(event, TrunkProbed):
+            status = "none" if event.status is None else str(event.status)
+            self.probes[(event.trunk.hostport(), status)] += 1
+            self.trunk_up.setdefault(event.trunk.hostport(), True)
+        elif isinstance(event, TrunkStateChanged):
+            self.trunk_up[event.trunk.hostport()] = event.up
+
+    def set_gauge(self, name: str, documentation: str, value: float) -> None:
+        self.gauges[name] = (documentation, value)
+
+    def collect(self) -> Iterator[Any]:
+        yield _counter(
+            "callerid_proxy_caller_id_decisions", "Caller-ID decisions by step", ["step"],
+            self.decisions,
+        )
+        yield _counter(
+            "callerid_proxy_requests", "Requests forwarded statefully, by side and next hop",
+            ["side", "destination", "method"], self.requests,
+        )
+        yield _counter(
+            "callerid_proxy_responses",
+            "Responses relayed along transactions, by class and the hop (trunk) that sent them",
+            ["method", "class", "hop"], self.responses,
+        )
+        yield _counter(
+            "callerid_proxy_failovers", "Failovers to the next trunk", ["from", "to"],
+            self.failovers,
+        )
+        yield _counter("callerid_proxy_dropped", "Messages dropped, by reason", ["reason"],
+                       self.dropped)
+        yield _counter("callerid_proxy_refused", "Requests refused, by status", ["status"],
+                       self.refused)
+        yield _counter("callerid_proxy_shed", "New INVITEs shed with 503 (overload)", ["cause"],
+                       self.shed)
+        yield _counter(
+            "callerid_proxy_answered_by_proxy",
+            "Final answers the proxy made itself (timeouts, unreachable, too large)",
+            ["status", "cause"], self.answered,
+        )
+        yield _counter(
+            "callerid_proxy_trunk_probes", "OPTIONS keepalive results by trunk and status",
+            ["trunk", "status"], self.probes,
+        )
+        up = GaugeMetricFamily("callerid_proxy_trunk_up", "1 while a probed trunk is up",
+                               labels=["trunk"])
+        for trunk, is_up in sorted(self.trunk_up.items()):
+            up.add_metric([trunk], 1 if is_up else 0)
+        yield up
+        yield self.first_response.family(
+            "callerid_proxy_invite_first_response_seconds", "INVITE to first response relayed"
+        )
+        yield self.final_response.family(
+            "callerid_proxy_invite_final_response_seconds", "INVITE to final response relayed"
+        )
+        for name, (documentation, value) in sorted(self.gauges.items()):
+            gauge = GaugeMetricFamily(name, documentation)
+            gauge.add_metric([], value)
+            yield gauge
+
+
+def _counter(
+    name: str, documentation: str, labels: list[str], counts: Counter[Any]
+) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, documentation, labels=labels)
+    for key, count in sorted(counts.items()):
+        family.add_metric(list(key) if isinstance(key, tuple) else [key], count)
+    return family
+
+
+def decision_step(step: str) -> str:
+    """The metric label of a decision's step: `step 2` (or a reason `step 2: advanced rule #1
+    ...`) -> "2"; `emergency`, `local presence` -> "emergency", "local_presence"."""
+    head = step.split(":", 1)[0].strip()
+    if head.startswith("step "):
+        return head[5:]
+    return head.replace(" ", "_") if head in ("emergency", "local presence") else "other"
+
+
+class EventLog:
+    """Log lines for the events that deserve one; each formatted only when its level is on."""
+
+    def handle(self, events: Iterable[Event]) -> None:
+        for event in events:
+            if isinstance(event, (Forwarded, ResponseRelayed, TrunkProbed)):
+                continue  # per message: metrics only
+            if isinstance(event, TrunkStateChanged):
+                if transactions_log.isEnabledFor(logging.WARNING):
+                    transactions_log.warning(
+                        "trunk %s is %s", event.trunk.hostport(),
+                        "up again" if event.up else "down (keepalives unanswered)",
+                        extra=_extra("trunk_state", trunk=event.trunk.hostport()),
+                    )
+                continue
+            if isinstance(event, CallerIdDecided):
+                self._decided(event)
+            elif isinstance(event, Refused):
+                if core_log.isEnabledFor(logging.WARNING):
+                    core_log.warning(
+                        "refused %s from %s:%s with %d: %s", event.method, event.source.host,
+                        event.source.port, event.status, event.reason,
+                        extra=_extra("refused", status=event.status, source=_where(event.source)),
+                    )
+            elif isinstance(event, Dropped):
+                if core_log.isEnabledFor(logging.WARNING):
+                    core_log.warning(
+                        "dropped: %s", event.detail or event.reason,
+                        extra=_extra("dropped", reason=event.reason, source=_where(event.source)),
+                    )
+            elif isinstance(event, Shed):
+                if core_log.isEnabledFor(logging.DEBUG):  # a flood: metrics and a state line
+                    core_log.debug("shed INVITE from %s (%s)", _where(event.source), event.cause,
+                                   extra=_extra("shed", status=503))
+            else:
+                self._transaction_event(event)
+
+    @staticmethod
+    def _decided(event: CallerIdDecided) -> None:
+        if not core_log.isEnabledFor(logging.INFO):
+            return
+        core_log.info(  # the audit line
+            "call-id=%s user=%s destination=%s shown=%s step=%s privacy=%s reason=%r rules=%s",
+            event.call_id, event.user, event.destination, event.number, event.step,
+            "id" if event.privacy else "none", event.reason, event.rules_version,
+            extra=_extra(
+                "caller_id_decided", call_id=event.call_id, user=event.user,
+                destination=event.destination, shown=event.number,
+                rule=decision_step(event.step or event.reason), rules_version=event.rules_version,
+                trunk=event.trunk.hostport(),
+            ),
+        )
+
+    @staticmethod
+    def _transaction_event(event: Event) -> None:
+        if not transactions_log.isEnabledFor(logging.WARNING):
+            return
+        if isinstance(event, FailedOver):
+            transactions_log.warning(
+                "%s: %s failed (%s), trying %s", event.method, event.from_hop.hostport(),
+                event.cause, event.to_hop.hostport(),
+                extra=_extra("failed_over", trunk=event.to_hop.hostport(), status=event.status),
+            )
+        elif isinstance(event, (TimedOut, Answered)):
+            cause = f"timer {event.timer}" if isinstance(event, TimedOut) else event.cause.lower()
+            transactions_log.warning(
+                "%s %s toward %s: answering %d", event.method, cause,
+                event.destination.hostport(), event.status,
+                extra=_extra(
+                    "timed_out" if isinstance(event, TimedOut) else "answered",
+                    destination=event.destination.hostport(), status=event.status,
+                ),
+            )
+
+
+def _where(source: Source | None) -> str:
+    return f"{source.host}:{source.port}" if source is not None else "-"
+
+
+def _extra(name: str, **fields: Any) -> dict[str, Any]:
+    return {"event": name, **fields}

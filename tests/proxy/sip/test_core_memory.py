@@ -1,0 +1,170 @@
+"""Memory per call: nothing for the cyclic collector, nothing left once the timers have fired.
+
+Every object a call creates must be freed by reference counting alone (issue 6: reference cycles
+per call made full collections stop the loop for a second), and the transaction tables and
+timers must be empty once the calls are over (issue 7: memory back after a flood).
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+
+import pytest
+
+from proxy.sip.dialogs import DialogMemory
+from proxy.sip.identity import DialogIdentity
+from tests.proxy.sip.support import (
+    BACKUP,
+    BACKUP_SOURCE,
+    ORIGINAL_FROM,
+    PBX_SOURCE,
+    TRUNK,
+    TRUNK_CONTACT,
+    TRUNK_SOURCE,
+    Clocked,
+    in_dialog,
+    invite,
+    response_to,
+    sent_to,
+    two_trunks,
+    value,
+    values,
+)
+
+CALLS = 2000
+
+
+def _from_pbx(method: str, n: int, ok: bytes, cseq: int) -> bytes:
+    routes = values(ok, "Record-Route")
+    return in_dialog(
+        method,
+        uri=TRUNK_CONTACT,
+        via=f"SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-{method.lower()}-{n};rport",
+        from_=ORIGINAL_FROM,
+        to=value(ok, "To"),
+        call_id=f"call-{n}@pbx",
+        cseq=cseq,
+        route=", ".join(routes) if routes else None,
+    )
+
+
+def answered_call(clocked: Clocked, n: int) -> None:
+    """INVITE, 100, 180, 200, ACK, BYE, 200."""
+    out = clocked.receive(invite(branch=f"z9hG4bK-inv-{n}", call_id=f"call-{n}@pbx"), PBX_SOURCE)
+    (fwd,) = sent_to(out, TRUNK)
+    for status, reason in ((100, "Trying"), (180, "Ringing")):
+        clocked.receive(response_to(fwd, status, reason), TRUNK_SOURCE)
+    ok = response_to(fwd, 200, "OK", extra=f"Contact: <{TRUNK_CONTACT}>")
+    (ok_up,) = clocked.receive(ok, TRUNK_SOURCE)
+    clocked.receive(_from_pbx("ACK", n, ok_up.data, 1), PBX_SOURCE)
+    (bye,) = sent_to(clocked.receive(_from_pbx("BYE", n, ok_up.data, 2), PBX_SOURCE), TRUNK)
+    clocked.receive(response_to(bye, 200, "OK"), TRUNK_SOURCE)
+
+
+def failed_over_call(clocked: Clocked, n: int) -> None:
+    """The first trunk says 503 (ACKed by us), the backup says 486 (ACKed, relayed, ACKed)."""
+    request = invite(branch=f"z9hG4bK-inv-{n}", call_id=f"call-{n}@pbx")
+    (fwd,) = sent_to(clocked.receive(request, PBX_SOURCE), TRUNK)
+    (retry,) = sent_to(clocked.receive(response_to(fwd, 503, "Busy Here"), TRUNK_SOURCE), BACKUP)
+    busy = clocked.receive(response_to(retry, 486, "Busy Here"), BACKUP_SOURCE)
+    assert len(busy) == 2  # our ACK to the backup, the 486 to the PBX
+    clocked.receive(
+        in_dialog(
+            "ACK", uri="sip:00442079460000@127.0.0.1:5060",
+            via=f"SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-inv-{n};rport",
+            from_=ORIGINAL_FROM, to=value(busy[1].data, "To"), call_id=f"call-{n}@pbx", cseq=1,
+        ),
+        PBX_SOURCE,
+    )
+
+
+def cancelled_call(clocked: Clocked, n: int) -> None:
+    request = invite(branch=f"z9hG4bK-inv-{n}", call_id=f"call-{n}@pbx")
+    (fwd,) = sent_to(clocked.receive(request, PBX_SOURCE), TRUNK)
+    clocked.receive(response_to(fwd, 180, "Ringing"), TRUNK_SOURCE)
+    cancel = in_dialog(
+        "CANCEL", uri="sip:00442079460000@127.0.0.1:5060",
+        via=f"SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-inv-{n};rport",
+        from_=ORIGINAL_FROM, to="<sip:00442079460000@127.0.0.1>", call_id=f"call-{n}@pbx",
+        cseq=1,
+    )
+    (cancel_fwd,) = sent_to(clocked.receive(cancel, PBX_SOURCE), TRUNK)
+    clocked.receive(response_to(cancel_fwd, 200, "OK"), TRUNK_SOURCE)
+    clocked.receive(response_to(fwd, 487, "Request Terminated"), TRUNK_SOURCE)
+
+
+def unanswered_call(clocked: Clocked, n: int) -> None:
+    """Neither trunk ever answers: retransmissions, failover, our 408 (left to the timers)."""
+    clocked.receive(invite(branch=f"z9hG4bK-inv-{n}", call_id=f"call-{n}@pbx"), PBX_SOURCE)
+
+
+SCENARIOS = (answered_call, failed_over_call, cancelled_call, unanswered_call)
+
+
+@pytest.fixture
+def no_cyclic_gc() -> Iterator[None]:
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        yield
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+
+
+def test_calls_leave_nothing_for_the_cyclic_collector(no_cyclic_gc: None) -> None:
+    clocked = two_trunks()
+    for n in range(CALLS):
+        SCENARIOS[n % len(SCENARIOS)](clocked, n)
+        clocked.advance(clocked.now + 0.01)
+    clocked.advance(clocked.now + 3600.0)  # every timer fires: all transactions end
+    assert clocked.core.transaction_count == 0
+    assert clocked.core.get_timer() is None
+    assert clocked.core.counters["failovers"] >= CALLS // 4
+    clocked.fired.clear()
+    found = gc.collect()
+    ours = [obj for obj in gc.garbage if type(obj).__module__.startswith("proxy.")]
+    assert ours == [], ours[:5]
+    assert found == 0, [type(obj) for obj in gc.garbage[:10]]
+
+
+def test_an_answered_call_holds_few_tracked_objects_until_timer_l() -> None:
+    """Between the 200 OK and Timer L (32 s) a call is a few values, not its parsed messages:
+    at 400 calls/s that is ~13,000 calls that every full collection has to walk."""
+    clocked = Clocked(two_trunks().core)
+    calls = 500
+
+    def answer(n: int) -> None:
+        request = invite(branch=f"z9hG4bK-inv-{n}", call_id=f"call-{n}@pbx")
+        (fwd,) = sent_to(clocked.receive(request, PBX_SOURCE), TRUNK)
+        ok = response_to(fwd, 200, "OK", extra=f"Contact: <{TRUNK_CONTACT}>")
+        (ok_up,) = clocked.receive(ok, TRUNK_SOURCE)
+        clocked.receive(_from_pbx("ACK", n, ok_up.data, 1), PBX_SOURCE)
+
+    answer(-1)  # first-use allocations out of the count
+    gc.collect()
+    before = len(gc.get_objects())
+    for n in range(calls):
+        answer(n)
+    gc.collect()
+    per_call = (len(gc.get_objects()) - before) / calls
+    assert clocked.core.server_transaction_count == calls + 1  # all still in Accepted
+    assert per_call < 25, per_call
+
+
+def test_remembered_dialogs_cost_the_collector_nothing() -> None:
+    """A full dialog memory (100,000 by default) is plain tuples the collector stops tracking."""
+    memory = DialogMemory(capacity=5000)
+    identity = DialogIdentity(b'"A" <sip:1001@pbx>;tag=x', b'"+32" <sip:+32@t>;tag=x')
+    memory.remember("warm-up", "tag", identity, 0, 0.0)
+    gc.collect()
+    before = len(gc.get_objects())
+    for n in range(5000):
+        memory.remember(f"call-{n}", f"tag-{n}", identity, 1, float(n))
+    gc.collect()
+    assert len(gc.get_objects()) - before < 10
+    recalled = memory.recall("call-7", "tag-7", 10.0)
+    assert recalled is not None and (recalled.identity, recalled.trunk_index) == (identity, 1)
