@@ -529,13 +529,21 @@ class ProxyCore:
         targets: tuple[Target, ...],
         now: float,
     ) -> None:
+        # The first attempt's edits before any state: a header they must read and cannot
+        # (a malformed Remote-Party-ID) is a 400 with no server transaction left behind.
+        first = self._plan_edits(msg, source, plan, targets[0], now)
         server = self._transactions.open_server(msg, source, now)
         server.plan = plan
         server.alternatives = list(targets[1:])
-        self._start_attempt(server, targets[0], 0, now)
+        self._start_attempt(server, targets[0], 0, now, first)
 
     def _start_attempt(
-        self, server: ServerTransaction, target: Target, attempt: int, now: float
+        self,
+        server: ServerTransaction,
+        target: Target,
+        attempt: int,
+        now: float,
+        prepared: tuple[list[Edit], Restore | None] | None = None,
     ) -> None:
         """The request built for `target` (attempt 0, or a failover) as a client transaction.
         Each attempt has its own branch; the first keeps the plain derived one, which a
@@ -544,7 +552,7 @@ class ProxyCore:
         if msg is None or plan is None:
             return  # answered upstream meanwhile: nothing to retry
         side = self.config.side_of_target(target)
-        edits, restore = self._plan_edits(msg, source, plan, target, now)
+        edits, restore = prepared or self._plan_edits(msg, source, plan, target, now)
         branch, data, via = self._built(server, msg, source, target, attempt, edits)
         if target.transport == "udp" and len(data) > UDP_PATH_MTU_LIMIT:
             if side in self.config.large_over_tcp:  # RFC 3261 18.1.1: over TCP instead

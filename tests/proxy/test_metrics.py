@@ -29,7 +29,7 @@ BACKUP = Target("udp", "127.0.0.2", 5090)
 DECIDED = CallerIdDecided(
     "c1@pbx", "1002", "00442079460000", "+442071234567", "ACME UK",
     "step 2: advanced rule #1 (destination_prefix '0044', line 17) matches", "95e1625f631d",
-    TRUNK,
+    TRUNK, "step 2", False,
 )
 EVENTS: list[Event] = [
     DECIDED,
@@ -55,6 +55,7 @@ def test_the_audit_line_keeps_its_text_and_carries_structured_fields(
     (record,) = caplog.records
     assert record.getMessage() == (
         "call-id=c1@pbx user=1002 destination=00442079460000 shown=+442071234567 "
+        "step=step 2 privacy=none "
         "reason=\"step 2: advanced rule #1 (destination_prefix '0044', line 17) matches\" "
         "rules=95e1625f631d"
     )

@@ -11,7 +11,9 @@ from hypothesis import strategies as st
 
 import rules
 from proxy.active_rules import ActiveRules
+from proxy.metrics import EventLog
 from proxy.sip.core import ProxyCore
+from proxy.sip.events import CallerIdDecided
 from proxy.sip.policy import ProxyConfig
 from tests.proxy.sip.support import (
     BACKUP,
@@ -190,7 +192,12 @@ def test_the_pbx_display_name_is_kept_when_asked() -> None:
 
 def test_the_log_line_names_step_and_privacy(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level("INFO", logger="callerid_proxy.core")
-    send(invite(user="1003", to="00442079460000"))
+    clocked = make()
+    send(invite(user="1003", to="00442079460000"), clocked)
+    events = clocked.core.events_to_handle()  # the core emits events; the glue logs them
+    (decided,) = [e for e in events if isinstance(e, CallerIdDecided)]
+    assert (decided.step, decided.privacy) == ("local presence", True)
+    EventLog().handle(events)
     (line,) = [r.getMessage() for r in caplog.records if "shown=" in r.getMessage()]
     assert "user=1003 destination=00442079460000 shown=+442071234567" in line
     assert "step=local presence privacy=id" in line
