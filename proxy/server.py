@@ -71,6 +71,7 @@ class ProxyServer:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_deadline: float | None = None
         self._reload_seq = 0
+        self._reload_outcomes: Counter[str] = Counter()  # applied / refused, for /metrics
         self._last_outcome = ReloadOutcome(True, rules.current.version, ())
         self._stopped = asyncio.Event()
         self.metrics = EventMetrics()
@@ -182,6 +183,7 @@ class ProxyServer:
 
     def _reloaded(self, outcome: ReloadOutcome) -> None:
         self._reload_seq += 1
+        self._reload_outcomes["applied" if outcome.ok else "refused"] += 1
         self._write_status(outcome)
 
     async def _reload_for_admin(self) -> dict[str, Any]:
@@ -211,6 +213,10 @@ class ProxyServer:
             "loop_lag": self.loop_lag,
             "trunks": self.core.trunk_status(),
             "tcp_connections": len(self._connections),
+            "connections_by_transport": dict(
+                Counter(connection.transport_name for connection in self._connections.values())
+            ),
+            "reloads": dict(self._reload_outcomes),
             "tcp_untrusted_connections": self._budget.untrusted,
             "reloads_parsed": self.reloader.started,
             "loop_ticks": self.ticker.ticks,
