@@ -208,6 +208,7 @@ class ProxyServer:
             "counters": dict(self.core.counters),
             "transactions": self.core.transaction_count,
             "server_transactions": self.core.server_transaction_count,
+            "pending_transactions": self.core.pending_transaction_count,
             "dialogs": self.core.dialog_count,
             "overloaded": self.core.overloaded,
             "loop_lag": self.loop_lag,
@@ -350,6 +351,9 @@ class ProxyServer:
         gauge("callerid_proxy_overloaded", "1 while new INVITEs are shed", self.core.overloaded)
         gauge("callerid_proxy_server_transactions", "Live server transactions",
               self.core.server_transaction_count)
+        gauge("callerid_proxy_pending_transactions",
+              "Server transactions without a final answer yet (bounded by --max-transactions)",
+              self.core.pending_transaction_count)
         gauge("callerid_proxy_dialogs", "Dialogs remembered", self.core.dialog_count)
 
     def _send(self, outgoing: Outgoing) -> None:

@@ -210,6 +210,11 @@ class ProxyCore:
         return self._transactions.server_count
 
     @property
+    def pending_transaction_count(self) -> int:
+        """Calls being set up (no final answer yet): what `max_transactions` bounds."""
+        return self._transactions.pending_server_count
+
+    @property
     def dialog_count(self) -> int:
         return len(self._dialogs)
 
@@ -428,7 +433,7 @@ class ProxyCore:
         (RFC 3261 21.5.4, 20.33). Everything already admitted keeps flowing."""
         if self._overloaded:
             cause = "loop lag"
-        elif self._transactions.server_count >= self.config.max_transactions:
+        elif self._transactions.pending_server_count >= self.config.max_transactions:
             cause = "transactions"
         else:
             return False
