@@ -167,7 +167,8 @@ SETTINGS = table([
             "taken as ours (repeatable)", "HOST:PORT", repeatable=True),
     # Issue 6/7: bounded state and overload shedding; issue 8: trunk availability.
     Setting("max_transactions", integer(1, 10_000_000), 20_000,
-            "server transactions still waiting for a final answer above which new INVITEs get 503 (default 20000)", "N"),
+            "server transactions still waiting for a final answer above which new INVITEs get "
+            "503 (default 20000)", "N"),
     Setting("max_dialogs", integer(1, 10_000_000), 100_000,
             "dialogs remembered for peers that drop Record-Route (default 100000)", "N"),
     Setting("max_loop_lag", seconds(0.001, 60), 0.1,
