@@ -92,6 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     timed("parse_message(INVITE)", count, lambda i: _parse(invites[i]))
     timed("parse_message(RFC 4475 wsinv)", count, lambda i: _parse(wsinv))
+    timed("parse_message(INVITE, lazy: no validate())", count, lambda i: _parse_lazy(invites[i]))
 
     def framed(i: int) -> None:
         for frame in StreamFramer().feed(invites[i]):
@@ -115,6 +116,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _parse(data: bytes) -> None:
     parse_message(data, datagram=True)
+
+
+def _parse_lazy(data: bytes) -> None:
+    parse_message(data, datagram=True, lazy=True)
 
 
 if __name__ == "__main__":

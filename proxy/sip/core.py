@@ -41,6 +41,7 @@ from proxy.sip.transactions import (
     outgoing_branch,
     server_key,
 )
+from proxy.sip.untrusted import glance, is_scanner, short_forbidden
 
 log = logging.getLogger("callerid_proxy.core")
 
@@ -66,8 +67,13 @@ class ProxyCore:
         """One datagram, or one framed stream message, from `source`."""
         self.counters["received"] += 1
         self._now = now
+        if side_of(self.config, source) is None:  # trust before work (issue 7)
+            self._refuse_untrusted(data, source)
+            return
         try:
-            msg = parse_message(data, datagram=source.transport == "udp")
+            msg = parse_message(data, datagram=source.transport == "udp", lazy=True)
+            if not _hop_by_hop(msg):
+                msg.validate()  # all a forwarded message must satisfy (RFC 3261 16.3, 4475)
         except SipError as error:
             self._refuse_unparsed(data, source, error)
             return
@@ -87,6 +93,9 @@ class ProxyCore:
         self, head: bytes, reason: str, source: Source, *, status: int = 400
     ) -> None:
         """A stream message that could not be framed: answer it if possible; the adapter closes."""
+        if side_of(self.config, source) is None:
+            self._refuse_untrusted(head, source)
+            return
         error: SipError = MessageTooLarge(reason) if status == 513 else BadRequest(reason)
         self._refuse_unparsed(head, source, error, close_after=True)
 
@@ -401,3 +410,37 @@ class ProxyCore:
         transport = "udp" if upstream.transport == "UDP" else "tcp"
         self.counters["responses_relayed_stateless"] += 1
         self._outbox.append(Outgoing(data, Target(transport, host.strip("[]"), port)))
+
+    # ----------------------------------------------------------------- untrusted sources
+    def _refuse_untrusted(self, data: bytes, source: Source) -> None:
+        """Judged from a bounded glance, never parsed: a short 403, or silence (issue 7).
+        Over a stream the connection is closed after it: an outsider gets one answer."""
+        seen = glance(data)
+        close = source.transport != "udp"
+        if is_scanner(seen.user_agent):
+            self.counters["dropped_scanner"] += 1
+            self._close_silently(source, close)
+            return
+        response = None
+        if seen.method != "ACK" and self.config.untrusted == "reply":  # ACK: RFC 3261 17.2.1
+            response = short_forbidden(seen, len(data))
+        if response is None:
+            self.counters["dropped_untrusted"] += 1
+            self._drop(f"{seen.method or 'message'} from untrusted {source.host}:{source.port}")
+            self._close_silently(source, close)
+            return
+        self.counters["refused_403"] += 1
+        log.warning(
+            "refused %s from untrusted %s:%s with 403", seen.method, source.host, source.port
+        )
+        self._outbox.append(Outgoing(response, source.reply_target(), source.connection, close))
+
+    def _close_silently(self, source: Source, close: bool) -> None:
+        if close:
+            self._outbox.append(Outgoing(b"", source.reply_target(), source.connection, True))
+
+
+def _hop_by_hop(msg: Message) -> bool:
+    """A 100 Trying is never relayed (RFC 3261 16.7 step 3): only its top Via and CSeq, which
+    every message has parsed, are ever read, so the rest of its grammar is not checked."""
+    return msg.wire.status == 100

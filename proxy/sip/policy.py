@@ -40,6 +40,9 @@ class ProxyConfig:
     # NAT's toward the trunk); None: the listen address. Also listed in `advertised`.
     pbx_facing: str | None = None
     trunk_facing: str | None = None
+    # A request from any other source: "reply" a short 403 (never larger than the request), or
+    # "drop" it without a word (issue 7; see the README's Security section for the default).
+    untrusted: str = "reply"
 
     @property
     def trunks(self) -> tuple[Target, ...]:
