@@ -20,13 +20,14 @@ from proxy.active_rules import ActiveRules
 from proxy.server import ProxyServer, ServerSettings
 from proxy.sip.addresses import Target
 from proxy.sip.policy import IPNetwork, ProxyConfig
+from proxy.sip.untrusted import UNTRUSTED_MODES
 
 log = logging.getLogger("callerid_proxy")
 SECRET_ENV = "CALLERID_PROXY_SECRET"
 _LIST_KEYS = ("listen", "trunk", "trusted")
 _KEYS = (
     "rules", "listen", "pbx", "trunk", "trusted", "pid_file", "log_level", "secret", "advertise",
-    "max_message", "tcp_idle_timeout", "admin", "advertise_pbx", "advertise_trunk",
+    "max_message", "tcp_idle_timeout", "admin", "advertise_pbx", "advertise_trunk", "untrusted",
 )
 
 
@@ -59,6 +60,8 @@ def add_run_command(commands: Any) -> None:
                         help="admin HTTP endpoint (/metrics, /status, POST /reload); loopback")
     parser.add_argument("--max-message", type=int, help="TCP message size cap (default 65536)")
     parser.add_argument("--tcp-idle-timeout", type=float, help="seconds (default 120)")
+    parser.add_argument("--untrusted", choices=UNTRUSTED_MODES,
+                        help="requests from other sources: a short 403 (reply, default) or none")
     parser.set_defaults(handler=run_command)
 
 
@@ -163,6 +166,7 @@ def build_settings(settings: dict[str, Any]) -> tuple[ProxyConfig, ServerSetting
         trusted=tuple(_network(str(item)) for item in settings.get("trusted") or []),
         pbx_facing=sides[0],
         trunk_facing=sides[1],
+        untrusted=_untrusted_mode(settings.get("untrusted")),
     )
     server_settings = ServerSettings(
         listen=tuple(listen),
@@ -248,3 +252,10 @@ def _resolve(host: str) -> str:
     except OSError as error:
         raise SettingsError(f"cannot resolve {host!r}: {error}") from error
     return str(infos[0][4][0])
+
+
+def _untrusted_mode(value: object) -> str:
+    mode = str(value or "reply")
+    if mode not in UNTRUSTED_MODES:
+        raise SettingsError(f"invalid untrusted {mode!r}: reply or drop")
+    return mode
