@@ -39,6 +39,9 @@ SCANNER_AGENTS: tuple[str, ...] = (
 _COMPACT = {b"v": b"via", b"f": b"from", b"t": b"to", b"i": b"call-id"}
 _WANTED = (b"via", b"from", b"to", b"call-id", b"cseq", b"user-agent")
 _METHOD = re.compile(rb"([A-Za-z0-9\-.!%*_+`'~]{1,32}) ")
+# A bare CR, NUL or other control octet (HT and folding aside): never reflected in a reply.
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_FOLD = re.compile(rb"\r\n[ \t]")
 _TAG = re.compile(rb";[ \t]*tag[ \t]*=", re.IGNORECASE)
 
 
@@ -49,6 +52,7 @@ class Glance:
 
     method: str | None
     fields: dict[bytes, bytes]
+    clean: bool = True  # no control octets in the fields a reply would copy
 
     @property
     def user_agent(self) -> str:
@@ -56,7 +60,7 @@ class Glance:
 
     @property
     def answerable(self) -> bool:
-        return self.method is not None and all(
+        return self.clean and self.method is not None and all(
             name in self.fields for name in (b"via", b"from", b"to", b"call-id", b"cseq")
         )
 
@@ -71,7 +75,9 @@ def glance(data: bytes) -> Glance:
     method = None
     if method_match is not None and not data.startswith(b"SIP/"):
         method = method_match.group(1).decode("ascii")
-    return Glance(method, _scan_fields(data, line_end + 1, limit))
+    fields = _scan_fields(data, line_end + 1, limit)
+    clean = not any(_CONTROL.search(_FOLD.sub(b" ", value)) for value in fields.values())
+    return Glance(method, fields, clean)
 
 
 def _scan_fields(data: bytes, position: int, limit: int) -> dict[bytes, bytes]:
