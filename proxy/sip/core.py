@@ -72,7 +72,7 @@ class ProxyCore:
             return
         try:
             msg = parse_message(data, datagram=source.transport == "udp", lazy=True)
-            if not _hop_by_hop(msg):
+            if _may_be_forwarded(msg):
                 msg.validate()  # all a forwarded message must satisfy (RFC 3261 16.3, 4475)
         except SipError as error:
             self._refuse_unparsed(data, source, error)
@@ -440,7 +440,12 @@ class ProxyCore:
             self._outbox.append(Outgoing(b"", source.reply_target(), source.connection, True))
 
 
-def _hop_by_hop(msg: Message) -> bool:
-    """A 100 Trying is never relayed (RFC 3261 16.7 step 3): only its top Via and CSeq, which
-    every message has parsed, are ever read, so the rest of its grammar is not checked."""
-    return msg.wire.status == 100
+def _may_be_forwarded(msg: Message) -> bool:
+    """Every request may be; a response is not when it is a 100 Trying (hop by hop, RFC 3261
+    16.7 step 3) or when its top Via is not ours (dropped unread). Those are only ever read for
+    their top Via and CSeq, which every message has parsed, so the rest of their grammar is
+    left unchecked (lazy parsing, issue 6)."""
+    if msg.is_request:
+        return True
+    branch = msg.top_via.branch or ""
+    return msg.wire.status != 100 and branch.startswith(OUR_BRANCH_PREFIX)

@@ -263,14 +263,24 @@ def _split_headers(
     return fields, names, index
 
 
+_SPACE = " \t\r\n"
+_new_header = tuple.__new__  # NamedTuple's own __new__ is a Python function: skip it
+
+
 def _build_header(name: str, field_match: re.Match[str]) -> Header:
-    raw_value = field_match.group(2)
-    value = raw_value.lstrip(" \t\r\n")
-    value_start = field_match.start(2) + len(raw_value) - len(value)
-    value = value.rstrip(" \t\r\n")
-    return Header(
-        name, field_match.start(), field_match.end(), value_start, value_start + len(value), value
-    )
+    """The value without its surrounding whitespace (folding included); most values have none,
+    so the strips are only done when needed."""
+    value = field_match.group(2)
+    value_start, value_end = field_match.span(2)
+    if value and value[0] in _SPACE:
+        stripped = value.lstrip(_SPACE)
+        value_start += len(value) - len(stripped)
+        value = stripped
+    if value and value[-1] in _SPACE:
+        value = value.rstrip(_SPACE)
+    value_end = value_start + len(value)
+    start, end = field_match.span()
+    return _new_header(Header, (name, start, end, value_start, value_end, value))
 
 
 def unfold(value: str) -> str:
