@@ -425,15 +425,19 @@ class ProxyCore:
         if seen.method != "ACK" and self.config.untrusted == "reply":  # ACK: RFC 3261 17.2.1
             response = short_forbidden(seen, len(data))
         if response is None:
+            self.counters["dropped"] += 1
             self.counters["dropped_untrusted"] += 1
-            self._drop(f"{seen.method or 'message'} from untrusted {source.host}:{source.port}")
             self._close_silently(source, close)
-            return
-        self.counters["refused_403"] += 1
-        log.warning(
-            "refused %s from untrusted %s:%s with 403", seen.method, source.host, source.port
-        )
-        self._outbox.append(Outgoing(response, source.reply_target(), source.connection, close))
+        else:
+            self.counters["refused_403"] += 1
+            self._outbox.append(
+                Outgoing(response, source.reply_target(), source.connection, close)
+            )
+        # Counted, never one log line per packet at the default level (issue 7: a flood of
+        # outsiders must not flood the log).
+        if log.isEnabledFor(logging.DEBUG):
+            answer = "dropped" if response is None else "refused with 403"
+            log.debug("%s from untrusted %s:%s %s", seen.method, source.host, source.port, answer)
 
     def _close_silently(self, source: Source, close: bool) -> None:
         if close:
