@@ -63,6 +63,7 @@ class SipMessage:
         "_built",
         "_fields",
         "_index",
+        "_lists",
         "_names",
         "body_end",
         "body_start",
@@ -101,6 +102,7 @@ class SipMessage:
         self._names = names  # canonical name of each field
         self._index = index  # canonical name -> positions in _fields
         self._built: list[Header | None] = [None] * len(fields)
+        self._lists: dict[str, list[Header]] = {}  # get_all's answers, built once
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, SipMessage):
@@ -166,7 +168,12 @@ class SipMessage:
         return len(self._index.get(name, ()))
 
     def get_all(self, name: str) -> list[Header]:
-        return [self.header_at(position) for position in self._index.get(name, ())]
+        found = self._lists.get(name)
+        if found is None:
+            found = self._lists[name] = [
+                self.header_at(position) for position in self._index.get(name, ())
+            ]
+        return found
 
     def get(self, name: str) -> Header | None:
         found = self._index.get(name)
