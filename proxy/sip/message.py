@@ -168,6 +168,7 @@ class SipMessage:
         return len(self._index.get(name, ()))
 
     def get_all(self, name: str) -> list[Header]:
+        """Every `name` field in order; the list is shared: read it, do not change it."""
         found = self._lists.get(name)
         if found is None:
             found = self._lists[name] = [
