@@ -98,7 +98,23 @@ def parse_name_addr(value: str, offset: int = 0, end: int | None = None) -> Name
     )
 
 
+# The common case, `;name=value;name` with no whitespace and no quoted value, in one match. Only
+# used when it covers the whole rest of the value; the general loop below decides otherwise.
+_SIMPLE_PARAMS = re.compile(rf"(?:;{TOKEN}(?:=(?:{IPV6}|{TOKEN}|\[[0-9A-Fa-f:.]+\]))?)*")
+
+
 def _parse_params(value: str, position: int, stop: int) -> tuple[dict[str, str | None], int]:
+    simple = _SIMPLE_PARAMS.match(value, position, stop)
+    if simple is not None and simple.end() == stop:
+        return _split_simple_params(value[position:stop]), stop
+    return parse_params_general(value, position, stop)
+
+
+def parse_params_general(
+    value: str, position: int, stop: int
+) -> tuple[dict[str, str | None], int]:
+    """`;name[=value]` parameters one at a time, LWS allowed (RFC 3261 25.1); stops at the
+    first text that is not one and says where."""
     params: dict[str, str | None] = {}
     while True:
         match = _PARAM.match(value, position, stop)
@@ -106,6 +122,14 @@ def _parse_params(value: str, position: int, stop: int) -> tuple[dict[str, str |
             return params, position
         params[match.group("name").lower()] = match.group("value")
         position = match.end()
+
+
+def _split_simple_params(text: str) -> dict[str, str | None]:
+    params: dict[str, str | None] = {}
+    for item in text.split(";")[1:]:
+        name, sep, param_value = item.partition("=")
+        params[name.lower()] = param_value if sep else None
+    return params
 
 
 def split_comma_values(value: str, stop: int | None = None) -> list[tuple[int, int]]:

@@ -6,7 +6,10 @@ from __future__ import annotations
 import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from proxy.sip import grammar
 from proxy.sip import message as message_module
 from proxy.sip.errors import BadRequest
 from proxy.sip.message import Header
@@ -102,3 +105,26 @@ def test_headers_is_a_sequence_that_builds_what_is_read(built: list[str]) -> Non
     assert len(wire.headers) == wire.header_count == 13
     with pytest.raises(IndexError):
         wire.headers[13]
+
+
+# ----------------------------------------------------------------------------- fast paths
+PARAM_TEXT = st.text(alphabet=';=:.[]"ab1 -\tZ', max_size=40)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(text=PARAM_TEXT)
+def test_the_simple_params_fast_path_agrees_with_the_general_parser(text: str) -> None:
+    assert grammar._parse_params(text, 0, len(text)) == grammar.parse_params_general(
+        text, 0, len(text)
+    )
+
+
+@pytest.mark.parametrize(
+    "text", [";tag=1", ";branch=z9hG4bK-1;rport", ";received=::1;rport=5060", ";maddr=[::1]",
+             ";a;b=c;A=d", ""],
+)
+def test_simple_params_take_the_fast_path_with_the_same_answer(text: str) -> None:
+    assert grammar._SIMPLE_PARAMS.fullmatch(text) is not None
+    assert grammar._parse_params(text, 0, len(text)) == grammar.parse_params_general(
+        text, 0, len(text)
+    )
