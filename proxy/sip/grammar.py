@@ -332,18 +332,22 @@ def bounded_number(text: str, label: str, maximum: int) -> int:
     """`text` as an ASCII decimal number not above `maximum`, else 400. The length is checked
     before `int()`: Python refuses to convert more than 4,300 digits (ValueError), and a long
     run of digits is refused long before that."""
+    digits = len(str(maximum))
+    if len(text) <= digits and text.isascii() and text.isdigit():  # the common case
+        number = int(text)
+        if number <= maximum:
+            return number
     if _ASCII_DIGITS.fullmatch(text) is None:
         raise BadRequest(f"invalid {label} {text[:20]!r}")
     significant = text.lstrip("0") or "0"
-    if len(significant) > len(str(maximum)) or int(significant) > maximum:
+    if len(significant) > digits or int(significant) > maximum:
         raise BadRequest(f"{label} {text[:20]!r} exceeds {maximum}")
     return int(significant)
 
 
 def check_numeric_fields(wire: SipMessage) -> None:
-    for name, maximum in NUMERIC_FIELDS.items():
+    for name in wire.names() & NUMERIC_FIELDS.keys():
         for position in wire.positions(name):
-            header = wire.header_at(position)
-            leading = _ASCII_DIGITS.match(header.value)
+            leading = _ASCII_DIGITS.match(wire.header_at(position).value)
             if leading is not None:
-                bounded_number(leading.group(), name, maximum)
+                bounded_number(leading.group(), name, NUMERIC_FIELDS[name])

@@ -8,7 +8,7 @@ character index in a header value is also its byte offset in `raw`.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import KeysView, Sequence
 from typing import NamedTuple, overload
 
 from proxy.sip.errors import BadRequest, UnparseableMessage
@@ -163,6 +163,10 @@ class SipMessage:
         """Where the fields `name` are, in message order (`header_at` builds one)."""
         return self._index.get(name, ())
 
+    def names(self) -> KeysView[str]:
+        """The canonical names present."""
+        return self._index.keys()
+
     def count(self, name: str) -> int:
         """How many fields `name` has, without building them."""
         return len(self._index.get(name, ()))
@@ -171,9 +175,10 @@ class SipMessage:
         """Every `name` field in order; the list is shared: read it, do not change it."""
         found = self._lists.get(name)
         if found is None:
-            found = self._lists[name] = [
-                self.header_at(position) for position in self._index.get(name, ())
-            ]
+            positions = self._index.get(name)
+            if positions is None:
+                return []  # most names asked for are absent: nothing to build or keep
+            found = self._lists[name] = [self.header_at(position) for position in positions]
         return found
 
     def get(self, name: str) -> Header | None:
@@ -291,6 +296,9 @@ def _build_header(name: str, field_match: re.Match[str]) -> Header:
     return _new_header(Header, (name, start, end, value_start, value_end, value))
 
 
+_FOLDING = re.compile(r"\r?\n[ \t]+")
+
+
 def unfold(value: str) -> str:
     """A header value with line folding replaced by one space (RFC 3261 7.3.1)."""
-    return re.sub(r"\r?\n[ \t]+", " ", value)
+    return _FOLDING.sub(" ", value) if "\n" in value else value
