@@ -41,7 +41,7 @@ class ProxyConfig:
     pbx_facing: str | None = None
     trunk_facing: str | None = None
     # A request from any other source: "reply" a short 403 (never larger than the request), or
-    # "drop" it without a word (issue 7; see the README's Security section for the default).
+    # "drop" it without a word (issue 7; the README's "Trust comes before work" says why reply).
     untrusted: str = "reply"
 
     @property
