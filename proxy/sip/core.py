@@ -445,11 +445,11 @@ class ProxyCore:
 
 
 def _may_be_forwarded(msg: Message) -> bool:
-    """Every request may be; a response is not when it is a 100 Trying (hop by hop, RFC 3261
-    16.7 step 3) or when its top Via is not ours (dropped unread). Those are only ever read for
-    their top Via and CSeq, which every message has parsed, so the rest of their grammar is
-    left unchecked (lazy parsing, issue 6)."""
+    """Every request may be, and every response that carries our Via on top. A response whose
+    top Via is not ours is dropped unread (RFC 3261 16.7: it was not for us), so only the top Via
+    every message has parsed is ever read, and the rest of its grammar is left unchecked (lazy
+    parsing, issue 6). A 100 Trying is checked too: it can be relayed statelessly when no
+    transaction knows it."""
     if msg.is_request:
         return True
-    branch = msg.top_via.branch or ""
-    return msg.wire.status != 100 and branch.startswith(OUR_BRANCH_PREFIX)
+    return (msg.top_via.branch or "").startswith(OUR_BRANCH_PREFIX)

@@ -150,23 +150,31 @@ OWN_REPLY_STATUSES = range(100, 700)
 
 
 def output_problem(outgoing: Outgoing, source: Source) -> str | None:
-    """None if `outgoing` is acceptable: a close request, our own reply (framed: it copies the
-    sender's lines as they came, RFC 3261 8.2.6.2), or else a message that parses fully."""
+    """None if `outgoing` is acceptable: a close request, a message that parses fully, or our
+    own error reply to the sender, which copies the sender's lines as they came (RFC 3261
+    8.2.6.2) and so need only be framed: status line, header lines, `Content-Length: 0`."""
     data = outgoing.data
     if not data:
         return None if outgoing.close_after else "empty datagram without close_after"
     try:
-        if outgoing.target == source.reply_target() and data.startswith(b"SIP/2.0 "):
-            wire = split_message(data)
-            if int(data[8:11]) not in OWN_REPLY_STATUSES or wire.body_start != len(data):
-                return "own reply badly framed"
-            return None
         parse_message(data, datagram=True)
+        return None
     except SipError as error:
-        return f"{type(error).__name__}: {error.detail}"
-    except ValueError as error:
-        return f"ValueError: {error}"
-    return None
+        problem = f"{type(error).__name__}: {error.detail}"
+    if outgoing.target == source.reply_target() and _framed_own_reply(data):
+        return None
+    return problem
+
+
+def _framed_own_reply(data: bytes) -> bool:
+    if not data.startswith(b"SIP/2.0 ") or not data[8:11].isdigit():
+        return False
+    try:
+        wire = split_message(data)
+    except SipError:
+        return False
+    lengths = [header.value for header in wire.get_all("content-length")]
+    return int(data[8:11]) in OWN_REPLY_STATUSES and wire.body == b"" and lengths == ["0"]
 
 
 def fuzz_one(core: ProxyCore, rng: random.Random, now: float) -> list[str]:

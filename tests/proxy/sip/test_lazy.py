@@ -14,7 +14,15 @@ from proxy.sip import message as message_module
 from proxy.sip.errors import BadRequest
 from proxy.sip.message import Header
 from proxy.sip.parse import parse_message
-from tests.proxy.sip.support import PBX_SOURCE, TRUNK, invite, make_core, sent_to, start_line
+from tests.proxy.sip.support import (
+    PBX_SOURCE,
+    TRUNK,
+    TRUNK_SOURCE,
+    invite,
+    make_core,
+    sent_to,
+    start_line,
+)
 
 EXTRA = (
     "Allow: INVITE, ACK, BYE, CANCEL\r\n"
@@ -128,3 +136,19 @@ def test_simple_params_take_the_fast_path_with_the_same_answer(text: str) -> Non
     assert grammar._parse_params(text, 0, len(text)) == grammar.parse_params_general(
         text, 0, len(text)
     )
+
+
+def test_a_response_with_our_via_is_validated_even_a_100() -> None:
+    """A 100 without a transaction can still be relayed statelessly: it gets the whole grammar
+    (found by the core fuzz: a 100 with a 2**32 Retry-After left unchecked and relayed)."""
+    ours = "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKcp00112233445566778899;rport"
+    upstream = "SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-stray;rport=5070"
+    response = (
+        f"SIP/2.0 100 Trying\r\nVia: {ours}\r\nVia: {upstream}\r\n"
+        "From: <sip:a@pbx.example.com>;tag=1\r\nTo: <sip:b@127.0.0.1>\r\n"
+        f"Call-ID: stray-100@x\r\nCSeq: 1 INVITE\r\nRetry-After: {2**32}\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+    core = make_core()
+    core.receive(response, TRUNK_SOURCE, 0.0)
+    assert core.datagrams_to_send() == []
