@@ -171,9 +171,9 @@ SETTINGS = table([
             "requests from other sources: a short 403 (reply, default) or none (drop)",
             "{" + ",".join(UNTRUSTED_MODES) + "}"),
     # Issue 6/7: bounded state and overload shedding; issue 8: trunk availability.
-    Setting("max_transactions", integer(1, 10_000_000), 20_000,
+    Setting("max_transactions", integer(1, 10_000_000), 3_000,
             "server transactions still waiting for a final answer above which new INVITEs get "
-            "503 (default 20000)", "N"),
+            "503 (default 3000)", "N"),
     Setting("max_dialogs", integer(1, 10_000_000), 100_000,
             "dialogs remembered for peers that drop Record-Route (default 100000)", "N"),
     Setting("max_loop_lag", seconds(0.001, 60), 0.1,

@@ -579,6 +579,7 @@ class ProxyCore:
         sent = SentRequest(msg.wire, tuple(edits), via) if msg.method == "INVITE" else None
         client = ClientTransaction(branch, msg.method, target, data, server.key, restore, sent)
         self._transactions.start_client(client, now, side)
+        self._transactions.release_request(server)  # when no other trunk is left to try
         self._pull()
 
     def _built(

@@ -112,7 +112,7 @@ class ProxyConfig:
     peers: tuple[Target, ...] = field(default=())
     # Bounded state (issue 7): above max_transactions live server transactions new INVITEs get
     # 503 + Retry-After; the dialog memory keeps at most max_dialogs entries.
-    max_transactions: int = 20_000
+    max_transactions: int = 3_000  # calls in setup; ~12 KB each (issue 7: RSS bound)
     max_dialogs: int = 100_000
     retry_after: int = 5  # seconds, in the 503 of a shed INVITE
     # Sides ("pbx", "trunk") whose UDP next hop also takes TCP: a request over 1300 bytes goes

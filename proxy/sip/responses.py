@@ -6,6 +6,7 @@ Headers copied from the request are copied as bytes (RFC 3261 8.2.6.2), so the U
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 
 from proxy.sip.message import SipMessage
 
@@ -21,17 +22,43 @@ def _header_bytes(wire: SipMessage, name: str) -> list[bytes]:
     return lines
 
 
-def _to_with_tag(wire: SipMessage, status: int) -> bytes:
-    """Our To tag on a final response to an out-of-dialog request; deterministic so that a
-    retransmitted request gets the very same response."""
-    header = wire.get("to")
-    if header is None:
-        return b""
-    value = wire.raw[header.value_start : header.value_end]
-    if status > 100 and b"tag=" not in value.lower():
-        digest = hashlib.sha1(wire.raw[: wire.headers_end]).hexdigest()[:10]
-        value += b";tag=cp" + digest.encode()
-    return b"To: " + value + b"\r\n"
+@dataclass(frozen=True, slots=True)
+class ResponseBase:
+    """What a response of ours copies from a request (RFC 3261 8.2.6.2), kept as bytes: a
+    pending server transaction holds this instead of the parsed request once nothing more has
+    to be built from it (a few hundred bytes instead of the request's parse)."""
+
+    via_from: bytes  # the Via lines, then From, as the request had them
+    to_value: bytes  # the To header's value, b"" when the request had none
+    has_to: bool
+    to_tag: bytes  # ours, added to a final when the request's To has no tag
+    call_id_cseq: bytes
+
+    @classmethod
+    def of(cls, wire: SipMessage) -> ResponseBase:
+        header = wire.get("to")
+        value = wire.raw[header.value_start : header.value_end] if header is not None else b""
+        tag = b""
+        if header is not None and b"tag=" not in value.lower():
+            # Deterministic, so that a retransmitted request gets the very same response.
+            digest = hashlib.sha1(wire.raw[: wire.headers_end]).hexdigest()[:10]
+            tag = b";tag=cp" + digest.encode()
+        before = [line for name in _COPIED[:2] for line in _header_bytes(wire, name)]
+        after = [line for name in _COPIED[2:] for line in _header_bytes(wire, name)]
+        return cls(b"".join(before), value, header is not None, tag, b"".join(after))
+
+    def render(
+        self, status: int, reason: str, extra_headers: tuple[tuple[str, str], ...] = ()
+    ) -> bytes:
+        lines = [f"SIP/2.0 {status} {reason}\r\n".encode(), self.via_from]
+        if self.has_to:
+            tag = self.to_tag if status > 100 else b""
+            lines.append(b"To: " + self.to_value + tag + b"\r\n")
+        lines.append(self.call_id_cseq)
+        for name, value in extra_headers:
+            lines.append(f"{name}: {value}\r\n".encode())
+        lines.append(b"Server: " + SERVER_NAME + b"\r\nContent-Length: 0\r\n\r\n")
+        return b"".join(lines)
 
 
 def build_response(
@@ -40,16 +67,7 @@ def build_response(
     reason: str,
     extra_headers: tuple[tuple[str, str], ...] = (),
 ) -> bytes:
-    lines = [f"SIP/2.0 {status} {reason}\r\n".encode()]
-    for name in _COPIED[:2]:
-        lines.extend(_header_bytes(wire, name))
-    lines.append(_to_with_tag(wire, status))
-    for name in _COPIED[2:]:
-        lines.extend(_header_bytes(wire, name))
-    for name, value in extra_headers:
-        lines.append(f"{name}: {value}\r\n".encode())
-    lines.append(b"Server: " + SERVER_NAME + b"\r\nContent-Length: 0\r\n\r\n")
-    return b"".join(lines)
+    return ResponseBase.of(wire).render(status, reason, extra_headers)
 
 
 def build_hop_request(

@@ -25,7 +25,7 @@ from proxy.sip.events import (
 )
 from proxy.sip.message import Header
 from proxy.sip.parse import Message
-from proxy.sip.responses import build_response
+from proxy.sip.responses import ResponseBase, build_response
 from proxy.sip.timers import (
     T1,
     T2,
@@ -202,9 +202,22 @@ class TransactionLayer:
     def answer(self, server: ServerTransaction, status: int, reason: str, now: float) -> None:
         """The proxy's own final answer upstream (no usable answer downstream, or nothing could
         be sent there at all)."""
-        if server.final_sent or server.request is None:
+        if server.final_sent:
             return
-        self._send_final(server, build_response(server.request.wire, status, reason), status, now)
+        base = server.answer_base
+        if base is None and server.request is not None:
+            base = ResponseBase.of(server.request.wire)
+        if base is None:
+            return
+        self._send_final(server, base.render(status, reason), status, now)
+
+    def release_request(self, server: ServerTransaction) -> None:
+        """Nothing more to build from the request (its last next hop has it): keep only what
+        our own answer copies from it (issue 7: a pending call's memory, and GC-tracked objects,
+        issue 6)."""
+        if server.request is not None and not server.alternatives:
+            server.answer_base = ResponseBase.of(server.request.wire)
+            server.request, server.plan = None, None
 
     def _reply(self, server: ServerTransaction, data: bytes) -> None:
         source = server.source
@@ -217,6 +230,7 @@ class TransactionLayer:
         self._pending.discard(server.key)
         server.state = next_state(server.machine, server.state, response_input(status))
         server.request, server.plan = None, None  # nothing more to build from them
+        server.answer_base = None
         server.alternatives.clear()
         self._reply(server, data)
         if server.state is State.ACCEPTED:

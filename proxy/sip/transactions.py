@@ -17,6 +17,7 @@ from proxy.sip.edits import Edit
 from proxy.sip.grammar import MAGIC_COOKIE
 from proxy.sip.message import SipMessage
 from proxy.sip.parse import Message
+from proxy.sip.responses import ResponseBase
 
 OUR_BRANCH_PREFIX = MAGIC_COOKIE + "cp"
 
@@ -178,6 +179,9 @@ class ServerTransaction:
     # for Timers H/I/J/L is then a few values: cheap for memory and the garbage collector).
     request: Message | None
     started: float  # the `now` the request came in at (latency events)
+    # What our own final answer copies from the request, once the request itself is released
+    # (no other trunk left to build it for): the pending call then holds bytes, not a parse.
+    answer_base: ResponseBase | None = None
     state: State = State.TRYING
     last_response: bytes | None = None
     client_key: ClientKey | None = None

@@ -23,7 +23,7 @@ def settings_from(*argv: str) -> argparse.Namespace:
 
 def test_defaults() -> None:
     config, server, _ = build_settings(merged_settings(settings_from()))
-    assert (config.max_transactions, config.max_dialogs) == (20_000, 100_000)
+    assert (config.max_transactions, config.max_dialogs) == (3_000, 100_000)
     assert server.max_loop_lag == 0.1
 
 

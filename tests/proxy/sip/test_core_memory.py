@@ -14,6 +14,8 @@ import pytest
 
 from proxy.sip.dialogs import DialogMemory
 from proxy.sip.identity import DialogIdentity
+from proxy.sip.parse import parse_message
+from proxy.sip.responses import build_response
 from tests.proxy.sip.support import (
     BACKUP,
     BACKUP_SOURCE,
@@ -25,6 +27,7 @@ from tests.proxy.sip.support import (
     Clocked,
     in_dialog,
     invite,
+    make_core,
     response_to,
     sent_to,
     two_trunks,
@@ -168,3 +171,22 @@ def test_remembered_dialogs_cost_the_collector_nothing() -> None:
     assert len(gc.get_objects()) - before < 10
     recalled = memory.recall("call-7", "tag-7", 10.0)
     assert recalled is not None and (recalled.identity, recalled.trunk_index) == (identity, 1)
+
+
+def test_a_pending_call_on_its_last_trunk_keeps_bytes_not_its_parse() -> None:
+    """Issue 7: 20,000 INVITEs toward a silent trunk are 20,000 pending calls. Once the last
+    trunk has the request nothing more is built from it: the server transaction keeps only
+    what our own answer copies (RFC 3261 8.2.6.2), and that answer is byte-identical."""
+    one = Clocked(make_core())
+    request = invite(branch="z9hG4bK-inv-1", call_id="call-1@pbx")
+    expected = build_response(parse_message(request, datagram=True).wire, 408, "Request Timeout")
+    one.receive(request, PBX_SOURCE)
+    (server,) = one.core._transactions._servers.values()
+    assert server.request is None and server.plan is None and server.answer_base is not None
+    one.advance(33.0)  # Timer B: our 408 upstream, built from the kept bytes
+    timeouts = [o.data for _, o in one.fired if o.data.startswith(b"SIP/2.0 408")]
+    assert timeouts and set(timeouts) == {expected}  # Timer G resends the very same bytes
+    two = two_trunks()  # a trunk left to fail over to: the parse is still needed
+    two.receive(invite(branch="z9hG4bK-inv-2", call_id="call-2@pbx"), PBX_SOURCE)
+    (server,) = two.core._transactions._servers.values()
+    assert server.request is not None and server.answer_base is None
