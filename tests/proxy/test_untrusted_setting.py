@@ -43,7 +43,9 @@ def test_the_config_file_may_set_it(tmp_path: Path) -> None:
 
 
 def test_an_unknown_mode_is_refused() -> None:
-    with pytest.raises(SystemExit):
-        parse_args("--untrusted", "tarpit")
-    with pytest.raises(SettingsError, match="reply or drop"):
+    # The settings table checks flags and config keys alike, naming the setting.
+    flag = merged_settings(parse_args("--untrusted", "tarpit"))
+    with pytest.raises(SettingsError, match=r"--untrusted: expected one of reply, drop"):
+        build_settings({**REQUIRED, **flag})
+    with pytest.raises(SettingsError, match=r"expected one of reply, drop, got 'tarpit'"):
         build_settings({**REQUIRED, "untrusted": "tarpit"})
