@@ -327,7 +327,8 @@ class ProxyServer:
     def on_unreachable(self, target: Target) -> None:
         """ICMP said nobody listens at `target` (proxy/udp_errors.py): its pending requests
         fail over now (RFC 3261 8.1.3.1)."""
-        log.info("udp %s unreachable (ICMP)", target.hostport())
+        if log.isEnabledFor(logging.DEBUG):  # the failover itself is an event (logged)
+            log.debug("udp %s unreachable (ICMP)", target.hostport())
         self.core.transport_failed(target, self._loop.time())
         if not self._flushing:
             self._flush()

@@ -277,7 +277,8 @@ def unreachable_primary(workdir: Path, rules: Path, no_answer_timeout_s: float) 
         result = t2.finish()
         assert_all_succeeded([result], calls=1, context=setup.proxy.log_tail())
         log = setup.proxy.log_file.read_text(errors="replace")
-        assert f"udp {primary.address()} unreachable (ICMP)" in log, setup.proxy.log_tail()
+        # The failover's cause: "unreachable" (ICMP), not "no answer" (the timeout).
+        assert f"{primary.address()} failed (unreachable), trying" in log, setup.proxy.log_tail()
     sent_at, took = pbx_invite_to(pbx, 200)
     (retried, _) = trunk_answers(result)[0]
     return FailoverTimes(took, retried - sent_at)
