@@ -92,6 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     timed("parse_message(INVITE)", count, lambda i: _parse(invites[i]))
     timed("parse_message(RFC 4475 wsinv)", count, lambda i: _parse(wsinv))
+    timed("parse_message(INVITE, lazy: no validate())", count, lambda i: _parse_lazy(invites[i]))
 
     def framed(i: int) -> None:
         for frame in StreamFramer().feed(invites[i]):
@@ -110,11 +111,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     timed("ProxyCore.receive(INVITE) incl. caller-ID rewrite", count, through_core)
     print(f"(the core sent {state['sent']} datagrams: 100 Trying + the rewritten INVITE each;"
           f" {core.transaction_count} transactions open)")
+
+    # trust before work (issue 7): an outsider's request is judged from a bounded glance
+    outsider = Source("udp", "10.9.9.9", 5060)
+    flood = _via_flood(invites[0], 3500)
+    for label, data in (("INVITE", invites[0]), (f"{len(flood)}-octet 3,500-Via flood", flood)):
+
+        def refused(i: int, data: bytes = data) -> None:
+            core.receive(data, outsider, 0.0)
+            core.datagrams_to_send()
+
+        timed(f"ProxyCore.receive({label}) from an outsider", count, refused)
     return 0
+
+
+def _via_flood(request: bytes, vias: int) -> bytes:
+    line = b"v: SIP/2.0/UDP h\r\n"
+    first = request.index(b"\n") + 1
+    return request[:first] + line * vias + request[first:]
 
 
 def _parse(data: bytes) -> None:
     parse_message(data, datagram=True)
+
+
+def _parse_lazy(data: bytes) -> None:
+    parse_message(data, datagram=True, lazy=True)
 
 
 if __name__ == "__main__":

@@ -52,6 +52,20 @@ class CoreCollector(Collector):
         transactions = GaugeMetricFamily("callerid_proxy_transactions", "Live transactions")
         transactions.add_metric([], status["transactions"])
         yield transactions
+        reloads = CounterMetricFamily(
+            "callerid_proxy_reloads", "Rules reloads by outcome (applied, refused)",
+            labels=["outcome"],
+        )
+        for result in ("applied", "refused"):
+            reloads.add_metric([result], status.get("reloads", {}).get(result, 0))
+        yield reloads
+        connections = GaugeMetricFamily(
+            "callerid_proxy_connections", "Open TCP and TLS connections", labels=["transport"]
+        )
+        by_transport = status.get("connections_by_transport", {})
+        for kind in ("tcp", "tls"):
+            connections.add_metric([kind], by_transport.get(kind, 0))
+        yield connections
         info = InfoMetricFamily("callerid_proxy_rules", "Rules version in force")
         info.add_metric([], {"version": status["active_version"]})
         yield info

@@ -43,6 +43,7 @@ from proxy.settings import (
 )
 from proxy.sip.addresses import Target
 from proxy.sip.policy import ProxyConfig
+from proxy.sip.untrusted import UNTRUSTED_MODES
 from proxy.tcp_accept import TcpLimits
 from proxy.tls import TlsContexts, TlsSettings, TlsSettingsError
 
@@ -165,9 +166,14 @@ SETTINGS = table([
     Setting("peer", listed(_resolved_hostport), (),
             "another instance with the same --secret behind one dispatcher: its Record-Route is "
             "taken as ours (repeatable)", "HOST:PORT", repeatable=True),
+    # Issue 7: requests from sources that are neither the PBX nor a trunk.
+    Setting("untrusted", choice(*UNTRUSTED_MODES), "reply",
+            "requests from other sources: a short 403 (reply, default) or none (drop)",
+            "{" + ",".join(UNTRUSTED_MODES) + "}"),
     # Issue 6/7: bounded state and overload shedding; issue 8: trunk availability.
     Setting("max_transactions", integer(1, 10_000_000), 20_000,
-            "live server transactions above which new INVITEs get 503 (default 20000)", "N"),
+            "server transactions still waiting for a final answer above which new INVITEs get "
+            "503 (default 20000)", "N"),
     Setting("max_dialogs", integer(1, 10_000_000), 100_000,
             "dialogs remembered for peers that drop Record-Route (default 100000)", "N"),
     Setting("max_loop_lag", seconds(0.001, 60), 0.1,
@@ -362,6 +368,7 @@ def build_from(values: dict[str, Any]) -> tuple[ProxyConfig, ServerSettings, Pat
         probe_successes=values["probe_successes"],
         round_robin=values["round_robin"],
         large_over_tcp=frozenset(values["large_over_tcp"]),
+        untrusted=values["untrusted"],
     )
     server_settings = ServerSettings(
         listen=tuple(listen),
@@ -498,3 +505,4 @@ def _resolve(name: str) -> str:
     except OSError as error:
         raise SettingsError(f"cannot resolve {name!r}: {error}") from error
     return str(infos[0][4][0])
+

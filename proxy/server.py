@@ -74,6 +74,7 @@ class ProxyServer:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_deadline: float | None = None
         self._reload_seq = 0
+        self._reload_outcomes: Counter[str] = Counter()  # applied / refused, for /metrics
         self._last_outcome = ReloadOutcome(True, rules.current.version, ())
         self._stopped = asyncio.Event()
         self.metrics = EventMetrics()
@@ -186,6 +187,7 @@ class ProxyServer:
 
     def _reloaded(self, outcome: ReloadOutcome) -> None:
         self._reload_seq += 1
+        self._reload_outcomes["applied" if outcome.ok else "refused"] += 1
         self._write_status(outcome)
 
     async def _reload_for_admin(self) -> dict[str, Any]:
@@ -210,11 +212,16 @@ class ProxyServer:
             "counters": dict(self.core.counters),
             "transactions": self.core.transaction_count,
             "server_transactions": self.core.server_transaction_count,
+            "pending_transactions": self.core.pending_transaction_count,
             "dialogs": self.core.dialog_count,
             "overloaded": self.core.overloaded,
             "loop_lag": self.loop_lag,
             "trunks": self.core.trunk_status(),
             "tcp_connections": len(self._connections),
+            "connections_by_transport": dict(
+                Counter(connection.transport_name for connection in self._connections.values())
+            ),
+            "reloads": dict(self._reload_outcomes),
             "tcp_untrusted_connections": self._budget.untrusted,
             "reloads_parsed": self.reloader.started,
             "loop_ticks": self.ticker.ticks,
@@ -370,6 +377,9 @@ class ProxyServer:
         gauge("callerid_proxy_overloaded", "1 while new INVITEs are shed", self.core.overloaded)
         gauge("callerid_proxy_server_transactions", "Live server transactions",
               self.core.server_transaction_count)
+        gauge("callerid_proxy_pending_transactions",
+              "Server transactions without a final answer yet (bounded by --max-transactions)",
+              self.core.pending_transaction_count)
         gauge("callerid_proxy_dialogs", "Dialogs remembered", self.core.dialog_count)
 
     def _send(self, outgoing: Outgoing) -> None:

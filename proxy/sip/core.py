@@ -78,6 +78,7 @@ from proxy.sip.transactions import (
     server_key,
 )
 from proxy.sip.trunks import TrunkHealth, probe_request
+from proxy.sip.untrusted import glance, is_scanner, short_forbidden
 
 PBX, TRUNK = PBX_SIDE, TRUNK_SIDE
 ROUTABLE_SCHEMES = ("sip", "sips", "tel")
@@ -114,8 +115,13 @@ class ProxyCore:
     def receive(self, data: bytes, source: Source, now: float) -> None:
         """One datagram, or one framed stream message, from `source`."""
         self.counters["received"] += 1
+        if side_of(self.config, source) is None:  # trust before work (issue 7)
+            self._refuse_untrusted(data, source)
+            return
         try:
-            msg = parse_message(data, datagram=source.transport == "udp")
+            msg = parse_message(data, datagram=source.transport == "udp", lazy=True)
+            if _may_be_forwarded(msg):
+                msg.validate()  # all a forwarded message must satisfy (RFC 3261 16.3, 4475)
         except SipError as error:
             self._refuse_unparsed(data, source, error)
             return
@@ -135,6 +141,9 @@ class ProxyCore:
         self, head: bytes, reason: str, source: Source, *, status: int = 400
     ) -> None:
         """A stream message that could not be framed: answer it if possible; the adapter closes."""
+        if side_of(self.config, source) is None:
+            self._refuse_untrusted(head, source)
+            return
         error: SipError = MessageTooLarge(reason) if status == 513 else BadRequest(reason)
         self._refuse_unparsed(head, source, error, close_after=True)
 
@@ -208,6 +217,11 @@ class ProxyCore:
     @property
     def server_transaction_count(self) -> int:
         return self._transactions.server_count
+
+    @property
+    def pending_transaction_count(self) -> int:
+        """Calls being set up (no final answer yet): what `max_transactions` bounds."""
+        return self._transactions.pending_server_count
 
     @property
     def dialog_count(self) -> int:
@@ -428,7 +442,7 @@ class ProxyCore:
         (RFC 3261 21.5.4, 20.33). Everything already admitted keeps flowing."""
         if self._overloaded:
             cause = "loop lag"
-        elif self._transactions.server_count >= self.config.max_transactions:
+        elif self._transactions.pending_server_count >= self.config.max_transactions:
             cause = "transactions"
         else:
             return False
@@ -687,5 +701,50 @@ class ProxyCore:
         return any(address in network for network in config.trusted)
 
 
+    # ----------------------------------------------------------------- untrusted sources
+    def _refuse_untrusted(self, data: bytes, source: Source) -> None:
+        """Judged from a bounded glance, never parsed: a short 403, or silence (issue 7).
+        Over a stream the connection is closed after it: an outsider gets one answer. Counted
+        and reported as events; the glue's log keeps one line per reason and interval."""
+        seen = glance(data)
+        close = source.transport != "udp"
+        if is_scanner(seen.user_agent):
+            self.counters["dropped_scanner"] += 1
+            self._events.append(Dropped("scanner", source, seen.user_agent[:64]))
+            self._close_silently(source, close)
+            return
+        response = None
+        if seen.method != "ACK" and self.config.untrusted == "reply":  # ACK: RFC 3261 17.2.1
+            response = short_forbidden(seen, len(data))
+        if response is None:
+            self.counters["dropped"] += 1
+            self.counters["dropped_untrusted"] += 1
+            self._events.append(Dropped("untrusted source", source, (seen.method or "?")[:32]))
+            self._close_silently(source, close)
+        else:
+            self.counters["refused_403"] += 1
+            self._events.append(
+                Refused(403, "untrusted source", source, (seen.method or "?")[:32])
+            )
+            self._outbox.append(
+                Outgoing(response, source.reply_target(), source.connection, close)
+            )
+
+    def _close_silently(self, source: Source, close: bool) -> None:
+        if close:
+            self._outbox.append(Outgoing(b"", source.reply_target(), source.connection, True))
+
+
 def _direction(target: Target, attempt: int) -> str:
     return target.transport if attempt == 0 else f"{target.transport}#{attempt}"
+
+
+def _may_be_forwarded(msg: Message) -> bool:
+    """Every request may be, and every response that carries our Via on top. A response whose
+    top Via is not ours is dropped unread (RFC 3261 16.7: it was not for us), so only the top Via
+    every message has parsed is ever read, and the rest of its grammar is left unchecked (lazy
+    parsing, issue 6). A 100 Trying is checked too: it can be relayed statelessly when no
+    transaction knows it."""
+    if msg.is_request:
+        return True
+    return (msg.top_via.branch or "").startswith(OUR_BRANCH_PREFIX)

@@ -53,7 +53,7 @@ def insert_header_before(header: Header, name: str, value: bytes) -> Edit:
 
 def insert_first_header(wire: SipMessage, name: str, value: bytes) -> Edit:
     """A header right after the start line (a new Via or Record-Route goes on top)."""
-    first = wire.headers[0].start if wire.headers else len(wire.start_line_bytes())
+    first = wire.first_header_start
     return Edit(first, first, name.encode() + b": " + value + b"\r\n")
 
 
@@ -64,7 +64,7 @@ def append_header(wire: SipMessage, name: str, value: bytes) -> Edit:
 
 def remove_via_value(wire: SipMessage, vias: list[Via], via: Via) -> Edit:
     """Remove one Via value; if it shares its line with others (`Via: a, b`) keep the rest."""
-    header = wire.headers[via.header_index]
+    header = wire.header_at(via.header_index)
     siblings = [other for other in vias if other.header_index == via.header_index]
     if len(siblings) == 1:
         return remove_header(header)

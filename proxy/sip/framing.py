@@ -62,7 +62,13 @@ class StreamFramer:
         text = lengths[0].strip()
         if not text.isdigit():
             return self._fail(head, f"invalid Content-Length {text[:20].decode('latin-1')!r}")
-        total = end.end() + int(text)
+        significant = text.lstrip(b"0") or b"0"
+        # Length before int(): a 4,301-digit value would raise ValueError, and any value with
+        # more digits than the cap is over it.
+        if len(significant) > len(str(self._max)):
+            reason = f"Content-Length of {len(text)} digits exceeds the cap"
+            return self._fail(head, reason, status=513)
+        total = end.end() + int(significant)
         if total > self._max:
             reason = f"message of {total} octets exceeds the {self._max} limit"
             return self._fail(head, reason, status=513)

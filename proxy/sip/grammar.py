@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from proxy.sip.errors import BadRequest
+
+if TYPE_CHECKING:
+    from proxy.sip.message import SipMessage
 
 LWS = r"(?:[ \t]*\r?\n)?[ \t]+"
 SWS = rf"(?:{LWS})?"
@@ -94,7 +98,23 @@ def parse_name_addr(value: str, offset: int = 0, end: int | None = None) -> Name
     )
 
 
+# The common case, `;name=value;name` with no whitespace and no quoted value, in one match. Only
+# used when it covers the whole rest of the value; the general loop below decides otherwise.
+_SIMPLE_PARAMS = re.compile(rf"(?:;{TOKEN}(?:=(?:{IPV6}|{TOKEN}|\[[0-9A-Fa-f:.]+\]))?)*")
+
+
 def _parse_params(value: str, position: int, stop: int) -> tuple[dict[str, str | None], int]:
+    simple = _SIMPLE_PARAMS.match(value, position, stop)
+    if simple is not None and simple.end() == stop:
+        return _split_simple_params(value[position:stop]), stop
+    return parse_params_general(value, position, stop)
+
+
+def parse_params_general(
+    value: str, position: int, stop: int
+) -> tuple[dict[str, str | None], int]:
+    """`;name[=value]` parameters one at a time, LWS allowed (RFC 3261 25.1); stops at the
+    first text that is not one and says where."""
     params: dict[str, str | None] = {}
     while True:
         match = _PARAM.match(value, position, stop)
@@ -102,6 +122,14 @@ def _parse_params(value: str, position: int, stop: int) -> tuple[dict[str, str |
             return params, position
         params[match.group("name").lower()] = match.group("value")
         position = match.end()
+
+
+def _split_simple_params(text: str) -> dict[str, str | None]:
+    params: dict[str, str | None] = {}
+    for item in text.split(";")[1:]:
+        name, sep, param_value = item.partition("=")
+        params[name.lower()] = param_value if sep else None
+    return params
 
 
 def split_comma_values(value: str, stop: int | None = None) -> list[tuple[int, int]]:
@@ -246,6 +274,7 @@ def parse_via_value(value: str, offset: int, header_index: int) -> Via:
     port = int(match.group("port")) if match.group("port") else None
     if port is not None and not 0 < port < 65536:
         raise BadRequest("Via port out of range")
+    _check_via_numbers(params)
     return Via(
         header_index=header_index,
         start=offset,
@@ -258,14 +287,67 @@ def parse_via_value(value: str, offset: int, header_index: int) -> Via:
     )
 
 
+def _check_via_numbers(params: dict[str, str | None]) -> None:
+    """rport (RFC 3581) is a port; ttl (RFC 3261 20.42) is 0-255."""
+    rport = params.get("rport")
+    if rport is not None and bounded_number(rport, "Via rport", 65535) == 0:
+        raise BadRequest("Via rport out of range")
+    ttl = params.get("ttl")
+    if ttl is not None:
+        bounded_number(ttl, "Via ttl", 255)
+
+
 _CSEQ = re.compile(rf"(?P<number>[0-9]+){LWS}(?P<method>{TOKEN})$")
+CSEQ_LIMIT = 2**31 - 1  # RFC 3261 8.1.1.5: the sequence number must be less than 2**31
 
 
 def parse_cseq(value: str) -> tuple[int, str]:
     match = _CSEQ.match(value)
     if match is None:
         raise BadRequest(f"malformed CSeq: {value[:60]!r}")
-    number = int(match.group("number"))
-    if number >= 2**31:
-        raise BadRequest("CSeq number out of range (must be < 2**31)")
+    try:
+        number = bounded_number(match.group("number"), "CSeq number", CSEQ_LIMIT)
+    except BadRequest:
+        raise BadRequest("CSeq number out of range (must be < 2**31)") from None
     return number, match.group("method")
+
+
+# ----------------------------------------------------------------------------- numbers
+_ASCII_DIGITS = re.compile(r"[0-9]+")
+DELTA_SECONDS_LIMIT = 2**32 - 1  # RFC 3261 25.1: delta-seconds; 2**32-1 is the usual bound
+# Numeric header fields nobody in the proxy reads, but which it forwards: bounded so that a peer
+# behind it is not handed a 5,000-digit number. A value that does not start with digits (RFC 4475
+# baddate's date in Expires) is left alone: RFC 3261 20.19 says to treat it as a default.
+NUMERIC_FIELDS: dict[str, int] = {
+    "expires": DELTA_SECONDS_LIMIT,
+    "min-expires": DELTA_SECONDS_LIMIT,
+    "retry-after": DELTA_SECONDS_LIMIT,
+    "session-expires": DELTA_SECONDS_LIMIT,  # RFC 4028
+    "min-se": DELTA_SECONDS_LIMIT,
+    "rseq": DELTA_SECONDS_LIMIT,  # RFC 3262: 1 to 2**32-1
+}
+
+
+def bounded_number(text: str, label: str, maximum: int) -> int:
+    """`text` as an ASCII decimal number not above `maximum`, else 400. The length is checked
+    before `int()`: Python refuses to convert more than 4,300 digits (ValueError), and a long
+    run of digits is refused long before that."""
+    digits = len(str(maximum))
+    if len(text) <= digits and text.isascii() and text.isdigit():  # the common case
+        number = int(text)
+        if number <= maximum:
+            return number
+    if _ASCII_DIGITS.fullmatch(text) is None:
+        raise BadRequest(f"invalid {label} {text[:20]!r}")
+    significant = text.lstrip("0") or "0"
+    if len(significant) > digits or int(significant) > maximum:
+        raise BadRequest(f"{label} {text[:20]!r} exceeds {maximum}")
+    return int(significant)
+
+
+def check_numeric_fields(wire: SipMessage) -> None:
+    for name in wire.names() & NUMERIC_FIELDS.keys():
+        for position in wire.positions(name):
+            leading = _ASCII_DIGITS.match(wire.header_at(position).value)
+            if leading is not None:
+                bounded_number(leading.group(), name, NUMERIC_FIELDS[name])

@@ -7,13 +7,14 @@ things through untouched (unknown headers, unknown methods, odd but legal whites
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from proxy.sip.errors import BadRequest, SipError, UnparseableMessage, VersionNotSupported
 from proxy.sip.grammar import (
     TOKEN,
     NameAddr,
     Via,
+    bounded_number,
+    check_numeric_fields,
     parse_cseq,
     parse_name_addr,
     parse_via_value,
@@ -25,22 +26,63 @@ _REQUEST_LINE = re.compile(rf"(?P<method>{TOKEN}) (?P<uri>[^ \t<>]+) (?P<version
 _REQUEST_METHOD = re.compile(rf"({TOKEN})[ \t]")
 _SIP_VERSION = re.compile(r"SIP/[0-9]+\.[0-9]+$", re.IGNORECASE)
 _STATUS_LINE = re.compile(r"SIP/2\.0 (?P<status>[1-6][0-9]{2}) (?P<reason>.*)$", re.DOTALL)
-_DIGITS = re.compile(r"[0-9]+$")
 _SINGLE_HEADERS = ("from", "to", "call-id", "cseq")
 
 
-@dataclass(slots=True)
 class Message:
-    """A validated SIP message: the wire view plus the fields every proxy decision needs."""
+    """A SIP message as the proxy needs it. What every decision reads (start line, Call-ID,
+    CSeq, Max-Forwards, top Via, framing) is checked on the way in; the rest of the grammar
+    (From/To, the Via stack below the top, Contact, the numeric fields nobody reads) waits for
+    `validate()` or for the attribute that needs it (lazy parsing, issue 6)."""
 
-    wire: SipMessage
-    call_id: str
-    cseq_number: int
-    cseq_method: str
-    from_addr: NameAddr
-    to_addr: NameAddr
-    vias: list[Via]
-    max_forwards: int | None
+    __slots__ = (
+        "_from",
+        "_to",
+        "_validated",
+        "_vias",
+        "call_id",
+        "cseq_method",
+        "cseq_number",
+        "max_forwards",
+        "top_via",
+        "wire",
+    )
+
+    def __init__(
+        self,
+        wire: SipMessage,
+        call_id: str,
+        cseq_number: int,
+        cseq_method: str,
+        max_forwards: int | None,
+        top_via: Via,
+    ) -> None:
+        self.wire = wire
+        self.call_id = call_id
+        self.cseq_number = cseq_number
+        self.cseq_method = cseq_method
+        self.max_forwards = max_forwards
+        self.top_via = top_via
+        self._from: NameAddr | None = None
+        self._to: NameAddr | None = None
+        self._vias: list[Via] | None = None
+        self._validated = False
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Message):
+            return NotImplemented
+        return self.wire == other.wire and self._view() == other._view()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Message({self.wire.start_line[:60]!r}, call_id={self.call_id[:40]!r})"
+
+    def _view(self) -> tuple[object, ...]:
+        return (
+            self.call_id, self.cseq_number, self.cseq_method, self.max_forwards,
+            self.from_addr, self.to_addr, self.vias,
+        )
 
     @property
     def raw(self) -> bytes:
@@ -54,17 +96,56 @@ class Message:
     def method(self) -> str:
         return self.wire.method or self.cseq_method
 
+    @property
+    def from_addr(self) -> NameAddr:
+        if self._from is None:
+            self._from = _name_addr_of(self.wire, "from")
+        return self._from
 
-def parse_message(data: bytes, *, datagram: bool) -> Message:
-    """Parse one message. Over UDP the body is what Content-Length says (RFC 3261 18.3)."""
+    @property
+    def to_addr(self) -> NameAddr:
+        if self._to is None:
+            self._to = _name_addr_of(self.wire, "to")
+        return self._to
+
+    @property
+    def vias(self) -> list[Via]:
+        """The whole Via stack, parsed on first use (the top one is always parsed)."""
+        if self._vias is None:
+            self._vias = parse_vias(self.wire, self.top_via)
+        return self._vias
+
+    def validate(self) -> None:
+        """The rest of the grammar a forwarded message must satisfy (RFC 3261 16.3, RFC 4475):
+        From and To, every Via, every Contact, the numeric fields. Idempotent."""
+        if self._validated:
+            return
+        try:
+            parsed = (self.from_addr, self.to_addr, self.vias)
+            assert parsed[2], "parse_message guarantees a Via"
+            for contact in self.wire.get_all("contact"):
+                _validate_contact(contact.value, contact.value_start)
+            check_numeric_fields(self.wire)
+        except SipError as error:
+            error.wire = self.wire
+            raise
+        self._validated = True
+
+
+def parse_message(data: bytes, *, datagram: bool, lazy: bool = False) -> Message:
+    """Parse one message. Over UDP the body is what Content-Length says (RFC 3261 18.3).
+    `lazy`: only what every message needs is checked now; call `validate()` before forwarding."""
     wire = split_message(data)
     try:
         _parse_start_line(wire)
         _frame_body(wire, datagram=datagram)
-        return _validate(wire)
+        msg = _validate(wire)
     except SipError as error:
         error.wire = wire
         raise
+    if not lazy:
+        msg.validate()
+    return msg
 
 
 def lenient_split(data: bytes) -> SipMessage | None:
@@ -113,30 +194,21 @@ def _frame_body(wire: SipMessage, *, datagram: bool) -> None:
         if not datagram:
             raise BadRequest("Content-Length is required over a stream transport")
         return
-    value = lengths[0].value
-    if not _DIGITS.match(value):
-        raise BadRequest(f"invalid Content-Length {value[:20]!r}")
-    length = int(value)
-    if length > available:
-        raise BadRequest(f"Content-Length {length} exceeds the {available} octets received")
+    # Never more than the octets received, which the message cap bounds (digits by length first).
+    length = bounded_number(lengths[0].value, "Content-Length", available)
     wire.body_end = wire.body_start + length
     wire.trailing_bytes = available - length
 
 
 def _validate(wire: SipMessage) -> Message:
     for name in _SINGLE_HEADERS:
-        wire.one(name)
-    via_headers = wire.get_all("via")
-    if not via_headers:
+        if wire.count(name) != 1:
+            wire.one(name)  # raises: missing or repeated (RFC 3261 8.1.1)
+    if not wire.count("via"):
         raise BadRequest("missing Via header")
     cseq_number, cseq_method = parse_cseq(unfold(wire.one("cseq").value))
     if wire.is_request and cseq_method != wire.method:
         raise BadRequest(f"CSeq method {cseq_method} does not match request method {wire.method}")
-    from_header, to_header = wire.one("from"), wire.one("to")
-    from_addr = parse_name_addr(from_header.value, from_header.value_start)
-    to_addr = parse_name_addr(to_header.value, to_header.value_start)
-    for contact in wire.get_all("contact"):
-        _validate_contact(contact.value, contact.value_start)
     call_id = wire.one("call-id").value
     if not call_id or any(char in call_id for char in " \t\r\n"):
         raise BadRequest("malformed Call-ID")
@@ -145,20 +217,35 @@ def _validate(wire: SipMessage) -> Message:
         call_id=call_id,
         cseq_number=cseq_number,
         cseq_method=cseq_method,
-        from_addr=from_addr,
-        to_addr=to_addr,
-        vias=parse_vias(wire),
         max_forwards=_max_forwards(wire),
+        top_via=_top_via(wire),
     )
 
 
-def parse_vias(wire: SipMessage) -> list[Via]:
+def _name_addr_of(wire: SipMessage, name: str) -> NameAddr:
+    header = wire.one(name)
+    return parse_name_addr(header.value, header.value_start)
+
+
+def _top_via(wire: SipMessage) -> Via:
+    position = wire.positions("via")[0]
+    header = wire.header_at(position)
+    start, end = split_comma_values(header.value)[0]
+    return parse_via_value(header.value[start:end], header.value_start + start, position)
+
+
+def parse_vias(wire: SipMessage, top: Via | None = None) -> list[Via]:
+    """Every Via value in order; `top`, already parsed, is reused for the first one."""
     vias: list[Via] = []
-    for index, header in enumerate(wire.headers):
-        if header.name != "via":
-            continue
+    for position in wire.positions("via"):
+        header = wire.header_at(position)
         for start, end in split_comma_values(header.value):
-            vias.append(parse_via_value(header.value[start:end], header.value_start + start, index))
+            if top is not None:
+                vias.append(top)
+                top = None
+                continue
+            value = header.value[start:end]
+            vias.append(parse_via_value(value, header.value_start + start, position))
     return vias
 
 
@@ -175,7 +262,4 @@ def _max_forwards(wire: SipMessage) -> int | None:
         return None
     if len(headers) > 1:
         raise BadRequest("Max-Forwards appears more than once")
-    value = headers[0].value
-    if not _DIGITS.match(value) or int(value) > 255:
-        raise BadRequest(f"invalid Max-Forwards {value[:20]!r}")
-    return int(value)
+    return bounded_number(headers[0].value, "Max-Forwards", 255)  # RFC 3261 8.1.1.6: 0-255

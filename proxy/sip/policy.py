@@ -148,6 +148,9 @@ class ProxyConfig:
             for transport in transports
             for v6 in (False, True)
         )
+    # A request from any other source: "reply" a short 403 (never larger than the request), or
+    # "drop" it without a word (issue 7; the README's "Trust comes before work" says why reply).
+    untrusted: str = "reply"
 
     @property
     def trunks(self) -> tuple[Target, ...]:

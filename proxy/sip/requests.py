@@ -185,7 +185,8 @@ def _trunk_index_in(params: dict[str, str | None], config: ProxyConfig) -> int:
     text = params.get(TRUNK_PARAM)
     if text is None:
         return 0
-    if not text.isdigit() or int(text) >= len(config.trunks):
+    # ASCII digits, length before int() (issue 7: 4,301+ digits made int() raise ValueError)
+    if not text.isascii() or not text.isdigit() or len(text) > 4 or int(text) >= len(config.trunks):
         raise BadRequest(f"unknown trunk {text[:8]!r} in Route")
     return int(text)
 

@@ -101,6 +101,7 @@ class TransactionLayer:
         self._no_answer_timeout = no_answer_timeout
         self._timers = TimerQueue()
         self._servers: dict[ServerKey, ServerTransaction] = {}
+        self._pending: set[ServerKey] = set()  # servers that have not sent a final yet
         self._clients: dict[ClientKey, ClientTransaction] = {}
         self._outbox: list[Outgoing] = []
         self._events: list[Event] = []
@@ -126,6 +127,13 @@ class TransactionLayer:
     @property
     def server_count(self) -> int:
         return len(self._servers)
+
+    @property
+    def pending_server_count(self) -> int:
+        """Server transactions still waiting for a final answer: the calls being set up. Those
+        that answered and only linger for retransmissions (Timers G/H/I/J/L, RFC 3261 17.2 and
+        RFC 6026) hold no parsed request and are not load: the overload bound counts these."""
+        return len(self._pending)
 
     @property
     def timer_count(self) -> int:
@@ -164,6 +172,7 @@ class TransactionLayer:
             key=server_key(msg), method=msg.method, source=source, request=msg, started=now
         )
         self._servers[server.key] = server
+        self._pending.add(server.key)
         if msg.method == "INVITE":  # RFC 3261 17.2.1: 100 Trying at once, Proceeding
             server.state = State.PROCEEDING
             server.last_response = build_response(msg.wire, 100, "Trying")
@@ -205,6 +214,7 @@ class TransactionLayer:
         self, server: ServerTransaction, data: bytes, status: int, now: float
     ) -> None:
         server.last_response = data
+        self._pending.discard(server.key)
         server.state = next_state(server.machine, server.state, response_input(status))
         server.request, server.plan = None, None  # nothing more to build from them
         server.alternatives.clear()
@@ -510,6 +520,7 @@ class TransactionLayer:
         self._timers.cancel_all(server.key, SERVER_TIMERS)
         server.state = State.TERMINATED
         self._servers.pop(server.key, None)
+        self._pending.discard(server.key)
         client = self._clients.get(server.client_key) if server.client_key else None
         if client is not None and client.state is State.TERMINATED:
             self._clients.pop(client.key, None)

@@ -67,16 +67,21 @@ def test_a_new_invite_from_the_trunk_is_shed_too() -> None:
     assert out[0].target == TRUNK
 
 
-def test_admission_resumes_as_soon_as_transactions_end() -> None:
+def test_admission_resumes_as_soon_as_the_pending_call_is_answered() -> None:
+    """The bound counts calls being set up; a transaction that answered and only lingers to
+    absorb retransmissions (RFC 6026 Accepted, Timer L: 32 s) does not hold a place, or the
+    bound would shed at max_transactions / 64 s of calls per second."""
     clocked = bounded(1)
     fwd = forwarded_invite(clocked, new_invite(0))
+    assert clocked.core.pending_transaction_count == 1
     assert start_line(clocked.receive(new_invite(1), PBX_SOURCE)[0].data).startswith(
         "SIP/2.0 503"
     )
     clocked.receive(response_to(fwd, 200, "OK"), TRUNK_SOURCE, at=0.1)
-    clocked.advance(40.0)  # Timer L ends the accepted INVITE server transaction
-    assert clocked.core.server_transaction_count == 0
+    assert clocked.core.pending_transaction_count == 0
+    assert clocked.core.server_transaction_count == 1  # still absorbing in Accepted
     assert sent_to(clocked.receive(new_invite(2), PBX_SOURCE), TRUNK)
+    assert clocked.core.pending_transaction_count == 1  # the call admitted just now
 
 
 def test_in_dialog_requests_responses_ack_and_cancel_flow_while_shedding() -> None:
