@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import os
@@ -30,6 +31,7 @@ from proxy.sip.policy import ProxyConfig
 from proxy.tcp_accept import Acceptor, ConnectionBudget, TcpLimits, raise_open_files_limit
 from proxy.tls import TlsConnection, TlsContexts, TlsSettings
 from proxy.transport import TcpConnection, UdpEndpoint
+from proxy.udp_errors import bind_udp
 
 log = logging.getLogger("callerid_proxy.server")
 
@@ -68,6 +70,7 @@ class ProxyServer:
         self._by_peer: dict[tuple[str, int], TcpConnection] = {}
         self._connection_ids = itertools.count(1)
         self._dialling: dict[Target, list[Outgoing]] = {}
+        self._flushing = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_deadline: float | None = None
         self._reload_seq = 0
@@ -100,8 +103,9 @@ class ProxyServer:
     async def start(self) -> None:
         raise_open_files_limit()
         for host, port in self.settings.listen:
+            sock = bind_udp(host, port)
             transport, endpoint = await self._loop.create_datagram_endpoint(
-                lambda: UdpEndpoint(self), local_addr=(host, port)
+                functools.partial(UdpEndpoint, self, sock), sock=sock
             )
             _enlarge_socket_buffers(transport.get_extra_info("socket"))
             self._udp.append((host, endpoint))
@@ -305,14 +309,36 @@ class ProxyServer:
 
     # ----------------------------------------------------------------- output
     def _flush(self) -> None:
-        for outgoing in self.core.datagrams_to_send():
-            try:
-                self._send(outgoing)
-            except (OSError, ValueError) as error:  # ValueError: uvloop on a non-IP address
-                log.warning("send to %s failed: %s", outgoing.target.hostport(), error)
-                self.core.transport_failed(outgoing.target, self._loop.time())
+        self._flushing = True
+        try:
+            # A failed send (or an ICMP error read while sending) makes the core try the next
+            # trunk or answer 503: those go out in the next round, not at the next wakeup.
+            for _ in range(FLUSH_ROUNDS):
+                batch = self.core.datagrams_to_send()
+                if not batch:
+                    break
+                for outgoing in batch:
+                    self._send_one(outgoing)
+        finally:
+            self._flushing = False
         self._handle_events()
         self._arm_timer()
+
+    def _send_one(self, outgoing: Outgoing) -> None:
+        try:
+            self._send(outgoing)
+        except (OSError, ValueError) as error:  # ValueError: uvloop on a non-IP address
+            log.warning("send to %s failed: %s", outgoing.target.hostport(), error)
+            self.core.transport_failed(outgoing.target, self._loop.time())
+
+    def on_unreachable(self, target: Target) -> None:
+        """ICMP said nobody listens at `target` (proxy/udp_errors.py): its pending requests
+        fail over now (RFC 3261 8.1.3.1)."""
+        if log.isEnabledFor(logging.DEBUG):  # the failover itself is an event (logged)
+            log.debug("udp %s unreachable (ICMP)", target.hostport())
+        self.core.transport_failed(target, self._loop.time())
+        if not self._flushing:
+            self._flush()
 
     def _handle_events(self) -> None:
         events = self.core.events_to_handle()
@@ -463,6 +489,7 @@ class ProxyServer:
 
 
 UDP_BUFFER_BYTES = 4 * 1024 * 1024
+FLUSH_ROUNDS = 8  # bounded: each round is a failover step's output
 
 
 def _enlarge_socket_buffers(sock: socket.socket | None) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections import Counter
 from collections.abc import Callable
 from typing import Protocol
@@ -14,6 +15,7 @@ from typing import Protocol
 from proxy.sip.addresses import Source, Target
 from proxy.sip.framing import DEFAULT_MAX_MESSAGE, Frame, StreamFramer
 from proxy.tcp_accept import TcpLimits
+from proxy.udp_errors import read_errors
 
 log = logging.getLogger("callerid_proxy.transport")
 
@@ -27,11 +29,18 @@ class MessageSink(Protocol):
 
     def on_connection_closed(self, connection: TcpConnection) -> None: ...
 
+    def on_unreachable(self, target: Target) -> None: ...
+
 
 class UdpEndpoint(asyncio.DatagramProtocol):
-    def __init__(self, sink: MessageSink) -> None:
+    """One bound UDP socket. `sock`, when given, is that socket with its error queue enabled
+    (proxy/udp_errors.py): an ICMP "unreachable" then tells the sink which destination at once."""
+
+    def __init__(self, sink: MessageSink, sock: socket.socket | None = None) -> None:
         self.sink = sink
+        self.sock = sock
         self.transport: asyncio.DatagramTransport | None = None
+        self._send_failed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's UDP transport does not subclass asyncio.DatagramTransport; same interface.
@@ -42,11 +51,24 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         self.sink.on_message(data, Source("udp", host, port))
 
     def error_received(self, exc: Exception) -> None:
-        # ICMP port unreachable and friends: the transaction timers deal with the silence.
+        """A receive or a send met a pending ICMP error (both loops call this, a send from
+        inside `sendto`): read which destinations were unreachable."""
+        self._send_failed = True
         log.debug("udp error: %s", exc)
+        if self.sock is None:
+            return  # the transaction timers deal with the silence
+        for error in read_errors(self.sock):
+            if error.unreachable:
+                self.sink.on_unreachable(Target("udp", error.host, error.port))
 
     def send(self, data: bytes, target: Target) -> None:
-        if self.transport is not None:
+        if self.transport is None:
+            return
+        self._send_failed = False
+        self.transport.sendto(data, (target.host, target.port))
+        if self._send_failed and self.sock is not None:
+            # The error was an earlier datagram's and this one was not sent; the queue is read
+            # and the error cleared now, so once more (a second failure is left to retransmits).
             self.transport.sendto(data, (target.host, target.port))
 
 

@@ -263,6 +263,8 @@ class TransactionLayer:
                 self._timers.arm(client.key, Timer.NO_ANSWER, now + timeout)
         else:
             self._timers.arm(client.key, Timer.F, now + TIMER_F)
+            if client.probe is not None and self._no_answer_timeout is not None:
+                self._timers.arm(client.key, Timer.NO_ANSWER, now + self._no_answer_timeout)
 
     def client_for(self, branch: str, method: str) -> ClientTransaction | None:
         return self._clients.get((branch, method))
@@ -484,12 +486,23 @@ class TransactionLayer:
         """Not even a provisional from this trunk in time: the next trunk gets the call. This
         one stops being retransmitted to, is CANCELled if it wakes up (RFC 3261 9.1: not before
         a provisional) and ends with Timer B; a late 2xx from it still goes upstream."""
+        if client.probe is not None:
+            self._probe_unanswered(client)
+            return
         server = self._server_of(client)
         if client.state is not State.CALLING or server is None or not self._is_current(client):
             return
         if self._try_next_hop(server, client, None, "no answer"):
             self._timers.cancel(client.key, Timer.A)
             client.cancel_pending = True
+
+    def _probe_unanswered(self, client: ClientTransaction) -> None:
+        """A keepalive with no answer at all within the no-answer timeout has failed (the way
+        a call would fail over), not only at Timer F's 32 s: a silent trunk is marked down
+        after `probe_failures` such probes. A late answer is then a stray."""
+        if client.state is State.TRYING and client.probe is not None:
+            self._actions.append(ProbeResult(client.probe, None))
+            self._end_client(client)
 
     def _try_next_hop(
         self,

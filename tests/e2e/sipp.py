@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import itertools
 import shutil
+import signal
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -63,6 +64,7 @@ class SippResult:
     errors: str
     stderr: str
     messages: str
+    message_file: Path | None = None  # the whole -trace_msg log (timings: trunk_availability.py)
 
     def report(self) -> str:
         code = "killed (timed out)" if self.returncode is None else str(self.returncode)
@@ -161,6 +163,14 @@ class SippProcess:
             self.kill()
         return self.result()
 
+    def quit(self) -> SippResult:
+        """Ask SIPp to stop taking new calls and exit once the current ones ended (SIGUSR1, as
+        its `q` key): for a server that serves an open-ended number of calls (keepalives)."""
+        assert self._process is not None, "start() first"
+        if self._process.poll() is None:
+            self._process.send_signal(signal.SIGUSR1)
+        return self.finish()
+
     def kill(self) -> None:
         if self._process is not None and self._process.poll() is None:
             self._process.kill()
@@ -179,6 +189,7 @@ class SippProcess:
             errors=_tail(self._errors, 200),
             stderr=_tail(self._stderr, 40),
             messages=_tail(self._messages, message_lines),
+            message_file=self._messages,
         )
 
 

@@ -122,13 +122,34 @@ def test_keepalives_go_to_every_trunk_each_interval() -> None:
 
 
 def kill_first_trunk(clocked: Clocked) -> None:
-    """The first trunk never answers its probes; the backup answers every one."""
-    for _ in range(2):
-        for at, out in clocked.advance(clocked.now + 10.0):
+    """The first trunk never answers its probes; the backup answers every one when it comes
+    (within the no-answer timeout, which fails a probe)."""
+    start = clocked.now
+    for round_at in (start, start + 10.0):
+        for at, out in clocked.advance(round_at):
             if out.target == BACKUP and out.data.startswith(b"OPTIONS "):
                 clocked.core.receive(response_to(out.data, 200, "OK"), BACKUP_SOURCE, at)
                 clocked.core.datagrams_to_send()
-    clocked.advance(clocked.now + 40.0)  # Timer F ends the unanswered probes
+    clocked.advance(start + 12.0)  # the no-answer timeout ends the unanswered probes
+
+
+def test_an_unanswered_probe_fails_at_the_no_answer_timeout_not_timer_f() -> None:
+    """Interval 1 s, 2 failures, no-answer 2 s: probes at 0 and 1 fail at 2 and 3, so the silent
+    trunk is down at 3 s; the backup, answering, stays up. A late 200 changes nothing."""
+    clocked = probing(interval=1.0, failures=2)
+    first_round = clocked.advance(0.0)
+    for probe in probes(first_round, BACKUP):
+        clocked.receive(response_to(probe, 200, "OK"), BACKUP_SOURCE, at=0.1)
+    for probe in probes(clocked.advance(1.0), BACKUP):
+        clocked.receive(response_to(probe, 200, "OK"), BACKUP_SOURCE, at=1.1)
+    clocked.advance(2.99)
+    assert [s["up"] for s in clocked.core.trunk_status()] == [True, True]
+    clocked.advance(3.0)
+    assert [s["up"] for s in clocked.core.trunk_status()] == [False, True]
+    assert clocked.core.trunk_status()[0]["probes"] == 2
+    (late,) = probes(first_round, TRUNK)
+    clocked.receive(response_to(late, 200, "OK"), TRUNK_SOURCE, at=3.1)
+    assert clocked.core.trunk_status()[0]["up"] is False
 
 
 def test_a_trunk_failing_its_probes_is_skipped_by_new_calls() -> None:
@@ -147,7 +168,7 @@ def test_a_trunk_failing_its_probes_is_skipped_by_new_calls() -> None:
 def test_a_trunk_answering_again_comes_back_up() -> None:
     clocked = probing()
     kill_first_trunk(clocked)
-    pending = set(probes(clocked.advance(clocked.now + 10.0), TRUNK))  # rounds still retrying
+    pending = set(probes(clocked.advance(clocked.now + 8.0), TRUNK))  # the round at 20 s
     newest = max(pending, key=lambda probe: int(value(probe, "CSeq").split()[0]))
     clocked.receive(response_to(newest, 200, "OK"), TRUNK_SOURCE)
     assert [s["up"] for s in clocked.core.trunk_status()] == [True, True]
