@@ -111,6 +111,7 @@ class TcpConnection(asyncio.Protocol):
         self.idle_timeout = idle_timeout
         self.limits = limits or TcpLimits()
         self.trusted = trusted
+        self._counted_untrusted_close = False
         self.counters: Counter[str] = Counter() if counters is None else counters
         self.transport: asyncio.Transport | None = None
         self.peer: tuple[str, int] = ("", 0)
@@ -152,16 +153,20 @@ class TcpConnection(asyncio.Protocol):
                 self.sink.on_broken_stream(frame, source)
             else:
                 self.sink.on_message(frame.data, source)
-            if not self.trusted or not self.alive:
+            if not self.trusted:  # one answer for an outsider, then closed (by us or the core)
                 self._close_untrusted()
+                return
+            if not self.alive:
                 return
         if not frames and not self.framer.pending and self.trusted:
             self._touch()  # an RFC 5626 CRLF keep-alive from a peer we serve
         self._watch_message(started_now=bool(frames))
 
     def _close_untrusted(self) -> None:
-        if self.alive:
+        if self.transport is not None and not self._counted_untrusted_close:
+            self._counted_untrusted_close = True
             self.counters["tcp_closed_untrusted"] += 1
+        if self.alive:
             self.close()
 
     def _watch_message(self, *, started_now: bool) -> None:

@@ -58,7 +58,7 @@ from proxy.sip.identity import DialogIdentity
 from proxy.sip.message import SipMessage
 from proxy.sip.parse import Message, lenient_split, parse_message
 from proxy.sip.policy import PBX_SIDE, TRUNK_SIDE, CallerIdPolicy, ProxyConfig
-from proxy.sip.responses import build_response
+from proxy.sip.responses import build_response, own_to_tag
 from proxy.sip.transaction_layer import (
     Action,
     ProbeResult,
@@ -330,6 +330,9 @@ class ProxyCore:
     # ----------------------------------------------------------------- requests
     def _on_request(self, msg: Message, source: Source, now: float) -> None:
         if self._transactions.absorb(msg, now):
+            return
+        if msg.method == "ACK" and msg.to_addr.tag == own_to_tag(msg.call_id, msg.from_addr.tag):
+            self.counters["acks_of_our_answers"] += 1  # e.g. of a shed INVITE's 503: it ends here
             return
         side = side_of(self.config, source)
         if side is None:

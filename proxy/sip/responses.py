@@ -6,6 +6,7 @@ Headers copied from the request are copied as bytes (RFC 3261 8.2.6.2), so the U
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 
 from proxy.sip.message import SipMessage
@@ -40,9 +41,7 @@ class ResponseBase:
         value = wire.raw[header.value_start : header.value_end] if header is not None else b""
         tag = b""
         if header is not None and b"tag=" not in value.lower():
-            # Deterministic, so that a retransmitted request gets the very same response.
-            digest = hashlib.sha1(wire.raw[: wire.headers_end]).hexdigest()[:10]
-            tag = b";tag=cp" + digest.encode()
+            tag = b";tag=" + own_to_tag(_value(wire, "call-id"), _from_tag(wire)).encode()
         before = [line for name in _COPIED[:2] for line in _header_bytes(wire, name)]
         after = [line for name in _COPIED[2:] for line in _header_bytes(wire, name)]
         return cls(b"".join(before), value, header is not None, tag, b"".join(after))
@@ -59,6 +58,35 @@ class ResponseBase:
             lines.append(f"{name}: {value}\r\n".encode())
         lines.append(b"Server: " + SERVER_NAME + b"\r\nContent-Length: 0\r\n\r\n")
         return b"".join(lines)
+
+
+def own_to_tag(call_id: str, from_tag: str | None) -> str:
+    """The To tag of a final response the proxy makes itself. Deterministic from what the ACK
+    repeats (Call-ID, From tag), so that a retransmitted request gets the very same response and
+    the ACK of a response we sent without state (a shed INVITE's 503) is known as ours and
+    absorbed, never forwarded (RFC 3261 17.2.1: that ACK ends at the hop that answered)."""
+    seed = f"callerid-proxy\x00{call_id}\x00{from_tag or ''}".encode("utf-8", "surrogateescape")
+    return "cp" + hashlib.sha1(seed).hexdigest()[:10]
+
+
+_FROM_TAG = re.compile(rb";\s*tag\s*=\s*([^;>\s,]+)", re.IGNORECASE)
+
+
+def _value(wire: SipMessage, name: str) -> str:
+    header = wire.get(name)
+    if header is None:
+        return ""
+    return wire.raw[header.value_start : header.value_end].strip().decode("latin-1")
+
+
+def _from_tag(wire: SipMessage) -> str | None:
+    header = wire.get("from")
+    if header is None:
+        return None
+    value = wire.raw[header.value_start : header.value_end]
+    after_uri = value[value.rfind(b">") + 1 :] if b">" in value else value
+    found = _FROM_TAG.search(after_uri)
+    return found.group(1).decode("latin-1") if found else None
 
 
 def build_response(

@@ -153,3 +153,27 @@ def test_memory_of_ended_transactions_is_released() -> None:
     assert clocked.core.transaction_count == 0
     assert clocked.core.get_timer() is None
     assert clocked.core.dialog_count == 100
+
+
+def test_the_ack_of_a_shed_invites_503_ends_here() -> None:
+    """The 503 of a shed INVITE is sent without state, so no transaction absorbs its ACK; the
+    ACK carries our own To tag (Call-ID and From tag decide it), is known as ours, and is never
+    forwarded to the trunk as if it were in a dialog (RFC 3261 17.2.1)."""
+    clocked = bounded(0)
+    (refusal,) = clocked.receive(new_invite(7), PBX_SOURCE)
+    to_line = value(refusal.data, "To")
+    assert ";tag=cp" in to_line
+    ack = in_dialog(
+        "ACK",
+        uri="sip:00442079460000@127.0.0.1:5060",
+        via="SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-new-7;rport",
+        from_=ORIGINAL_FROM,
+        to=to_line,
+        call_id="new-7@pbx",
+        cseq=1,
+    )
+    assert clocked.receive(ack, PBX_SOURCE) == []
+    assert clocked.core.counters["acks_of_our_answers"] == 1
+    # The same 503 again for a retransmission: the To tag does not change.
+    (again,) = clocked.receive(new_invite(7), PBX_SOURCE)
+    assert value(again.data, "To") == to_line
