@@ -21,6 +21,7 @@ from proxy.admin import AdminServer
 from proxy.dns import TrunkResolver
 from proxy.gc_monitor import GcMonitor
 from proxy.loop_health import LoopTicker
+from proxy.memory_trim import MemoryTrimmer
 from proxy.metrics import EventLog, EventMetrics
 from proxy.reloader import Reloader
 from proxy.sip.addresses import Outgoing, Source, Target
@@ -89,6 +90,8 @@ class ProxyServer:
         self._acceptors: list[Acceptor] = []
         self.reloader = Reloader(rules, self._reloaded)
         self.ticker = LoopTicker()
+        self.trimmer = MemoryTrimmer()
+        self.ticker.add(self._trim_after_flood)
         self._admin = AdminServer(
             self.status, self._reload_for_admin, token=settings.admin_token,
             health=self._health, ready=self._readiness,
@@ -228,6 +231,9 @@ class ProxyServer:
             "loop_max_lag_s": round(self.ticker.max_lag, 4),
             "transport": dict(self.transport_counters),
         }
+
+    def _trim_after_flood(self) -> None:
+        self.trimmer.tick(self.core.transaction_count)
 
     def _is_trusted_host(self, host: str) -> bool:
         """The PBX, a trunk or a --trusted network: exempt from the untrusted TCP caps."""
