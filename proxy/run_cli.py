@@ -81,6 +81,16 @@ def _no_answer_timeout(value: object) -> float | None:
     return timeout if timeout > 0 else None
 
 
+def _busy_share(value: object) -> float:
+    try:
+        share = float(text(value)) if not isinstance(value, int | float) else float(value)
+    except ValueError:
+        share = -1.0
+    if isinstance(value, bool) or not 0.1 <= share <= 1.0:
+        raise ValueError(f"expected a share from 0.1 to 1.0, got {value!r}")
+    return share
+
+
 def _probe_interval(value: object) -> float:
     return float(seconds(0.1, 3600)(value))
 
@@ -178,6 +188,9 @@ SETTINGS = table([
             "dialogs remembered for peers that drop Record-Route (default 100000)", "N"),
     Setting("max_loop_lag", seconds(0.001, 60), 0.1,
             "event-loop lag in seconds above which new INVITEs get 503 (default 0.1)", "SECONDS"),
+    Setting("max_busy", _busy_share, 0.9,
+            "share of the time spent handling SIP above which new INVITEs get 503 (default 0.9)",
+            "SHARE"),
     Setting("no_answer_timeout", _no_answer_timeout, 2.0,
             "seconds without even a provisional before the next trunk is tried (default 2; 0: "
             "only Timer B)", "SECONDS"),
@@ -387,6 +400,7 @@ def build_from(values: dict[str, Any]) -> tuple[ProxyConfig, ServerSettings, Pat
         tls=_tls_contexts(values, listening=bool(tls_listen)),
         trunk_resolver=resolver,
         max_loop_lag=values["max_loop_lag"],
+        max_busy=values["max_busy"],
     )
     return config, server_settings, values["rules"]
 

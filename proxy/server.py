@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from time import perf_counter
 from typing import Any
 
 from proxy import control, logs
@@ -53,10 +54,14 @@ class ServerSettings:
     # until it falls under half of it.
     max_loop_lag: float = 0.1
     lag_interval: float = 0.05
+    # Share of each interval spent handling SIP above which new INVITEs are shed (the core
+    # runs on one CPU: at 100% the kernel queue, and so every peer's wait, only grows).
+    max_busy: float = 0.9
 
 
 LAG_RECOVERY = 0.5  # overload ends when the lag falls under this fraction of the threshold
 LAG_SAMPLES = 2  # one late check (a GC pass, the scheduler) is not overload; two in a row are
+BUSY_RECOVERY = 0.75  # and the busy share under this fraction of its bound
 
 
 class ProxyServer:
@@ -83,6 +88,9 @@ class ProxyServer:
         self._lag_handle: asyncio.TimerHandle | None = None
         self._lag_expected = 0.0
         self.loop_lag = 0.0
+        self.busy_share = 0.0  # of the last lag interval, spent handling messages and timers
+        self._busy = 0.0
+        self._lag_started = 0.0
         self._lagging = 0  # checks in a row over the threshold
         # Hostile-input guards (issue 7): caps on accepted TCP, off-loop reloads, loop health.
         self.transport_counters: Counter[str] = Counter()
@@ -219,6 +227,7 @@ class ProxyServer:
             "dialogs": self.core.dialog_count,
             "overloaded": self.core.overloaded,
             "loop_lag": self.loop_lag,
+            "busy_share": round(self.busy_share, 3),
             "trunks": self.core.trunk_status(),
             "tcp_connections": len(self._connections),
             "connections_by_transport": dict(
@@ -272,12 +281,14 @@ class ProxyServer:
 
     # ----------------------------------------------------------------- input from transports
     def on_message(self, data: bytes, source: Source) -> None:
+        started = perf_counter()
         try:
             self.core.receive(data, source, self._loop.time())
         except Exception:  # the process never dies on one message; its events say what it refused
             self.core.counters["internal_errors"] += 1
             log.exception("internal error on a message from %s:%s", source.host, source.port)
         self._flush()
+        self._busy += perf_counter() - started
 
     def on_broken_stream(self, frame: Frame, source: Source) -> None:
         self.core.receive_broken_stream(frame.data, frame.reason, source, status=frame.status)
@@ -358,21 +369,36 @@ class ProxyServer:
     # ----------------------------------------------------------------- overload
     def _schedule_lag_check(self) -> None:
         interval = self.settings.lag_interval
-        self._lag_expected = self._loop.time() + interval
+        self._lag_started = self._loop.time()
+        self._lag_expected = self._lag_started + interval
         self._lag_handle = self._loop.call_later(interval, self._check_lag)
 
     def _check_lag(self) -> None:
-        """How late this callback runs is how long the loop was busy: the core sheds new INVITEs
-        while it is over the threshold."""
-        self.loop_lag = max(0.0, self._loop.time() - self._lag_expected)
-        threshold = self.settings.max_loop_lag
+        """Two signals of overload, like a carrier proxy's: how late this callback runs (the
+        loop was busy with one long thing) and the share of the interval spent handling SIP
+        (the loop is never late when it drains datagrams one by one, while the kernel queue
+        behind it grows to seconds and every peer retransmits). Over either bound twice in a
+        row, the core sheds new INVITEs; both back under their recovery marks, it admits."""
+        now = self._loop.time()
+        self.loop_lag = max(0.0, now - self._lag_expected)
+        elapsed = max(now - self._lag_started, 1e-3)
+        self.busy_share = min(1.0, self._busy / elapsed)
+        self._busy, self._lag_started = 0.0, now
+        threshold, max_busy = self.settings.max_loop_lag, self.settings.max_busy
         overloaded = self.core.overloaded
-        self._lagging = self._lagging + 1 if self.loop_lag > threshold else 0
+        over = self.loop_lag > threshold or self.busy_share > max_busy
+        self._lagging = self._lagging + 1 if over else 0
         if not overloaded and self._lagging >= LAG_SAMPLES:
-            log.warning("loop lag %.0f ms: shedding new INVITEs with 503", self.loop_lag * 1e3)
+            log.warning("loop lag %.0f ms, busy %.0f%%: shedding new INVITEs with 503",
+                        self.loop_lag * 1e3, self.busy_share * 100)
             self.core.set_overloaded(True)
-        elif overloaded and self.loop_lag < threshold * LAG_RECOVERY:
-            log.warning("loop lag back to %.0f ms: admitting new INVITEs", self.loop_lag * 1e3)
+        elif (
+            overloaded
+            and self.loop_lag < threshold * LAG_RECOVERY
+            and self.busy_share < max_busy * BUSY_RECOVERY
+        ):
+            log.warning("loop lag %.0f ms, busy %.0f%%: admitting new INVITEs",
+                        self.loop_lag * 1e3, self.busy_share * 100)
             self.core.set_overloaded(False)
         self._update_gauges()
         self._schedule_lag_check()
@@ -380,6 +406,8 @@ class ProxyServer:
     def _update_gauges(self) -> None:
         gauge = self.metrics.set_gauge
         gauge("callerid_proxy_loop_lag_seconds", "Event loop lag, last sample", self.loop_lag)
+        gauge("callerid_proxy_busy_share", "Share of the last interval spent handling SIP",
+              self.busy_share)
         gauge("callerid_proxy_overloaded", "1 while new INVITEs are shed", self.core.overloaded)
         gauge("callerid_proxy_server_transactions", "Live server transactions",
               self.core.server_transaction_count)
@@ -484,6 +512,7 @@ class ProxyServer:
             self._timer = self._loop.call_at(deadline, self._on_timer)
 
     def _on_timer(self) -> None:
+        started = perf_counter()
         self._timer = None
         self._timer_deadline = None
         try:
@@ -492,6 +521,7 @@ class ProxyServer:
             self.core.counters["internal_errors"] += 1
             log.exception("internal error in timer handling")
         self._flush()
+        self._busy += perf_counter() - started
 
 
 UDP_BUFFER_BYTES = 4 * 1024 * 1024

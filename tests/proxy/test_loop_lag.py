@@ -9,7 +9,7 @@ from pathlib import Path
 
 from proxy.active_rules import ActiveRules
 from proxy.server import ProxyServer, ServerSettings
-from proxy.sip.addresses import Target
+from proxy.sip.addresses import Source, Target
 from proxy.sip.policy import ProxyConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,3 +45,37 @@ async def _lag_and_recover(tmp_path: Path) -> list[bool]:
 
 def test_loop_lag_sets_and_clears_overload(tmp_path: Path) -> None:
     assert asyncio.run(_lag_and_recover(tmp_path)) == [False, False, True, False]
+
+
+async def _busy_and_recover(tmp_path: Path) -> list[bool]:
+    """Datagrams handled one by one never make the loop late, yet at 100% of the time spent on
+    them the kernel queue behind grows: the busy share sheds too."""
+    config = ProxyConfig(
+        advertised=(Target("udp", "127.0.0.1", 5060),),
+        pbx=Target("udp", "127.0.0.1", 5070),
+        trunk=Target("udp", "127.0.0.1", 5080),
+        secret=b"s",
+    )
+    settings = ServerSettings(
+        listen=(("127.0.0.1", 5060),), pid_file=tmp_path / "p.pid", max_loop_lag=0.1,
+        lag_interval=0.02, max_busy=0.9,
+    )
+    server = ProxyServer(config, ActiveRules.load(ROOT / "rules" / "example.yaml"), settings)
+    server.core.receive = lambda data, source, now: time.sleep(0.003)  # type: ignore[method-assign]
+    source = Source("udp", "127.0.0.1", 5070)
+    seen = [server.core.overloaded]
+    server._schedule_lag_check()
+    deadline = time.monotonic() + 0.2
+    while time.monotonic() < deadline:  # back to back, each message 3 ms, the loop never late
+        server.on_message(b"x", source)
+        await asyncio.sleep(0)
+    seen.append(server.core.overloaded)
+    assert server.status()["loop_lag"] < 0.1 and server.busy_share > 0.9
+    await asyncio.sleep(0.1)  # idle: the share falls, admission resumes
+    seen.append(server.core.overloaded)
+    await server.stop()
+    return seen
+
+
+def test_a_loop_busy_all_the_time_sheds_though_never_late(tmp_path: Path) -> None:
+    assert asyncio.run(_busy_and_recover(tmp_path)) == [False, True, False]

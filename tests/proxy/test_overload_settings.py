@@ -25,6 +25,7 @@ def test_defaults() -> None:
     config, server, _ = build_settings(merged_settings(settings_from()))
     assert (config.max_transactions, config.max_dialogs) == (3_000, 100_000)
     assert server.max_loop_lag == 0.1
+    assert server.max_busy == 0.9
 
 
 def test_flags_reach_the_core_and_the_server() -> None:
@@ -34,6 +35,11 @@ def test_flags_reach_the_core_and_the_server() -> None:
     config, server, _ = build_settings(merged_settings(args))
     assert (config.max_transactions, config.max_dialogs) == (500, 7)
     assert server.max_loop_lag == 0.25
+    _, server, _ = build_settings(merged_settings(settings_from("--max-busy", "0.8")))
+    assert server.max_busy == 0.8
+    for bad in ("0", "1.5", "most"):
+        with pytest.raises(SettingsError, match="--max-busy: expected a share from 0.1 to 1.0"):
+            build_settings(merged_settings(settings_from("--max-busy", bad)))
 
 
 @pytest.mark.parametrize("value", ["0", "-3"])
