@@ -38,7 +38,7 @@ def test_flags_reach_the_core_and_the_server() -> None:
     _, server, _ = build_settings(merged_settings(settings_from("--max-busy", "0.8")))
     assert server.max_busy == 0.8
     for bad in ("0", "1.5", "most"):
-        with pytest.raises(SettingsError, match="--max-busy: expected a share from 0.1 to 1.0"):
+        with pytest.raises(SettingsError, match=r"--max-busy: expected a share from 0\.1 to 1\.0"):
             build_settings(merged_settings(settings_from("--max-busy", bad)))
 
 
