@@ -17,7 +17,7 @@ from bench.sipp_run import (
     SippSpec,
 )
 from bench.sipp_stats import Latency, latencies
-from bench.systems import Baseline, Running, System, gc_figures
+from bench.systems import Baseline, Running, System, gc_figures, shed_count
 from tests.e2e.ports import free_port
 
 UAC_MARGIN_S = 40  # a SIPp UAC may run this much longer than its calls take to place
@@ -54,6 +54,9 @@ class RunResult:
     """"capture" (kernel timestamps on lo, bench/capture.py) or "sipp" (4 ms ticks)"""
     wall_s: float
     notes: str
+    # New INVITEs the proxy answered 503 itself (overload shedding, its /metrics): among the
+    # failed calls, those refused at once rather than lost; failed - shed failed once admitted.
+    shed: int | None = None
 
     @property
     def failed_pct(self) -> float | None:
@@ -183,4 +186,5 @@ def _result(
         gc_max_pause_ms=gc.max_pause_ms if gc else None,
         gc_pauses_over_5ms=gc.slow_pauses if gc else None,
         latency_source=latency_source, wall_s=wall_s, notes="; ".join(notes),
+        shed=shed_count(metrics) if metrics else None,
     )  # fmt: skip

@@ -67,6 +67,16 @@ def gc_figures(metrics_text: str) -> GcFigures | None:
     return GcFigures(maximum * 1000, slow) if seen else None
 
 
+def shed_count(metrics_text: str) -> int:
+    """INVITEs answered 503 by the proxy's overload shedding (every series: workers)."""
+    return int(sum(
+        item.value
+        for family in text_string_to_metric_families(metrics_text)
+        for item in family.samples
+        if item.name == "callerid_proxy_shed_total"
+    ))
+
+
 @dataclass
 class Running:
     """A started system: where the PBX sends, what the trunk must see, which process to watch."""
