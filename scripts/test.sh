@@ -24,5 +24,5 @@ if ! command -v stunnel4 >/dev/null 2>&1 || ! command -v kamailio >/dev/null 2>&
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq stunnel4 kamailio
 fi
-python3 -m pip install -q -e '.[test]'
+python3 -m pip install -q -e '.[test,bench]'
 python3 -m pytest -q "$@"
