@@ -67,14 +67,19 @@ def gc_figures(metrics_text: str) -> GcFigures | None:
     return GcFigures(maximum * 1000, slow) if seen else None
 
 
-def shed_count(metrics_text: str) -> int:
-    """INVITEs answered 503 by the proxy's overload shedding (every series: workers)."""
-    return int(sum(
-        item.value
-        for family in text_string_to_metric_families(metrics_text)
-        for item in family.samples
-        if item.name == "callerid_proxy_shed_total"
-    ))
+def shed_count(metrics_text: str) -> int | None:
+    """INVITEs answered 503 by the proxy's overload shedding: its shed counter, or (a `--workers`
+    supervisor, which sums the workers' core counters) the core's `shed` event count."""
+    shed: float | None = None
+    events: float | None = None
+    for family in text_string_to_metric_families(metrics_text):
+        for item in family.samples:
+            if item.name == "callerid_proxy_shed_total":
+                shed = (shed or 0.0) + item.value
+            elif item.name == "callerid_proxy_events_total" and item.labels.get("event") == "shed":
+                events = (events or 0.0) + item.value
+    found = shed if shed is not None else events
+    return None if found is None else int(found)
 
 
 @dataclass

@@ -29,6 +29,7 @@ from bench.systems import (
     check_kamailio_config,
     find_kamailio,
     gc_figures,
+    shed_count,
 )
 from proxy.gc_monitor import GcMonitor
 from tests.e2e.sipp import SIPP
@@ -112,6 +113,22 @@ def test_gc_figures_from_the_proxy_metrics_text() -> None:
     assert figures.max_pause_ms == pytest.approx(monitor.max_pause_s * 1000)
     assert figures.slow_pauses == monitor.slow_pauses
     assert gc_figures("# no gc metrics\n") is None
+
+
+def test_shed_count_from_a_proxy_and_from_a_workers_supervisor() -> None:
+    single = (
+        '# TYPE callerid_proxy_shed counter\n'
+        'callerid_proxy_shed_total{cause="loop lag"} 12.0\n'
+        'callerid_proxy_shed_total{cause="transactions"} 3.0\n'
+        '# TYPE callerid_proxy_events counter\n'
+        'callerid_proxy_events_total{event="shed"} 15.0\n'
+    )
+    assert shed_count(single) == 15
+    supervisor = (
+        '# TYPE callerid_proxy_events counter\ncallerid_proxy_events_total{event="shed"} 7.0\n'
+    )
+    assert shed_count(supervisor) == 7
+    assert shed_count("# nothing shed, nothing known\n") is None
 
 
 # ------------------------------------------------------------------ the same rules everywhere
