@@ -3,7 +3,6 @@ queries is one a running proxy's GET /metrics declares."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import subprocess
@@ -12,8 +11,6 @@ import time
 import urllib.request
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from tests.e2e.ports import free_port
 from tests.e2e.proxy_process import wait_for_status_file
@@ -83,10 +80,6 @@ def scrape(admin: str, wanted: set[str], timeout_s: float = 10.0) -> set[str]:
         time.sleep(0.2)
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("proxy.metrics") is None,
-    reason="the dashboard draws the metrics of proxy/metrics.py (core-txn branch): runs merged",
-)
 def test_every_metric_the_dashboard_queries_is_exposed_by_the_proxy(tmp_path: Path) -> None:
     wanted = queried_names(json.loads(DASHBOARD.read_text()))
     admin = f"127.0.0.1:{free_port()}"
