@@ -14,14 +14,20 @@ import argparse
 import cProfile
 import gc
 import pstats
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from proxy.sip.addresses import Source, Target
-from proxy.sip.core import ProxyCore
-from proxy.sip.policy import CallerIdDecision, CallFacts, ProxyConfig
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # `python3 bench/bench_calls.py` puts bench/, not the repo, first
+    sys.path.insert(0, str(REPO))
+
+from bench.bench_parser import make_core  # noqa: E402  (the same core and fixed policy)
+from proxy.sip.addresses import Source  # noqa: E402
+from proxy.sip.core import ProxyCore  # noqa: E402
 
 PBX = Source("udp", "127.0.0.1", 5070)
 TRUNK = Source("udp", "127.0.0.1", 5080)
@@ -29,22 +35,6 @@ SDP = (
     "v=0\r\no=- 1 1 IN IP4 10.0.0.10\r\ns=-\r\nc=IN IP4 10.0.0.10\r\nt=0 0\r\n"
     "m=audio 4000 RTP/AVP 8\r\n"
 )
-
-
-class FixedPolicy:
-    def decide_call(self, call: CallFacts) -> CallerIdDecision:
-        return CallerIdDecision("+442071234567", "ACME UK", "bench", "v1")
-
-
-def make_core() -> ProxyCore:
-    proxy = Target("udp", "127.0.0.1", 5060)
-    config = ProxyConfig(
-        advertised=(proxy, Target("tcp", "127.0.0.1", 5060)),
-        pbx=Target("udp", "127.0.0.1", 5070),
-        trunk=Target("udp", "127.0.0.1", 5080),
-        secret=b"bench-secret",
-    )
-    return ProxyCore(config, FixedPolicy())
 
 
 def invite(n: int) -> bytes:

@@ -13,20 +13,20 @@ from proxy.sip.addresses import Source, Target
 from proxy.sip.policy import ProxyConfig
 
 ROOT = Path(__file__).resolve().parents[2]
+CONFIG = ProxyConfig(
+    advertised=(Target("udp", "127.0.0.1", 5060),),
+    pbx=Target("udp", "127.0.0.1", 5070),
+    trunk=Target("udp", "127.0.0.1", 5080),
+    secret=b"s",
+)
 
 
 async def _lag_and_recover(tmp_path: Path) -> list[bool]:
-    config = ProxyConfig(
-        advertised=(Target("udp", "127.0.0.1", 5060),),
-        pbx=Target("udp", "127.0.0.1", 5070),
-        trunk=Target("udp", "127.0.0.1", 5080),
-        secret=b"s",
-    )
     settings = ServerSettings(
         listen=(("127.0.0.1", 5060),), pid_file=tmp_path / "p.pid", max_loop_lag=0.1,
         lag_interval=0.02,
     )
-    server = ProxyServer(config, ActiveRules.load(ROOT / "rules" / "example.yaml"), settings)
+    server = ProxyServer(CONFIG, ActiveRules.load(ROOT / "rules" / "example.yaml"), settings)
     seen = [server.core.overloaded]
     server._schedule_lag_check()
     await asyncio.sleep(0.05)
@@ -50,17 +50,11 @@ def test_loop_lag_sets_and_clears_overload(tmp_path: Path) -> None:
 async def _busy_and_recover(tmp_path: Path) -> list[bool]:
     """Datagrams handled one by one never make the loop late, yet at 100% of the time spent on
     them the kernel queue behind grows: the busy share sheds too."""
-    config = ProxyConfig(
-        advertised=(Target("udp", "127.0.0.1", 5060),),
-        pbx=Target("udp", "127.0.0.1", 5070),
-        trunk=Target("udp", "127.0.0.1", 5080),
-        secret=b"s",
-    )
     settings = ServerSettings(
         listen=(("127.0.0.1", 5060),), pid_file=tmp_path / "p.pid", max_loop_lag=0.1,
         lag_interval=0.02, max_busy=0.9,
     )
-    server = ProxyServer(config, ActiveRules.load(ROOT / "rules" / "example.yaml"), settings)
+    server = ProxyServer(CONFIG, ActiveRules.load(ROOT / "rules" / "example.yaml"), settings)
     server.core.receive = lambda data, source, now: time.sleep(0.003)  # type: ignore[method-assign]
     source = Source("udp", "127.0.0.1", 5070)
     seen = [server.core.overloaded]
