@@ -231,6 +231,8 @@ class ProxyCore:
         """The layer's output after ours, in the order things happened."""
         self._outbox += self._transactions.take_outgoing()
         self._events += self._transactions.take_events()
+        for call_id, pbx_tag in self._transactions.take_unestablished():
+            self._dialogs.forget(call_id, pbx_tag)
 
     def _act(self, actions: list[Action], now: float) -> None:
         self._pull()
@@ -551,6 +553,8 @@ class ProxyCore:
         first = self._plan_edits(msg, source, plan, targets[0], now)
         server = self._transactions.open_server(msg, source, now)
         server.plan = plan
+        if plan.shown is not None and msg.from_addr.tag is not None:
+            server.dialog = (msg.call_id, msg.from_addr.tag)
         server.alternatives = list(targets[1:])
         self._start_attempt(server, targets[0], 0, now, first)
 

@@ -49,6 +49,9 @@ class DialogMemory:
         self._entries.move_to_end(key)
         self._evict(now)
 
+    def forget(self, call_id: str, pbx_tag: str) -> None:
+        self._entries.pop((call_id, pbx_tag), None)
+
     def recall(self, call_id: str, pbx_tag: str | None, now: float) -> RememberedDialog | None:
         if pbx_tag is None:
             return None

@@ -102,6 +102,7 @@ class TransactionLayer:
         self._timers = TimerQueue()
         self._servers: dict[ServerKey, ServerTransaction] = {}
         self._pending: set[ServerKey] = set()  # servers that have not sent a final yet
+        self._unestablished: list[tuple[str, str]] = []
         self._clients: dict[ClientKey, ClientTransaction] = {}
         self._outbox: list[Outgoing] = []
         self._events: list[Event] = []
@@ -115,6 +116,12 @@ class TransactionLayer:
     def take_events(self) -> list[Event]:
         events, self._events = self._events, []
         return events
+
+    def take_unestablished(self) -> list[tuple[str, str]]:
+        """Dialog-memory keys of INVITEs answered upstream with a non-2xx final since the last
+        call: those calls never got a dialog to remember."""
+        keys, self._unestablished = self._unestablished, []
+        return keys
 
     def _take_actions(self) -> list[Action]:
         actions, self._actions = self._actions, []
@@ -228,6 +235,10 @@ class TransactionLayer:
     ) -> None:
         server.last_response = data
         self._pending.discard(server.key)
+        if server.dialog is not None:
+            if status >= 300:
+                self._unestablished.append(server.dialog)
+            server.dialog = None
         server.state = next_state(server.machine, server.state, response_input(status))
         server.request, server.plan = None, None  # nothing more to build from them
         server.answer_base = None

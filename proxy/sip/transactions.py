@@ -182,6 +182,9 @@ class ServerTransaction:
     # What our own final answer copies from the request, once the request itself is released
     # (no other trunk left to build it for): the pending call then holds bytes, not a parse.
     answer_base: ResponseBase | None = None
+    # The dialog memory's key (Call-ID, PBX tag) of an outbound INVITE, until its final answer:
+    # a call that never got a 2xx is forgotten then (issue 7: no memory for failed calls).
+    dialog: tuple[str, str] | None = None
     state: State = State.TRYING
     last_response: bytes | None = None
     client_key: ClientKey | None = None

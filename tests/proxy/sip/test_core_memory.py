@@ -190,3 +190,25 @@ def test_a_pending_call_on_its_last_trunk_keeps_bytes_not_its_parse() -> None:
     two.receive(invite(branch="z9hG4bK-inv-2", call_id="call-2@pbx"), PBX_SOURCE)
     (server,) = two.core._transactions._servers.values()
     assert server.request is not None and server.answer_base is None
+
+
+def test_a_call_that_never_got_a_2xx_is_not_remembered() -> None:
+    """The dialog memory is for dialogs (peers that drop Record-Route); an INVITE answered
+    upstream with a non-2xx final, the trunk's or our own 408, leaves nothing in it."""
+    clocked = Clocked(make_core())
+    busy = invite(branch="z9hG4bK-inv-1", call_id="busy@pbx")
+    (fwd,) = sent_to(clocked.receive(busy, PBX_SOURCE), TRUNK)
+    assert clocked.core.dialog_count == 1  # remembered while it may still become a dialog
+    clocked.receive(response_to(fwd, 486, "Busy Here"), TRUNK_SOURCE)
+    assert clocked.core.dialog_count == 0
+    answered = invite(branch="z9hG4bK-inv-2", call_id="answered@pbx")
+    (fwd,) = sent_to(clocked.receive(answered, PBX_SOURCE), TRUNK)
+    ok = response_to(fwd, 200, "OK", extra=f"Contact: <{TRUNK_CONTACT}>")
+    clocked.receive(ok, TRUNK_SOURCE)
+    assert clocked.core.dialog_count == 1  # a dialog: kept
+    clocked.receive(invite(branch="z9hG4bK-inv-3", call_id="silent@pbx"), PBX_SOURCE)
+    assert clocked.core.dialog_count == 2
+    clocked.advance(40.0)  # Timer B: our 408 upstream
+    assert clocked.core.dialog_count == 1
+    clocked.receive(invite(branch="z9hG4bK-inv-4", call_id="next@pbx"), PBX_SOURCE)
+    assert clocked.core.dialog_count == 2  # the answered call and the new one

@@ -143,16 +143,18 @@ def test_the_dialog_memory_is_capped_by_the_config() -> None:
 
 
 def test_memory_of_ended_transactions_is_released() -> None:
-    """A flood of INVITEs to a trunk that never answers: once their timers fire, nothing is left
-    (transactions, timers) but the bounded dialog memory."""
+    """A flood of INVITEs to a trunk that never answers: the dialog memory stays within its
+    bound meanwhile, and once their timers fire nothing is left (transactions, timers, and the
+    remembered dialogs of calls that never got a 2xx)."""
     clocked = bounded(20_000, max_dialogs=100)
     for n in range(500):
         clocked.receive(new_invite(n), PBX_SOURCE, at=n * 0.001)
     assert clocked.core.transaction_count == 1000  # server + client each
+    assert clocked.core.dialog_count == 100
     clocked.advance(200.0)
     assert clocked.core.transaction_count == 0
     assert clocked.core.get_timer() is None
-    assert clocked.core.dialog_count == 100
+    assert clocked.core.dialog_count == 0
 
 
 def test_the_ack_of_a_shed_invites_503_ends_here() -> None:
