@@ -6,12 +6,13 @@ import json
 import signal
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.ports import wait_until
+from tests.e2e.ports import free_port, wait_until
 
 READY_TIMEOUT_S = 15.0
 
@@ -27,6 +28,26 @@ def wait_for_status_file(process: subprocess.Popen[str], pid_file: Path) -> None
         return Path(f"{pid_file}.status").exists()
 
     wait_until(ready, READY_TIMEOUT_S, f"{pid_file}.status")
+
+
+@contextmanager
+def proxy_with_admin(rules: Path, pid_file: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """A bare `callerid-proxy run` on free loopback ports with an admin endpoint: yields the
+    process and the admin HOST:PORT once it is ready, and stops it afterwards."""
+    admin = f"127.0.0.1:{free_port()}"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "proxy", "run", "--rules", str(rules),
+         "--listen", f"127.0.0.1:{free_port()}", "--pbx", "127.0.0.1:5070",
+         "--trunk", "127.0.0.1:5080", "--secret", "s", "--pid-file", str(pid_file),
+         "--admin", admin],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        wait_for_status_file(process, pid_file)
+        yield process, admin
+    finally:
+        process.terminate()
+        process.communicate(timeout=10)
 RELOAD_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 10.0
 DEFAULT_SECRET = "e2e-test-secret"

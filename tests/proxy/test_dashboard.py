@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.ports import free_port
-from tests.e2e.proxy_process import wait_for_status_file
+from tests.e2e.proxy_process import proxy_with_admin
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy" / "grafana-dashboard.json"
@@ -82,19 +79,6 @@ def scrape(admin: str, wanted: set[str], timeout_s: float = 10.0) -> set[str]:
 
 def test_every_metric_the_dashboard_queries_is_exposed_by_the_proxy(tmp_path: Path) -> None:
     wanted = queried_names(json.loads(DASHBOARD.read_text()))
-    admin = f"127.0.0.1:{free_port()}"
-    pid_file = tmp_path / "p.pid"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "proxy", "run", "--rules", str(EXAMPLE_RULES),
-         "--listen", f"127.0.0.1:{free_port()}", "--pbx", "127.0.0.1:5070",
-         "--trunk", "127.0.0.1:5080", "--secret", "s", "--pid-file", str(pid_file),
-         "--admin", admin],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )
-    try:
-        wait_for_status_file(process, pid_file)
+    with proxy_with_admin(EXAMPLE_RULES, tmp_path / "p.pid") as (_, admin):
         exposed = scrape(admin, wanted)
-    finally:
-        process.terminate()
-        process.communicate(timeout=10)
     assert sorted(wanted - exposed) == []

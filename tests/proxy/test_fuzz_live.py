@@ -19,11 +19,9 @@ Bounded: every loop has a count and a deadline; the whole test takes well under 
 from __future__ import annotations
 
 import http.client
-import itertools
 import json
 import os
 import random
-import re
 import shutil
 import signal
 import socket
@@ -41,6 +39,7 @@ from proxy.sip.errors import SipError
 from proxy.sip.message import split_message
 from proxy.sip.parse import parse_message
 from tests.e2e.ports import free_port, wait_until
+from tests.proxy.hostile_support import tracebacks
 from tests.proxy.sip.support import invite, response_to
 from tests.proxy.sip.test_parser import SAMPLES
 from tests.proxy.sip.torture_support import NAMES, call_id_of, check_forwarded, load, status_of
@@ -506,22 +505,6 @@ def valid_call(proxy: Proxy) -> None:
     assert original_from in ok, ok
     assert NUMBER_1001.encode() not in ok, ok
     assert len(parse_message(ok, datagram=True).vias) == 1  # our Via taken off
-
-
-_LOG_RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} ", re.MULTILINE)
-
-
-def tracebacks(log_text: str) -> list[str]:
-    """The log records that carry a traceback or an internal error."""
-    found: list[str] = []
-    starts = [match.start() for match in _LOG_RECORD.finditer(log_text)] + [len(log_text)]
-    for start, end in itertools.pairwise(starts):
-        record = log_text[start:end]
-        if "Traceback" in record or "internal error" in record:
-            found.append(record)
-    if "Traceback" in log_text[: starts[0]]:
-        found.append(log_text[: starts[0]])
-    return found
 
 
 def test_fuzz_and_soak_the_live_proxy(tmp_path: Path) -> None:

@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 from proxy import control
-from tests.e2e.ports import free_port, wait_until
-from tests.e2e.proxy_process import wait_for_status_file
+from tests.e2e.ports import wait_until
+from tests.e2e.proxy_process import proxy_with_admin
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "rules" / "example.yaml"
 
@@ -37,17 +36,8 @@ def reload_and_wait(process: subprocess.Popen[str], pid_file: Path, seq: int) ->
 def test_status_shows_a_refused_reload_then_a_good_one(tmp_path: Path) -> None:
     rules = tmp_path / "rules.yaml"
     rules.write_text(EXAMPLE.read_text())
-    admin = f"127.0.0.1:{free_port()}"
     pid_file = tmp_path / "proxy.pid"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "proxy", "run", "--rules", str(rules),
-         "--listen", f"127.0.0.1:{free_port()}", "--pbx", "127.0.0.1:5070",
-         "--trunk", "127.0.0.1:5080", "--secret", "s", "--pid-file", str(pid_file),
-         "--admin", admin],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )
-    try:
-        wait_for_status_file(process, pid_file)
+    with proxy_with_admin(rules, pid_file) as (process, admin):
         first = get_status(admin)
         assert first["last_reload"] == {
             "ok": True, "version": first["active_version"], "errors": []
@@ -62,6 +52,3 @@ def test_status_shows_a_refused_reload_then_a_good_one(tmp_path: Path) -> None:
         rules.write_text(EXAMPLE.read_text())
         reload_and_wait(process, pid_file, 1)
         assert get_status(admin)["last_reload"]["ok"] is True
-    finally:
-        process.terminate()
-        process.communicate(timeout=10)
