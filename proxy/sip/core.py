@@ -53,12 +53,18 @@ from proxy.sip.events import (
     TrunkProbed,
     TrunkStateChanged,
 )
-from proxy.sip.grammar import parse_sip_uri, uri_scheme
+from proxy.sip.grammar import SipUri, parse_sip_uri, uri_scheme
 from proxy.sip.identity import DialogIdentity
 from proxy.sip.message import SipMessage
+from proxy.sip.our_address import OurAddress
 from proxy.sip.parse import Message, lenient_split, parse_message
 from proxy.sip.policy import PBX_SIDE, TRUNK_SIDE, CallerIdPolicy, ProxyConfig
-from proxy.sip.responses import build_response, own_to_tag
+from proxy.sip.responses import (
+    OWN_TO_TAG_LENGTH,
+    OWN_TO_TAG_PREFIX,
+    build_response,
+    own_to_tag,
+)
 from proxy.sip.transaction_layer import (
     Action,
     ProbeResult,
@@ -333,7 +339,8 @@ class ProxyCore:
     def _on_request(self, msg: Message, source: Source, now: float) -> None:
         if self._transactions.absorb(msg, now):
             return
-        if msg.method == "ACK" and msg.to_addr.tag == own_to_tag(msg.call_id, msg.from_addr.tag):
+        to_tag = msg.to_addr.tag
+        if msg.method == "ACK" and to_tag is not None and _is_own_to_tag(msg, to_tag):
             self.counters["acks_of_our_answers"] += 1  # e.g. of a shed INVITE's 503: it ends here
             return
         side = side_of(self.config, source)
@@ -349,12 +356,12 @@ class ProxyCore:
         if msg.method == "CANCEL":
             self._on_cancel(msg, source, side, now)
             return
-        self._check_forwardable(msg)
+        request_uri = self._check_forwardable(msg)
         if request_edits.is_options_for_us(msg, self.config):
             self._answer_options(msg, source)
             return
-        if msg.to_addr.tag is not None:
-            self._forward_in_dialog(msg, source, side, now)
+        if to_tag is not None:
+            self._forward_in_dialog(msg, source, side, request_uri, now)
         else:
             self._forward_initial(msg, source, side, now)
 
@@ -364,12 +371,14 @@ class ProxyCore:
         response = build_response(msg.wire, 200, "OK")
         self._outbox.append(Outgoing(response, source.reply_target(), source.connection))
 
-    def _check_forwardable(self, msg: Message) -> None:
-        """RFC 3261 16.3 request validation a proxy must do before forwarding."""
+    def _check_forwardable(self, msg: Message) -> SipUri | None:
+        """RFC 3261 16.3 request validation a proxy must do before forwarding. The Request-URI
+        parsed (None for a tel: URI), for what reads it next."""
         scheme = uri_scheme(msg.wire.uri)
         if scheme not in ROUTABLE_SCHEMES:
             raise UnsupportedUriScheme(f"cannot route a {scheme!r} Request-URI")
-        if scheme != "tel" and parse_sip_uri(msg.wire.uri).has_headers:
+        request_uri = parse_sip_uri(msg.wire.uri) if scheme != "tel" else None
+        if request_uri is not None and request_uri.has_headers:
             raise BadRequest("Request-URI carries URI headers ('?'), which a request must not")
         if msg.max_forwards == 0 and msg.method != "ACK":
             raise TooManyHops("Max-Forwards reached 0")
@@ -379,16 +388,19 @@ class ProxyCore:
             raise BadExtension(
                 f"unsupported Proxy-Require: {joined}", extra_headers=(("Unsupported", joined),)
             )
+        return request_uri
 
     def _hop_edits(self, msg: Message, target: Target) -> list[Edit]:
         return request_edits.max_forwards_edits(msg) + request_edits.content_length_edits(
             msg, target
         )
 
-    def _forward_in_dialog(self, msg: Message, source: Source, side: str, now: float) -> None:
+    def _forward_in_dialog(
+        self, msg: Message, source: Source, side: str, request_uri: SipUri | None, now: float
+    ) -> None:
         """Our Route entries off; the dialog's identity (from our token) put back or again."""
         route = request_edits.undo_strict_routing(
-            msg, self.config
+            msg, self.config, request_uri
         ) or request_edits.pop_our_routes(msg, self.config)
         identity, trunk_index = route.identity, route.trunk_index
         if identity is None:  # no token: a peer dropped our Record-Route; ask our memory
@@ -482,9 +494,9 @@ class ProxyCore:
             if msg.from_addr.tag is not None:
                 self._dialogs.remember(msg.call_id, msg.from_addr.tag, identity, trunk_index, now)
         if msg.method in DIALOG_CREATING:
-            upstream = self.config.facing(plan.side, source.transport, source.host)
+            upstream = self.config.facing_address(plan.side, source.transport, source.host)
             edits += request_edits.record_route_edits(
-                msg, self.config, upstream, self._facing(target), identity, trunk_index
+                msg, self.config, upstream, self._facing_address(target), identity, trunk_index
             )
         return edits, restore
 
@@ -522,8 +534,12 @@ class ProxyCore:
         side = self.config.side_of_target(target)
         return self.config.facing(side, target.transport, target.host)
 
+    def _facing_address(self, target: Target) -> OurAddress:
+        side = self.config.side_of_target(target)
+        return self.config.facing_address(side, target.transport, target.host)
+
     def _via_edits(self, msg: Message, source: Source, target: Target, branch: str) -> list[Edit]:
-        return request_edits.via_edits(msg, source, self._facing(target), branch)
+        return request_edits.via_edits(msg, source, self._facing_address(target), branch)
 
     def _forward_stateless(
         self, msg: Message, source: Source, target: Target, edits: list[Edit]
@@ -603,7 +619,7 @@ class ProxyCore:
         branch = outgoing_branch(server.key, _direction(target, attempt))
         via = self._via_edits(msg, source, target, branch)
         data = apply_edits(msg.raw, via + edits, msg.wire.body_end)
-        return branch, data, via[0].data[len(b"Via: ") : -2]
+        return branch, data, request_edits.our_via_value(via)
 
     def _too_large(self, server: ServerTransaction, target: Target, size: int, now: float) -> None:
         """Nothing can carry it to the next hop (RFC 3261 18.1.1): 513 toward the sender at
@@ -741,6 +757,15 @@ class ProxyCore:
     def _close_silently(self, source: Source, close: bool) -> None:
         if close:
             self._outbox.append(Outgoing(b"", source.reply_target(), source.connection, True))
+
+
+def _is_own_to_tag(msg: Message, to_tag: str) -> bool:
+    """`own_to_tag` of this request, hashed only when the tag can be one (`cp` + 10 hex)."""
+    return (
+        len(to_tag) == OWN_TO_TAG_LENGTH
+        and to_tag.startswith(OWN_TO_TAG_PREFIX)
+        and to_tag == own_to_tag(msg.call_id, msg.from_addr.tag)
+    )
 
 
 def _direction(target: Target, attempt: int) -> str:

@@ -2,22 +2,34 @@
 
 Stateless restore like Kamailio's uac `vsf`, but tamper-proof and private: the trunk sees the
 token too, and must learn neither the PBX's extension nor its display name. The construction is
-SIV-like with the standard library only: the synthetic IV is an HMAC-SHA256 over the Call-ID and
+SIV-like with the standard library only: the synthetic IV is a keyed BLAKE2s over the Call-ID and
 the plaintext (it authenticates both, binding the token to its dialog), and the plaintext is
-XORed with an HMAC-SHA256 keystream seeded by that IV. Because the state rides in the dialog's
-route set, a restart or a second instance with the same secret restores too.
+XORed with a SHAKE256 keystream of the encryption key and that IV. Because the state rides in the
+dialog's route set, a restart or a second instance with the same secret restores too.
+
+The keys are derived from the secret once (`IdentitySeal`, held by the config), as before:
+HMAC-SHA256 of the secret and a purpose. Tokens of the previous construction (HMAC-SHA256 for
+both MAC and keystream, a 16-byte IV) are still read, told apart by the IV's length, so that the
+dialogs of calls set up before an upgrade keep restoring; new tokens are always the current one.
 """
 
 from __future__ import annotations
 
-import base64
+import binascii
+import hashlib
 import hmac
 from dataclasses import dataclass
 
 from proxy.sip.errors import BadRequest
 
-_IV_BYTES = 16
 _SEPARATOR = b"\x00"
+_IV_BYTES = 18  # 144 bits; base64url: 24 characters
+_IV_CHARS = 24
+_LEGACY_IV_BYTES = 16  # base64url: 22 characters
+_LEGACY_IV_CHARS = 22
+_TO_URL = bytes.maketrans(b"+/", b"-_")
+_FROM_URL = bytes.maketrans(b"-_", b"+/")
+_PADDING = ("", "", "==", "=")  # by length % 4 (1 cannot be canonical base64)
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,59 +39,102 @@ class DialogIdentity:
 
 
 def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+    encoded = binascii.b2a_base64(data, newline=False).translate(_TO_URL)
+    return encoded.rstrip(b"=").decode("ascii")
 
 
 def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    """Only the canonical unpadded base64url spelling of some bytes (base64 decoding skips stray
+    characters and unused trailing bits: no altered token may decode to our bytes)."""
+    try:
+        encoded = text.encode("ascii")
+        data = binascii.a2b_base64(encoded.translate(_FROM_URL) + _PADDING[len(text) % 4].encode())
+    except ValueError as error:  # binascii.Error and UnicodeEncodeError are ValueErrors
+        raise BadRequest("malformed caller-identity token in Route") from error
+    if _b64(data) != text:
+        raise BadRequest("malformed caller-identity token in Route")
+    return data
 
 
 def _subkey(secret: bytes, purpose: bytes) -> bytes:
-    # hmac.digest: the one-shot C path, same bytes as hmac.new(...).digest(), several times faster
+    # hmac.digest: the one-shot C path, same bytes as hmac.new(...).digest()
     return hmac.digest(secret, b"callerid-proxy identity " + purpose, "sha256")
 
 
-def _synthetic_iv(secret: bytes, call_id: str, plaintext: bytes) -> bytes:
-    message = call_id.encode("latin-1") + _SEPARATOR + plaintext
-    return hmac.digest(_subkey(secret, b"mac"), message, "sha256")[:_IV_BYTES]
+def _xor(data: bytes, stream: bytes) -> bytes:
+    """`data` XOR `stream` (as long as `data`) in one big-integer operation."""
+    mask = int.from_bytes(stream, "big") ^ int.from_bytes(data, "big")
+    return mask.to_bytes(len(data), "big")
 
 
-def _keystream_xor(secret: bytes, iv: bytes, data: bytes) -> bytes:
-    key = _subkey(secret, b"enc")
-    stream = bytearray()
-    counter = 0
-    while len(stream) < len(data):
-        block = iv + counter.to_bytes(4, "big")
-        stream += hmac.digest(key, block, "sha256")
-        counter += 1
-    mask = int.from_bytes(stream[: len(data)], "big")
-    return (int.from_bytes(data, "big") ^ mask).to_bytes(len(data), "big")
+class IdentitySeal:
+    """Seal and unseal dialog identities with the keys of one secret, derived once."""
+
+    __slots__ = ("_enc_key", "_legacy_enc_key", "_legacy_mac_key", "_mac_key")
+
+    def __init__(self, secret: bytes) -> None:
+        self._mac_key = _subkey(secret, b"siv-blake2s mac")  # 32 bytes: BLAKE2s's key size
+        self._enc_key = _subkey(secret, b"siv-shake256 enc")
+        self._legacy_mac_key = _subkey(secret, b"mac")
+        self._legacy_enc_key = _subkey(secret, b"enc")
+
+    def seal(self, call_id: str, identity: DialogIdentity) -> str:
+        """A URI-parameter-safe token (base64url, '.', base64url) for the Record-Route."""
+        plaintext = identity.original_from + _SEPARATOR + identity.rewritten_from
+        iv = self._iv(call_id, plaintext)
+        return _b64(self._encrypt(iv, plaintext)) + "." + _b64(iv)
+
+    def unseal(self, call_id: str, token: str) -> DialogIdentity:
+        """Decrypt and verify a token; a forged, altered or foreign token is a 400."""
+        body, dot, iv_text = token.partition(".")
+        if not dot or len(iv_text) not in (_IV_CHARS, _LEGACY_IV_CHARS):
+            raise BadRequest("malformed caller-identity token in Route")
+        ciphertext, iv = _unb64(body), _unb64(iv_text)
+        if len(iv_text) == _IV_CHARS:
+            plaintext = self._encrypt(iv, ciphertext)
+            expected = self._iv(call_id, plaintext)
+        else:
+            plaintext = self._legacy_keystream_xor(iv, ciphertext)
+            expected = self._legacy_iv(call_id, plaintext)
+        if not hmac.compare_digest(iv, expected):
+            raise BadRequest("caller-identity token in Route failed authentication")
+        original, separator, rewritten = plaintext.partition(_SEPARATOR)
+        if not separator:
+            raise BadRequest("malformed caller-identity token in Route")
+        return DialogIdentity(original_from=original, rewritten_from=rewritten)
+
+    def _iv(self, call_id: str, plaintext: bytes) -> bytes:
+        # The Call-ID length-prefixed, so that (Call-ID, plaintext) pairs never collide.
+        dialog = call_id.encode("latin-1")
+        message = len(dialog).to_bytes(4, "big") + dialog + plaintext
+        return hashlib.blake2s(message, key=self._mac_key, digest_size=_IV_BYTES).digest()
+
+    def _encrypt(self, iv: bytes, data: bytes) -> bytes:
+        """XOR with SHAKE256(key || IV): an XOF gives the whole keystream in one call (a keyed
+        sponge is a PRF, no length extension); the same operation decrypts."""
+        if not data:
+            return b""
+        return _xor(data, hashlib.shake_256(self._enc_key + iv).digest(len(data)))
+
+    # The previous construction, only read (tokens minted before an upgrade).
+    def _legacy_iv(self, call_id: str, plaintext: bytes) -> bytes:
+        message = call_id.encode("latin-1") + _SEPARATOR + plaintext
+        return hmac.digest(self._legacy_mac_key, message, "sha256")[:_LEGACY_IV_BYTES]
+
+    def _legacy_keystream_xor(self, iv: bytes, data: bytes) -> bytes:
+        blocks = (len(data) + 31) // 32
+        key = self._legacy_enc_key
+        stream = b"".join(
+            hmac.digest(key, iv + counter.to_bytes(4, "big"), "sha256") for counter in range(blocks)
+        )
+        return _xor(data, stream[: len(data)]) if data else b""
 
 
 def encode_identity(secret: bytes, call_id: str, identity: DialogIdentity) -> str:
-    """A URI-parameter-safe token (base64url and '.') for the Record-Route."""
-    plaintext = identity.original_from + _SEPARATOR + identity.rewritten_from
-    iv = _synthetic_iv(secret, call_id, plaintext)
-    return _b64(_keystream_xor(secret, iv, plaintext)) + "." + _b64(iv)
+    """`IdentitySeal(secret).seal(...)`: keys derived for this one call (tests, tools)."""
+    return IdentitySeal(secret).seal(call_id, identity)
 
 
 def decode_identity(secret: bytes, call_id: str, token: str) -> DialogIdentity:
-    """Decrypt and verify a token; a forged, altered or foreign token is a 400."""
-    body, dot, iv_text = token.partition(".")
-    try:
-        ciphertext = _unb64(body)
-        iv = _unb64(iv_text)
-    except ValueError as error:
-        raise BadRequest("malformed caller-identity token in Route") from error
-    if _b64(ciphertext) != body or _b64(iv) != iv_text:
-        # base64 decoding skips stray characters and unused trailing bits: only the canonical
-        # spelling is ours, so that no altered token is accepted
-        raise BadRequest("malformed caller-identity token in Route")
-    plaintext = _keystream_xor(secret, iv, ciphertext)
-    expected = _synthetic_iv(secret, call_id, plaintext)
-    if not dot or not hmac.compare_digest(iv, expected):
-        raise BadRequest("caller-identity token in Route failed authentication")
-    original, separator, rewritten = plaintext.partition(_SEPARATOR)
-    if not separator:
-        raise BadRequest("malformed caller-identity token in Route")
-    return DialogIdentity(original_from=original, rewritten_from=rewritten)
+    """`IdentitySeal(secret).unseal(...)`: keys derived for this one call (tests, tools)."""
+    return IdentitySeal(secret).unseal(call_id, token)

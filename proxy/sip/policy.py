@@ -9,6 +9,8 @@ from types import MappingProxyType
 from typing import Protocol
 
 from proxy.sip.addresses import Target
+from proxy.sip.identity import IdentitySeal
+from proxy.sip.our_address import OurAddress
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 PBX_SIDE, TRUNK_SIDE = "pbx", "trunk"
@@ -137,16 +139,32 @@ class ProxyConfig:
     _facing_table: dict[tuple[str, str, bool], Target] = field(
         init=False, repr=False, compare=False, default_factory=dict
     )
+    # Derived: the same as OurAddress, with the Via and Record-Route bytes formatted once.
+    _address_table: dict[tuple[str, str, bool], OurAddress] = field(
+        init=False, repr=False, compare=False, default_factory=dict
+    )
+    # Derived: (host, port) of `advertised` and `peers`: a Route or Request-URI naming one is ours.
+    _our_hostports: frozenset[tuple[str, int]] = field(
+        init=False, repr=False, compare=False, default=frozenset()
+    )
+    # Derived: the keys of the dialog-identity token, from `secret` once.
+    identity_seal: IdentitySeal = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         addresses = frozenset((t.host, t.port) for t in (self.trunk, *self.extra_trunks))
         object.__setattr__(self, "_trunk_addresses", addresses)
+        ours = frozenset((t.host, t.port) for t in (*self.advertised, *self.peers))
+        object.__setattr__(self, "_our_hostports", ours)
+        object.__setattr__(self, "identity_seal", IdentitySeal(self.secret))
         transports = {t.transport for t in self.advertised}  # none: facing() raises as before
         self._facing_table.update(
             ((side, transport, v6), self._compute_facing(side, transport, v6))
             for side in (PBX_SIDE, TRUNK_SIDE)
             for transport in transports
             for v6 in (False, True)
+        )
+        self._address_table.update(
+            (key, OurAddress.of(target)) for key, target in self._facing_table.items()
         )
     # A request from any other source: "reply" a short 403 (never larger than the request), or
     # "drop" it without a word (issue 7; the README's "Trust comes before work" says why reply).
@@ -170,6 +188,17 @@ class ProxyConfig:
         v6 = ":" in peer_host
         found = self._facing_table.get((side, transport, v6))  # computed once, at creation
         return found if found is not None else self._compute_facing(side, transport, v6)
+
+    def facing_address(self, side: str, transport: str, peer_host: str) -> OurAddress:
+        """`facing`, with our Via and Record-Route bytes already formatted."""
+        found = self._address_table.get((side, transport, ":" in peer_host))
+        if found is None:
+            found = OurAddress.of(self.facing(side, transport, peer_host))
+        return found
+
+    def is_our_hostport(self, host: str, port: int) -> bool:
+        """Literally one of `advertised` or `peers` (host as written there, lower case)."""
+        return (host, port) in self._our_hostports
 
     def _compute_facing(self, side: str, transport: str, v6: bool) -> Target:
         same = [t for t in self.advertised if t.transport == transport and (":" in t.host) == v6]

@@ -12,15 +12,16 @@ from proxy.sip.addresses import Source, Target, normalise_host
 from proxy.sip.edits import (
     Edit,
     append_header,
-    insert_first_header,
-    insert_header_before,
+    insert_first_line,
+    insert_line_before,
     remove_header,
     replace_value,
 )
 from proxy.sip.errors import BadRequest, SipError
 from proxy.sip.grammar import SipUri, parse_name_addr, parse_sip_uri, split_comma_values
-from proxy.sip.identity import DialogIdentity, decode_identity, encode_identity
+from proxy.sip.identity import DialogIdentity
 from proxy.sip.message import Header
+from proxy.sip.our_address import OurAddress
 from proxy.sip.parse import Message
 from proxy.sip.policy import ProxyConfig
 from proxy.sip.transactions import Restore
@@ -60,44 +61,50 @@ def proxy_require_options(msg: Message) -> list[str]:
     return options
 
 
-def via_edits(msg: Message, source: Source, ours: Target, branch: str) -> list[Edit]:
+def via_edits(msg: Message, source: Source, ours: OurAddress, branch: str) -> list[Edit]:
     """Our Via on top; received/rport on the sender's Via (RFC 3261 18.2.1, RFC 3581)."""
-    top = msg.vias[0]
-    edits: list[Edit] = []
-    value = msg.raw[top.start : top.params_end].decode("latin-1")
-    rport = _VALUELESS_RPORT.search(value)
-    if rport is not None:
-        start = top.start + rport.start()
-        edits.append(Edit(start, top.start + rport.end(), f";rport={source.port}".encode()))
-    moved = top.host != source.host and normalise_host(top.host) != normalise_host(source.host)
-    if (rport is not None or moved) and "received" not in top.params:
-            edits.append(Edit(top.params_end, top.params_end, f";received={source.host}".encode()))
-    transport = ours.transport.upper()
-    our_via = f"SIP/2.0/{transport} {ours.hostport()};branch={branch};rport".encode()
-    edits.insert(0, insert_first_header(msg.wire, "Via", our_via))
+    top = msg.top_via
+    our_via = ours.via_prefix + branch.encode() + b";rport\r\n"
+    edits = [insert_first_line(msg.wire, our_via)]
+    rport = None
+    if "rport" in top.params:
+        header = msg.wire.header_at(top.header_index)
+        base = header.value_start
+        rport = _VALUELESS_RPORT.search(header.value, top.start - base, top.params_end - base)
+        if rport is not None:
+            at, end = base + rport.start(), base + rport.end()
+            edits.append(Edit(at, end, b";rport=%d" % source.port))
+    if "received" not in top.params and (
+        rport is not None
+        or (top.host != source.host and normalise_host(top.host) != normalise_host(source.host))
+    ):
+        edits.append(Edit(top.params_end, top.params_end, f";received={source.host}".encode()))
     return edits
+
+
+def our_via_value(edits: list[Edit]) -> bytes:
+    """The value of our Via, from the edits `via_edits` made (its first one)."""
+    return edits[0].data[len(b"Via: ") : -2]
 
 
 def _our_uri(uri_text: str, config: ProxyConfig) -> SipUri | None:
     """The URI, parsed once, if it names us or a peer instance (same secret, behind the same
-    dispatcher: its Record-Route entries are ours to take out and its tokens ours to read);
-    the host is normalised only when it is not literally one of those addresses."""
+    dispatcher: its Record-Route entries are ours to take out and its tokens ours to read)."""
     try:
         uri = parse_sip_uri(uri_text)
     except SipError:
         return None
+    return uri if is_our_sip_uri(uri, config) else None
+
+
+def is_our_sip_uri(uri: SipUri, config: ProxyConfig) -> bool:
+    """The host is normalised only when it is not literally one of our addresses."""
     port = uri.port or 5060
-    ours = (*config.advertised, *config.peers) if config.peers else config.advertised
-    if any(uri.host == t.host and port == t.port for t in ours):
-        return uri
+    if config.is_our_hostport(uri.host, port):
+        return True
     if uri.host.replace(".", "").isdigit():
-        return None  # a dotted IPv4 literal is already in normal form: it is not ours
-    host = normalise_host(uri.host)
-    return uri if any(host == t.host and port == t.port for t in ours) else None
-
-
-def _is_our_uri(uri_text: str, config: ProxyConfig) -> bool:
-    return _our_uri(uri_text, config) is not None
+        return False  # a dotted IPv4 literal is already in normal form: it is not ours
+    return config.is_our_hostport(normalise_host(uri.host), port)
 
 
 def is_options_for_us(msg: Message, config: ProxyConfig) -> bool:
@@ -112,8 +119,8 @@ def is_options_for_us(msg: Message, config: ProxyConfig) -> bool:
 def record_route_edits(
     msg: Message,
     config: ProxyConfig,
-    upstream: Target,
-    downstream: Target,
+    upstream: OurAddress,
+    downstream: OurAddress,
     identity: DialogIdentity | None,
     trunk_index: int = 0,
 ) -> list[Edit]:
@@ -121,25 +128,26 @@ def record_route_edits(
     different addresses or transports (RFC 5658), the top one facing downstream. Only the top
     one carries the dialog's parameters: in-dialog requests pop both, in either order. `tr`
     names the trunk of the dialog when it is not the first one."""
-    params = f";{TRUNK_PARAM}={trunk_index}" if trunk_index else ""
+    params = b";%s=%d" % (TRUNK_PARAM.encode(), trunk_index) if trunk_index else b""
     if identity is not None:
-        params += f";{IDENTITY_PARAM}=" + encode_identity(config.secret, msg.call_id, identity)
-    values = [_record_route_uri(downstream, params)]
-    if upstream != downstream:
-        values.append(_record_route_uri(upstream, ""))
+        token = config.identity_seal.seal(msg.call_id, identity)
+        params += b";" + IDENTITY_PARAM.encode() + b"=" + token.encode("ascii")
+    lines = [b"Record-Route: " + downstream.record_route_prefix + params + b">\r\n"]
+    if upstream.target != downstream.target:
+        lines.append(b"Record-Route: " + upstream.record_route_prefix + b">\r\n")
     existing = msg.wire.get("record-route")
     if existing is not None:
-        return [insert_header_before(existing, "Record-Route", value) for value in values]
+        return [insert_line_before(existing, line) for line in lines]
     # Not between two Via rows: some parsers only look at the first contiguous block.
-    after_vias = msg.wire.headers[msg.vias[-1].header_index].end
-    return [Edit(after_vias, after_vias, b"Record-Route: " + value + b"\r\n") for value in values]
+    after_vias = msg.wire.header_at(msg.vias[-1].header_index).end
+    return [Edit(after_vias, after_vias, line) for line in lines]
 
 
-def _record_route_uri(ours: Target, params: str) -> bytes:
-    # RFC 3261 19.1.1: transport=tcp|tls names a stream transport; `sip:` with transport=tls
-    # (not `sips:`) since the hop to us is TLS but what lies beyond is not ours to promise.
-    transport_param = f";transport={ours.transport}" if ours.transport != "udp" else ""
-    return f"<sip:{ours.hostport()}{transport_param};lr{params}>".encode()
+def _comma_values(value: str) -> list[tuple[int, int]]:
+    """The spans of a list header's values; one value (most Route headers) without a scan."""
+    if "," not in value:
+        return [(0, len(value))]  # a Header's value has no surrounding whitespace
+    return split_comma_values(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +165,7 @@ def pop_our_routes(msg: Message, config: ProxyConfig) -> OurRoute:
     identity: DialogIdentity | None = None
     trunk_index = 0
     for header in msg.wire.get_all("route"):
-        spans = split_comma_values(header.value)
+        spans = _comma_values(header.value)
         mine = 0
         for start, end in spans:
             value = parse_name_addr(header.value[start:end], header.value_start + start)
@@ -177,10 +185,6 @@ def pop_our_routes(msg: Message, config: ProxyConfig) -> OurRoute:
     return OurRoute(edits, identity, trunk_index)
 
 
-def _trunk_index_of(uri: str, config: ProxyConfig) -> int:
-    return _trunk_index_in(parse_sip_uri(uri).params, config)
-
-
 def _trunk_index_in(params: dict[str, str | None], config: ProxyConfig) -> int:
     text = params.get(TRUNK_PARAM)
     if text is None:
@@ -191,10 +195,6 @@ def _trunk_index_in(params: dict[str, str | None], config: ProxyConfig) -> int:
     return int(text)
 
 
-def _identity_of(uri: str, call_id: str, config: ProxyConfig) -> DialogIdentity | None:
-    return _identity_in(parse_sip_uri(uri).params, call_id, config)
-
-
 def _identity_in(
     params: dict[str, str | None], call_id: str, config: ProxyConfig
 ) -> DialogIdentity | None:
@@ -203,18 +203,21 @@ def _identity_in(
     token = params[IDENTITY_PARAM]
     if not token:
         raise BadRequest("empty caller-identity token in Route")
-    return decode_identity(config.secret, call_id, token)
+    return config.identity_seal.unseal(call_id, token)
 
 
-def undo_strict_routing(msg: Message, config: ProxyConfig) -> OurRoute | None:
-    """RFC 3261 16.4: a strict router before us put our Record-Route URI in the Request-URI.
-    Put the remote target (the last Route value) back there and take it out of the Route set."""
-    if not _is_our_uri(msg.wire.uri, config):
+def undo_strict_routing(
+    msg: Message, config: ProxyConfig, request_uri: SipUri | None
+) -> OurRoute | None:
+    """RFC 3261 16.4: a strict router before us put our Record-Route URI in the Request-URI
+    (`request_uri`, parsed by the caller; None when it is no SIP URI). Put the remote target
+    (the last Route value) back there and take it out of the Route set."""
+    if request_uri is None or not is_our_sip_uri(request_uri, config):
         return None
     values = [
         (header, spans, index)
         for header in msg.wire.get_all("route")
-        for spans in [split_comma_values(header.value)]
+        for spans in [_comma_values(header.value)]
         for index in range(len(spans))
     ]
     if not values:
@@ -227,8 +230,8 @@ def undo_strict_routing(msg: Message, config: ProxyConfig) -> OurRoute | None:
         Edit(uri_start, uri_start + len(msg.wire.uri), target.uri.encode("latin-1")),
         _remove_list_value(header, spans, index),
     ]
-    identity = _identity_of(msg.wire.uri, msg.call_id, config)
-    return OurRoute(edits, identity, _trunk_index_of(msg.wire.uri, config))
+    identity = _identity_in(request_uri.params, msg.call_id, config)
+    return OurRoute(edits, identity, _trunk_index_in(request_uri.params, config))
 
 
 def _remove_list_value(header: Header, spans: list[tuple[int, int]], index: int) -> Edit:
@@ -244,7 +247,7 @@ def restore_from_record_route(msg: Message, config: ProxyConfig) -> Restore | No
     """For a response without transaction: which identity header to give back, from our token."""
     identity = None
     for header in msg.wire.get_all("record-route"):
-        for start, end in split_comma_values(header.value):
+        for start, end in _comma_values(header.value):
             value = parse_name_addr(header.value[start:end], header.value_start + start)
             uri = _our_uri(value.uri, config)
             if uri is not None:

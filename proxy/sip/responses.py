@@ -12,15 +12,24 @@ from dataclasses import dataclass
 from proxy.sip.message import SipMessage
 
 SERVER_NAME = b"callerid-proxy"
-_COPIED = ("via", "from", "call-id", "cseq")
+OWN_TO_TAG_PREFIX = "cp"
+OWN_TO_TAG_LENGTH = len(OWN_TO_TAG_PREFIX) + 10
+_TAIL = b"Server: " + SERVER_NAME + b"\r\nContent-Length: 0\r\n\r\n"
+_STATUS_LINES = {
+    (100, "Trying"): b"SIP/2.0 100 Trying\r\n",
+    (200, "OK"): b"SIP/2.0 200 OK\r\n",
+}
 
 
-def _header_bytes(wire: SipMessage, name: str) -> list[bytes]:
+def _copied_lines(wire: SipMessage, names: tuple[str, ...]) -> bytes:
+    """The header lines `names`, as the request had them (line endings included), joined."""
+    raw = wire.raw
     lines = []
-    for header in wire.get_all(name):
-        line = wire.raw[header.start : header.end]
-        lines.append(line if line.endswith(b"\n") else line + b"\r\n")
-    return lines
+    for name in names:
+        for header in wire.get_all(name):
+            line = raw[header.start : header.end]
+            lines.append(line if line.endswith(b"\n") else line + b"\r\n")
+    return b"".join(lines)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,27 +45,35 @@ class ResponseBase:
     call_id_cseq: bytes
 
     @classmethod
-    def of(cls, wire: SipMessage) -> ResponseBase:
+    def of(cls, wire: SipMessage, *, final: bool = True) -> ResponseBase:
+        """`final`: our To tag is worked out too (a 100 Trying carries none, RFC 3261 8.2.6.2)."""
         header = wire.get("to")
         value = wire.raw[header.value_start : header.value_end] if header is not None else b""
         tag = b""
-        if header is not None and b"tag=" not in value.lower():
+        if final and header is not None and b"tag=" not in value.lower():
             tag = b";tag=" + own_to_tag(_value(wire, "call-id"), _from_tag(wire)).encode()
-        before = [line for name in _COPIED[:2] for line in _header_bytes(wire, name)]
-        after = [line for name in _COPIED[2:] for line in _header_bytes(wire, name)]
-        return cls(b"".join(before), value, header is not None, tag, b"".join(after))
+        return cls(
+            _copied_lines(wire, ("via", "from")),
+            value,
+            header is not None,
+            tag,
+            _copied_lines(wire, ("call-id", "cseq")),
+        )
 
     def render(
         self, status: int, reason: str, extra_headers: tuple[tuple[str, str], ...] = ()
     ) -> bytes:
-        lines = [f"SIP/2.0 {status} {reason}\r\n".encode(), self.via_from]
+        status_line = _STATUS_LINES.get((status, reason))
+        if status_line is None:
+            status_line = f"SIP/2.0 {status} {reason}\r\n".encode()
+        lines = [status_line, self.via_from]
         if self.has_to:
             tag = self.to_tag if status > 100 else b""
             lines.append(b"To: " + self.to_value + tag + b"\r\n")
         lines.append(self.call_id_cseq)
         for name, value in extra_headers:
             lines.append(f"{name}: {value}\r\n".encode())
-        lines.append(b"Server: " + SERVER_NAME + b"\r\nContent-Length: 0\r\n\r\n")
+        lines.append(_TAIL)
         return b"".join(lines)
 
 
@@ -66,7 +83,7 @@ def own_to_tag(call_id: str, from_tag: str | None) -> str:
     the ACK of a response we sent without state (a shed INVITE's 503) is known as ours and
     absorbed, never forwarded (RFC 3261 17.2.1: that ACK ends at the hop that answered)."""
     seed = f"callerid-proxy\x00{call_id}\x00{from_tag or ''}".encode("utf-8", "surrogateescape")
-    return "cp" + hashlib.sha1(seed).hexdigest()[:10]
+    return OWN_TO_TAG_PREFIX + hashlib.sha1(seed).hexdigest()[:10]
 
 
 _FROM_TAG = re.compile(rb";\s*tag\s*=\s*([^;>\s,]+)", re.IGNORECASE)
@@ -95,7 +112,7 @@ def build_response(
     reason: str,
     extra_headers: tuple[tuple[str, str], ...] = (),
 ) -> bytes:
-    return ResponseBase.of(wire).render(status, reason, extra_headers)
+    return ResponseBase.of(wire, final=status > 100).render(status, reason, extra_headers)
 
 
 def build_hop_request(
