@@ -363,7 +363,7 @@ class ProxyCore:
         if to_tag is not None:
             self._forward_in_dialog(msg, source, side, request_uri, now)
         else:
-            self._forward_initial(msg, source, side, now)
+            self._forward_initial(msg, source, side, request_uri, now)
 
     def _answer_options(self, msg: Message, source: Source) -> None:
         """RFC 3261 11.2: we are the OPTIONS' target (a dispatcher's keepalive): 200 here."""
@@ -418,7 +418,9 @@ class ProxyCore:
         plan = ForwardPlan(side, None, tuple(edits), restore, True, trunk_index)
         self._forward_stateful(msg, source, plan, (target,), now)
 
-    def _forward_initial(self, msg: Message, source: Source, side: str, now: float) -> None:
+    def _forward_initial(
+        self, msg: Message, source: Source, side: str, request_uri: SipUri | None, now: float
+    ) -> None:
         """Out of dialog: to the trunks in order (failover) or to the PBX. An outbound INVITE
         gets its caller ID decided here, once, whichever trunk ends up taking it."""
         targets = self._outbound_trunks() if side == PBX else (self.config.pbx,)
@@ -431,7 +433,8 @@ class ProxyCore:
             return
         # An outbound proxy setting on the PBX puts our URI in a Route: ours to remove (16.4).
         our_routes = request_edits.pop_our_routes(msg, self.config).edits
-        shown = self._decide_caller_id(msg) if side == PBX and msg.method == "INVITE" else None
+        outbound_invite = side == PBX and msg.method == "INVITE"
+        shown = self._decide_caller_id(msg, request_uri) if outbound_invite else None
         inbound_trunk = trunk_index_of(self.config, source) if side == TRUNK else 0
         plan = ForwardPlan(side, shown, tuple(our_routes), None, False, inbound_trunk)
         if msg.method == "ACK":  # a stray ACK outside any dialog: nothing to keep state for
@@ -511,14 +514,18 @@ class ProxyCore:
         edits = replace_identity_header(msg, "to", identity.original_from)
         return edits, Restore("to", identity.rewritten_from)
 
-    def _decide_caller_id(self, msg: Message) -> ShownIdentity:
+    def _decide_caller_id(self, msg: Message, request_uri: SipUri | None) -> ShownIdentity:
         decision = self.policy.decide_call(MessageCallFacts(msg))
+        if request_uri is not None:
+            destination = request_uri.user or ""
+        else:
+            destination = request_edits.uri_user(msg.wire.uri)  # tel: its number
         self.counters["caller_id_decisions"] += 1
         self._events.append(
             CallerIdDecided(
                 msg.call_id,
                 decision.user,
-                request_edits.uri_user(msg.wire.uri),
+                destination,
                 decision.number,
                 decision.name,
                 decision.reason,

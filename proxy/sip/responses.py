@@ -36,29 +36,38 @@ def _copied_lines(wire: SipMessage, names: tuple[str, ...]) -> bytes:
 class ResponseBase:
     """What a response of ours copies from a request (RFC 3261 8.2.6.2), kept as bytes: a
     pending server transaction holds this instead of the parsed request once nothing more has
-    to be built from it (a few hundred bytes instead of the request's parse)."""
+    to be built from it (a few hundred bytes instead of the request's parse). Our To tag is
+    worked out only when a final response is rendered (most calls never get one of ours)."""
 
     via_from: bytes  # the Via lines, then From, as the request had them
     to_value: bytes  # the To header's value, b"" when the request had none
     has_to: bool
-    to_tag: bytes  # ours, added to a final when the request's To has no tag
     call_id_cseq: bytes
+    tag_seed: tuple[bytes, bytes] | None  # (Call-ID, From) values when To has no tag
 
     @classmethod
-    def of(cls, wire: SipMessage, *, final: bool = True) -> ResponseBase:
-        """`final`: our To tag is worked out too (a 100 Trying carries none, RFC 3261 8.2.6.2)."""
+    def of(cls, wire: SipMessage) -> ResponseBase:
         header = wire.get("to")
         value = wire.raw[header.value_start : header.value_end] if header is not None else b""
-        tag = b""
-        if final and header is not None and b"tag=" not in value.lower():
-            tag = b";tag=" + own_to_tag(_value(wire, "call-id"), _from_tag(wire)).encode()
+        seed = None
+        if header is not None and b"tag=" not in value.lower():
+            seed = (_value(wire, "call-id"), _value(wire, "from"))
         return cls(
             _copied_lines(wire, ("via", "from")),
             value,
             header is not None,
-            tag,
             _copied_lines(wire, ("call-id", "cseq")),
+            seed,
         )
+
+    @property
+    def to_tag(self) -> bytes:
+        """Ours, added to a final when the request's To has no tag."""
+        if self.tag_seed is None:
+            return b""
+        call_id, from_value = self.tag_seed
+        tag = own_to_tag(call_id.strip().decode("latin-1"), _from_tag(from_value))
+        return b";tag=" + tag.encode()
 
     def render(
         self, status: int, reason: str, extra_headers: tuple[tuple[str, str], ...] = ()
@@ -89,18 +98,12 @@ def own_to_tag(call_id: str, from_tag: str | None) -> str:
 _FROM_TAG = re.compile(rb";\s*tag\s*=\s*([^;>\s,]+)", re.IGNORECASE)
 
 
-def _value(wire: SipMessage, name: str) -> str:
+def _value(wire: SipMessage, name: str) -> bytes:
     header = wire.get(name)
-    if header is None:
-        return ""
-    return wire.raw[header.value_start : header.value_end].strip().decode("latin-1")
+    return b"" if header is None else wire.raw[header.value_start : header.value_end]
 
 
-def _from_tag(wire: SipMessage) -> str | None:
-    header = wire.get("from")
-    if header is None:
-        return None
-    value = wire.raw[header.value_start : header.value_end]
+def _from_tag(value: bytes) -> str | None:
     after_uri = value[value.rfind(b">") + 1 :] if b">" in value else value
     found = _FROM_TAG.search(after_uri)
     return found.group(1).decode("latin-1") if found else None
@@ -112,7 +115,7 @@ def build_response(
     reason: str,
     extra_headers: tuple[tuple[str, str], ...] = (),
 ) -> bytes:
-    return ResponseBase.of(wire, final=status > 100).render(status, reason, extra_headers)
+    return ResponseBase.of(wire).render(status, reason, extra_headers)
 
 
 def build_hop_request(
