@@ -28,6 +28,9 @@ from proxy.sip.transactions import Restore
 
 IDENTITY_PARAM = "cid"
 TRUNK_PARAM = "tr"
+_USERLESS_SIP_URI = re.compile(
+    r"(sips?):(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-.]+)(?::([0-9]{1,5}))?", re.IGNORECASE
+)
 _VALUELESS_RPORT = re.compile(r";[ \t]*rport(?=[ \t]*(?:;|$))", re.IGNORECASE)
 
 
@@ -91,10 +94,33 @@ def _our_uri(uri_text: str, config: ProxyConfig) -> SipUri | None:
     """The URI, parsed once, if it names us or a peer instance (same secret, behind the same
     dispatcher: its Record-Route entries are ours to take out and its tokens ours to read)."""
     try:
-        uri = parse_sip_uri(uri_text)
+        uri = _parse_route_uri(uri_text)
     except SipError:
         return None
     return uri if is_our_sip_uri(uri, config) else None
+
+
+def _parse_route_uri(text: str) -> SipUri:
+    """`parse_sip_uri` of a URI without user part or headers (ours, in Route and Record-Route)
+    by a pattern that cannot backtrack; anything else is left to `parse_sip_uri`."""
+    head, semicolon, params = text.partition(";")
+    match = None if "@" in text or "?" in text else _USERLESS_SIP_URI.fullmatch(head)
+    if match is None:
+        return parse_sip_uri(text)
+    port = int(match[3]) if match[3] else None
+    if port is not None and not 0 < port < 65536:
+        return parse_sip_uri(text)  # refused there
+    found = _uri_params(params) if semicolon else {}
+    return SipUri(match[1].lower(), None, match[2].lower(), port, found, False)
+
+
+def _uri_params(text: str) -> dict[str, str | None]:
+    """`name[=value]` items after the first `;`, as `parse_sip_uri` gives them."""
+    found: dict[str, str | None] = {}
+    for item in text.split(";"):
+        name, equals, value = item.partition("=")
+        found[name.strip().lower()] = value if equals else None
+    return found
 
 
 def is_our_sip_uri(uri: SipUri, config: ProxyConfig) -> bool:

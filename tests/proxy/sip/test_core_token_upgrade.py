@@ -7,10 +7,15 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from proxy.sip.addresses import Target
+from proxy.sip.errors import BadRequest
+from proxy.sip.grammar import SipUri, parse_sip_uri
 from proxy.sip.our_address import OurAddress
 from proxy.sip.policy import PBX_SIDE, TRUNK_SIDE, ProxyConfig
+from proxy.sip.requests import _parse_route_uri
 from tests.proxy.sip.support import (
     CALLEE,
     ORIGINAL_FROM,
@@ -126,3 +131,26 @@ def test_the_config_formats_its_facing_addresses_once_and_as_facing_says() -> No
                 assert address is config.facing_address(side, transport, peer)  # no per call work
     trunk_side = config.facing_address(TRUNK_SIDE, "udp", "127.0.0.1")
     assert trunk_side.via_prefix == b"Via: SIP/2.0/UDP 203.0.113.9:5060;branch="
+
+
+@given(
+    st.sampled_from(["sip", "sips", "SIP", "tel"]),
+    st.sampled_from(["", "user@", "a;b=c@", "u:pw@"]),
+    st.sampled_from(["127.0.0.1", "[::1]", "Proxy.Example.COM", "bad host", "", "h\n", "[::1"]),
+    st.sampled_from(["", ":5060", ":0", ":70000", ":x"]),
+    st.lists(st.text(alphabet="abc=; ?@LR-_.", max_size=12), max_size=4),
+)
+def test_route_uris_parse_as_the_grammar_parses_them(
+    scheme: str, user: str, host: str, port: str, params: list[str]
+) -> None:
+    text = f"{scheme}:{user}{host}{port}" + "".join(";" + p for p in params)
+    expected: SipUri | str
+    try:
+        expected = parse_sip_uri(text)
+    except BadRequest:
+        expected = "refused"
+    try:
+        got: SipUri | str = _parse_route_uri(text)
+    except BadRequest:
+        got = "refused"
+    assert got == expected
