@@ -29,7 +29,9 @@ _LEGACY_IV_BYTES = 16  # base64url: 22 characters
 _LEGACY_IV_CHARS = 22
 _TO_URL = bytes.maketrans(b"+/", b"-_")
 _FROM_URL = bytes.maketrans(b"-_", b"+/")
-_PADDING = ("", "", "==", "=")  # by length % 4 (1 cannot be canonical base64)
+_PADDING = (b"", b"", b"==", b"=")  # by length % 4 (1 cannot be canonical base64)
+# The last character of 2 or 3 characters in the last quantum carries 2 or 4 unused bits: zero.
+_CANONICAL_LAST = {2: "AQgw", 3: "AEIMQUYcgkosw048"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,16 +46,19 @@ def _b64(data: bytes) -> str:
 
 
 def _unb64(text: str) -> bytes:
-    """Only the canonical unpadded base64url spelling of some bytes (base64 decoding skips stray
-    characters and unused trailing bits: no altered token may decode to our bytes)."""
+    """Only the canonical unpadded base64url spelling of some bytes: base64 decoding would
+    accept padding, the other alphabet's `+/` and nonzero unused bits of the last character, so
+    that an altered token could decode to our bytes. Strict mode refuses any other character."""
+    remainder = len(text) % 4
+    if remainder and text[-1] not in _CANONICAL_LAST.get(remainder, ""):
+        raise BadRequest("malformed caller-identity token in Route")
+    if "+" in text or "/" in text or "=" in text:
+        raise BadRequest("malformed caller-identity token in Route")
     try:
-        encoded = text.encode("ascii")
-        data = binascii.a2b_base64(encoded.translate(_FROM_URL) + _PADDING[len(text) % 4].encode())
+        encoded = text.encode("ascii").translate(_FROM_URL) + _PADDING[remainder]
+        return binascii.a2b_base64(encoded, strict_mode=True)
     except ValueError as error:  # binascii.Error and UnicodeEncodeError are ValueErrors
         raise BadRequest("malformed caller-identity token in Route") from error
-    if _b64(data) != text:
-        raise BadRequest("malformed caller-identity token in Route")
-    return data
 
 
 def _subkey(secret: bytes, purpose: bytes) -> bytes:

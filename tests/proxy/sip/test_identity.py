@@ -205,3 +205,27 @@ def test_a_forged_token_of_the_right_shape_is_refused(
         iv = (random_iv * length)[:length]
         with pytest.raises(BadRequest):
             decode_identity(SECRET, call_id, f"{body}.{_text(iv)}")
+
+
+def _same_bytes_spellings(part: str) -> list[str]:
+    """Other spellings a lenient base64 decoder reads as the same bytes."""
+    spellings = [part + "=" * (-len(part) % 4), part.replace("-", "+").replace("_", "/")]
+    if len(part) % 4 in (2, 3):  # unused low bits of the last character set
+        index = BASE64URL.index(part[-1])
+        spellings.append(part[:-1] + BASE64URL[index | 1])
+    return [spelling for spelling in spellings if spelling != part]
+
+
+@given(from_values, from_values, call_ids)
+def test_no_other_spelling_of_the_same_bytes_is_accepted(
+    original: bytes, rewritten: bytes, call_id: str
+) -> None:
+    token = encode_identity(SECRET, call_id, DialogIdentity(original, rewritten))
+    body, iv = token.split(".")
+    for other in _same_bytes_spellings(body):
+        assert _raw(other.replace("+", "-").replace("/", "_")) == _raw(body)
+        with pytest.raises(BadRequest):
+            decode_identity(SECRET, call_id, f"{other}.{iv}")
+    for other in _same_bytes_spellings(iv):
+        with pytest.raises(BadRequest):
+            decode_identity(SECRET, call_id, f"{body}.{other}")
