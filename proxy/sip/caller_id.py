@@ -136,16 +136,20 @@ def replace_identity_header(msg: Message, name: str, value: bytes) -> list[Edit]
 
 
 class MessageCallFacts:
-    """CallFacts of one parsed INVITE: each place is read from its header only when asked."""
+    """CallFacts of one parsed INVITE: each place is read from its header only when asked.
+    `destination`, when given, is the Request-URI's user part the caller already parsed."""
 
-    __slots__ = ("_msg",)
+    __slots__ = ("_destination", "_msg")
 
-    def __init__(self, msg: Message) -> None:
+    def __init__(self, msg: Message, destination: str | None = None) -> None:
         self._msg = msg
+        self._destination = destination
 
     @property
     def destination(self) -> str:
-        return _uri_user(self._msg.wire.uri)
+        if self._destination is None:
+            self._destination = _uri_user(self._msg.wire.uri)
+        return self._destination
 
     @property
     def privacy_requested(self) -> bool:

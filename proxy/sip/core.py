@@ -515,11 +515,11 @@ class ProxyCore:
         return edits, Restore("to", identity.rewritten_from)
 
     def _decide_caller_id(self, msg: Message, request_uri: SipUri | None) -> ShownIdentity:
-        decision = self.policy.decide_call(MessageCallFacts(msg))
         if request_uri is not None:
             destination = request_uri.user or ""
         else:
             destination = request_edits.uri_user(msg.wire.uri)  # tel: its number
+        decision = self.policy.decide_call(MessageCallFacts(msg, destination))
         self.counters["caller_id_decisions"] += 1
         self._events.append(
             CallerIdDecided(
