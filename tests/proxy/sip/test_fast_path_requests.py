@@ -1,6 +1,6 @@
-"""The fast path's token and address bytes (issue 6): a dialog set up by the version before it
-keeps restoring, and our Via / Record-Route bytes formatted at config time are the ones the
-RFCs ask for."""
+"""The request side of the fast path (issue 6): a dialog whose token the version before it made
+keeps restoring; our Via / Record-Route bytes, formatted at config time, are the ones the RFCs ask
+for; our Route URIs parse as the grammar parses them."""
 
 from __future__ import annotations
 
