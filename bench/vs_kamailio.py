@@ -193,7 +193,8 @@ def print_run(run: RunResult) -> None:
 
     print(
         f"  {run.transport} {run.rate:>6g}/s {run.system:<18} attempted {show(run.attempted)} "
-        f"ok {show(run.ok)} failed {show(run.failed)} (503 shed {show(run.shed)}) "
+        f"ok {show(run.ok)} failed {show(run.failed)} (503 shed {show(run.shed)}, admitted "
+        f"{show(run.failed_admitted)}, 503 p99 {show(run.invite_503_p99_ms, ' ms')}) "
         f"checks {show(run.check_failures)} "
         f"retrans {show(run.retransmissions)} inv200 p99 {show(run.invite_200_p99_ms, ' ms')} "
         f"cpu/1000 calls {show(run.cpu_s_per_1000_calls, ' s')} "
