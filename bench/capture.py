@@ -4,8 +4,8 @@ the PBX leg, from the loopback interface (SIPp's own timers tick in 4 ms steps).
 A packet socket on `lo` with a classic BPF filter keeps, of the UDP datagrams to or from the PBX
 SIPp's port, only INVITEs and "SIP/2.0 100"/"SIP/2.0 200"/"SIP/2.0 503" responses, once each
 (the copy the interface receives, not the one it sends); the kernel timestamps each one
-(SO_TIMESTAMPNS), so a late reader does not skew the figures. Needs CAP_NET_RAW (root); UDP over IPv4 only. Costs a few
-microseconds of Python per captured datagram (about 4 per call).
+(SO_TIMESTAMPNS), so a late reader does not skew the figures. Needs CAP_NET_RAW (root); UDP
+over IPv4 only. Costs a few microseconds of Python per captured datagram (about 4 per call).
 """
 
 from __future__ import annotations
