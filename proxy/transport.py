@@ -24,6 +24,8 @@ from proxy.udp_errors import read_errors
 log = logging.getLogger("callerid_proxy.transport")
 PROBE_PREFIX = b"\x00callerid-proxy queue probe "
 MAX_PROBES = 64  # outstanding at once (one is sent per overload check)
+FRAMES_PER_TURN = 16  # TCP messages handled per loop turn and connection
+FEED_SLICE = 16 * 1024  # bytes given to the stream framer at once
 
 
 class MessageSink(Protocol):
@@ -173,6 +175,9 @@ class TcpConnection(asyncio.Protocol):
         self.closed = asyncio.get_running_loop().create_future()
         self._loop = asyncio.get_running_loop()
         self._last_active = self._loop.time()
+        self._frames: deque[Frame] = deque()  # framed, not yet handled (FRAMES_PER_TURN)
+        self._continuing = False
+        self._paused_reading = False
         self.bytes_read = 0  # for the overload check's backlog estimate
         self.bytes_at_sample = 0
         self._fileno = -1
@@ -197,8 +202,11 @@ class TcpConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.bytes_read += len(data)
+        self._guarded(self._received, data)
+
+    def _guarded(self, handle: Callable[[bytes], None], data: bytes = b"") -> None:
         try:
-            self._received(data)
+            handle(data)
         except Exception as error:  # never "Fatal error on transport": count, log, close
             self.counters["tcp_stream_errors"] += 1
             log.warning("tcp %s:%s: cannot handle the stream (%s: %.200s), closing",
@@ -206,22 +214,59 @@ class TcpConnection(asyncio.Protocol):
             self.abort()
 
     def _received(self, data: bytes) -> None:
+        frames = self._frames
+        framer = self.framer
+        if len(data) <= FEED_SLICE:
+            complete = framer.feed(data)
+            frames.extend(complete)
+            started = bool(complete)
+        else:  # one read can be 256 KB: framed in slices, so the framer's buffer stays small
+            before = len(frames)
+            for offset in range(0, len(data), FEED_SLICE):
+                frames.extend(framer.feed(data[offset : offset + FEED_SLICE]))
+            started = len(frames) > before
+        if not started and not framer.pending and self.trusted and not frames:
+            self._touch()  # an RFC 5626 CRLF keep-alive from a peer we serve
+        self._watch_message(started_now=started)
+        if not self._continuing:  # else the turn already scheduled takes these after the rest
+            self._handle_frames(b"")
+
+    def _handle_frames(self, _data: bytes) -> None:
+        """At most FRAMES_PER_TURN messages per loop turn: a peer that sent a burst (a read is
+        up to 256 KB, and the loop reads a stream up to 32 times in a row) cannot hold the loop
+        for seconds while the other connections, the UDP socket and the timers wait (the
+        trunk's answers to calls already admitted among them). The rest waits in `_frames`,
+        with reading paused, until the next turn."""
+        self._continuing = False
+        frames = self._frames
         source = Source(self.transport_name, self.peer[0], self.peer[1], self.id, self.dialled)
-        frames = self.framer.feed(data)
-        for frame in frames:
+        for _ in range(min(len(frames), FRAMES_PER_TURN)):
+            frame = frames.popleft()
             self._touch()
             if frame.fatal:
                 self.sink.on_broken_stream(frame, source)
             else:
                 self.sink.on_message(frame.data, source)
             if not self.trusted:  # one answer for an outsider, then closed (by us or the core)
+                frames.clear()
                 self._close_untrusted()
                 return
             if not self.alive:
+                frames.clear()
                 return
-        if not frames and not self.framer.pending and self.trusted:
-            self._touch()  # an RFC 5626 CRLF keep-alive from a peer we serve
-        self._watch_message(started_now=bool(frames))
+        if frames:
+            self._pause_reading()
+            self._continuing = True
+            self._loop.call_soon(self._guarded, self._handle_frames)
+        elif self._paused_reading:
+            self._paused_reading = False
+            if self.alive and self.transport is not None:
+                self.transport.resume_reading()
+
+    def _pause_reading(self) -> None:
+        if not self._paused_reading and self.alive and self.transport is not None:
+            self._paused_reading = True
+            self.transport.pause_reading()
 
     def queued_bytes(self) -> int:
         """Bytes the kernel holds for us unread (FIONREAD), 0 if unknown."""
