@@ -419,20 +419,21 @@ class ProxyServer:
                         detector.busy_smoothed * 100)  # fmt: skip
 
     def _tcp_backlog(self, elapsed: float) -> float:
-        """Seconds of bytes waiting unread on the TCP connections that read since the last
-        check, at the rate each was read: the queue the loop's lateness does not show."""
+        """Seconds of bytes waiting on the TCP connections busy since the last check (framed
+        and not handled yet, or unread in the kernel), at the rate each was handled: the queue
+        the loop's lateness does not show."""
         worst, checked = 0.0, 0
         for connection in self._connections.values():
-            read = connection.bytes_read - connection.bytes_at_sample
-            if read <= 0:
+            handled = connection.bytes_handled - connection.bytes_at_sample
+            if handled <= 0 and not connection.waiting:
                 continue
-            connection.bytes_at_sample = connection.bytes_read
+            connection.bytes_at_sample = connection.bytes_handled
             if checked >= MAX_BACKLOG_CHECKS:
                 continue
             checked += 1
             queued = connection.queued_bytes()
             if queued:
-                worst = max(worst, queued * elapsed / read)
+                worst = max(worst, queued * elapsed / handled if handled > 0 else elapsed)
         return worst
 
     def _update_gauges(self) -> None:

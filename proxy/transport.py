@@ -178,8 +178,9 @@ class TcpConnection(asyncio.Protocol):
         self._frames: deque[Frame] = deque()  # framed, not yet handled (FRAMES_PER_TURN)
         self._continuing = False
         self._paused_reading = False
-        self.bytes_read = 0  # for the overload check's backlog estimate
+        self.bytes_handled = 0  # of messages handed on, for the overload check's backlog estimate
         self.bytes_at_sample = 0
+        self._frames_bytes = 0  # in `_frames`
         self._fileno = -1
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -201,7 +202,6 @@ class TcpConnection(asyncio.Protocol):
         self.sink.on_connection_made(self)
 
     def data_received(self, data: bytes) -> None:
-        self.bytes_read += len(data)
         self._guarded(self._received, data)
 
     def _guarded(self, handle: Callable[[bytes], None], data: bytes = b"") -> None:
@@ -216,15 +216,15 @@ class TcpConnection(asyncio.Protocol):
     def _received(self, data: bytes) -> None:
         frames = self._frames
         framer = self.framer
+        before = len(frames)
         if len(data) <= FEED_SLICE:
-            complete = framer.feed(data)
-            frames.extend(complete)
-            started = bool(complete)
+            frames.extend(framer.feed(data))
         else:  # one read can be 256 KB: framed in slices, so the framer's buffer stays small
-            before = len(frames)
             for offset in range(0, len(data), FEED_SLICE):
                 frames.extend(framer.feed(data[offset : offset + FEED_SLICE]))
-            started = len(frames) > before
+        started = len(frames) > before
+        if started:
+            self._frames_bytes += len(data)  # about: what is framed of it, give or take a part
         if not started and not framer.pending and self.trusted and not frames:
             self._touch()  # an RFC 5626 CRLF keep-alive from a peer we serve
         self._watch_message(started_now=started)
@@ -242,6 +242,9 @@ class TcpConnection(asyncio.Protocol):
         source = Source(self.transport_name, self.peer[0], self.peer[1], self.id, self.dialled)
         for _ in range(min(len(frames), FRAMES_PER_TURN)):
             frame = frames.popleft()
+            size = len(frame.data)
+            self.bytes_handled += size
+            self._frames_bytes = max(0, self._frames_bytes - size)
             self._touch()
             if frame.fatal:
                 self.sink.on_broken_stream(frame, source)
@@ -254,6 +257,8 @@ class TcpConnection(asyncio.Protocol):
             if not self.alive:
                 frames.clear()
                 return
+        if not frames:
+            self._frames_bytes = 0
         if frames:
             self._pause_reading()
             self._continuing = True
@@ -268,15 +273,21 @@ class TcpConnection(asyncio.Protocol):
             self._paused_reading = True
             self.transport.pause_reading()
 
+    @property
+    def waiting(self) -> bool:
+        """Messages framed and not yet handled (reading is paused meanwhile)."""
+        return bool(self._frames)
+
     def queued_bytes(self) -> int:
-        """Bytes the kernel holds for us unread (FIONREAD), 0 if unknown."""
+        """Bytes waiting to be handled: those framed and not handed on yet, and those the
+        kernel holds for us unread (FIONREAD, when it can be read)."""
         if self._fileno < 0 or not self.alive:
-            return 0
+            return self._frames_bytes
         try:
             buffer = fcntl.ioctl(self._fileno, termios.FIONREAD, b"\0\0\0\0")
         except OSError:
-            return 0
-        return int(struct.unpack("i", buffer)[0])
+            return self._frames_bytes
+        return self._frames_bytes + int(struct.unpack("i", buffer)[0])
 
     def _close_untrusted(self) -> None:
         if self.transport is not None and not self._counted_untrusted_close:
