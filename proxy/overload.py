@@ -13,7 +13,15 @@ retransmitting. Two signals, like a carrier proxy's overload control:
 - the share of CPU time the loop's thread used, smoothed over `busy_window` seconds: a process
   at its CPU limit for that long cannot keep up even while its queues look short.
 
-Either one sheds; both back under their recovery marks, admission resumes at once.
+Either one starts shedding. While the CPU share is over its bound every new INVITE is shed; while
+the queue is the reason, only a fraction of them (`fraction`), steered every sample toward a
+queueing delay of TARGET times the bound, like PIE's drop probability (RFC 8033): up while the
+delay is over the target or growing, down while it is under it or falling. All or nothing would
+swing between a long queue (new INVITEs admitted until it is seen) and an empty one (every new
+INVITE refused while it drains); steering keeps the queue, and so the wait for a 503, short, and
+admits what the process can take. At fraction 0 every new INVITE is admitted again at once; the
+steering stays armed for HOLD seconds more (so a load just over capacity is steered, not
+re-detected from scratch every time), then the overload ends.
 """
 
 from __future__ import annotations
@@ -26,6 +34,10 @@ BUSY_RECOVERY = 0.85  # and the smoothed busy share under this fraction of its b
 PROBE_RUN = 3  # probe sojourns in a row over the bound, the last not below the first: it grows
 STUCK = 5.0  # a probe outstanding this many times the bound: overloaded without waiting
 FALLING = 0.9  # a value under this fraction of where its streak started is falling
+TARGET = 0.25  # the queueing delay steered to while shedding a fraction, times the bound
+GAIN = 4.0  # fraction added per sample and second of delay over the target
+TREND = 2.0  # fraction added per sample and second the delay grew since the last sample
+HOLD = 1.0  # seconds of nothing shed and a short queue before the steering is disarmed
 
 
 @dataclass(frozen=True)
@@ -78,11 +90,14 @@ class OverloadDetector:
         self.busy_share = 0.0  # of the last interval
         self.busy_smoothed = 0.0
         self.cause = ""
+        self.fraction = 0.0  # of new INVITEs to shed: 0 admits all, 1 sheds all
+        self._steered = 0.0  # the part of `fraction` the queueing delay asks for
+        self._calm_since: float | None = None  # nothing shed, short queue, CPU under its mark
         self._sojourns: list[float] = []  # the last PROBE_RUN received
         self._queue = _Streak()
 
     def sample(self, sample: Sample) -> bool:
-        """Take one sample; True when the overload state changed."""
+        """Take one sample; True when the overload state or the fraction shed changed."""
         limits = self.limits
         elapsed = max(sample.elapsed, 1e-6)
         self.busy_share = min(1.0, max(0.0, sample.busy / elapsed))
@@ -91,19 +106,33 @@ class OverloadDetector:
         self._sojourns = [*self._sojourns, *sample.sojourns][-PROBE_RUN:]
         last_sojourn = self._sojourns[-1] if self._sojourns else 0.0
         queued = max(sample.lag, sample.backlog)
-        self.delay = max(queued, last_sojourn, sample.outstanding)
+        previous, self.delay = self.delay, max(queued, last_sojourn, sample.outstanding)
         cause = self._cause(sample, queued)
+        busy_over = self.busy_smoothed > limits.max_busy
+        was = (self.overloaded, self.fraction)
         if not self.overloaded and cause:
             self.overloaded, self.cause = True, cause
-            return True
-        if (
-            self.overloaded
-            and self.delay < limits.max_delay * DELAY_RECOVERY
+            self._steered = 0.0 if cause == "busy" else 1.0
+        elif self.overloaded:
+            self._steer(previous)
+        self.fraction = 1.0 if busy_over and self.overloaded else self._steered
+        calm = (
+            self.fraction <= 0.0
+            and self.delay < limits.max_delay * TARGET
             and self.busy_smoothed < limits.max_busy * BUSY_RECOVERY
-        ):
-            self.overloaded, self.cause = False, ""
-            return True
-        return False
+        )
+        if not (self.overloaded and calm):
+            self._calm_since = None
+        elif self._calm_since is None:
+            self._calm_since = sample.now
+        elif sample.now - self._calm_since >= HOLD:
+            self.overloaded, self.cause, self._calm_since = False, "", None
+        return (self.overloaded, self.fraction) != was
+
+    def _steer(self, previous: float) -> None:
+        target = self.limits.max_delay * TARGET
+        change = GAIN * (self.delay - target) + TREND * (self.delay - previous)
+        self._steered = min(1.0, max(0.0, self._steered + change))
 
     def _cause(self, sample: Sample, queued: float) -> str:
         limits = self.limits

@@ -89,6 +89,9 @@ class ProxyServer:
         self._lag_expected = 0.0
         self.loop_lag = 0.0
         self._lag_started = 0.0
+        self._partial = 0.0  # 0 < share of new INVITEs shed < 1: decided per INVITE here
+        self._overload_logged = False
+        self._shed_credit = 0.0
         self.cpu_clock = time.thread_time  # CPU seconds of the loop's thread (tests: a fake)
         self._cpu_at = self.cpu_clock()
         self.overload = OverloadDetector(OverloadLimits(
@@ -226,8 +229,9 @@ class ProxyServer:
             "server_transactions": self.core.server_transaction_count,
             "pending_transactions": self.core.pending_transaction_count,
             "dialogs": self.core.dialog_count,
-            "overloaded": self.core.overloaded,
+            "overloaded": self.overload.overloaded,
             "loop_lag": self.loop_lag,
+            "shed_fraction": round(self.overload.fraction, 3),
             "busy_share": round(self.busy_share, 3),
             "busy_smoothed": round(self.overload.busy_smoothed, 3),
             "queue_delay": round(self.overload.delay, 4),
@@ -289,6 +293,8 @@ class ProxyServer:
         return self.overload.busy_share
 
     def on_message(self, data: bytes, source: Source) -> None:
+        if self._partial and data.startswith(b"INVITE "):
+            self._shed_or_admit()
         try:
             self.core.receive(data, source, self._loop.time())
         except Exception:  # the process never dies on one message; its events say what it refused
@@ -406,13 +412,29 @@ class ProxyServer:
         self._update_gauges()
         self._schedule_lag_check()
 
+    def _shed_or_admit(self) -> None:
+        """Shedding a fraction of new INVITEs: this one is shed when the credit of shares
+        reaches one (evenly spread, no randomness). A retransmission of an admitted INVITE
+        never reaches the core's shed check (its transaction absorbs it)."""
+        self._shed_credit += self._partial
+        shed = self._shed_credit >= 1.0
+        if shed:
+            self._shed_credit -= 1.0
+        self.core.set_overloaded(shed)
+
     def _overload_changed(self) -> None:
         detector = self.overload
-        self.core.set_overloaded(detector.overloaded)
+        fraction = detector.fraction if detector.overloaded else 0.0
+        self._partial = fraction if 0.0 < fraction < 1.0 else 0.0
+        self.core.set_overloaded(fraction >= 1.0)
+        if detector.overloaded == self._overload_logged:
+            return  # only the fraction moved: a gauge says it
+        self._overload_logged = detector.overloaded
         if detector.overloaded:
             log.warning("overload (%s): queueing delay %.0f ms, loop lag %.0f ms, cpu %.0f%%: "
-                        "shedding new INVITEs with 503", detector.cause, detector.delay * 1e3,
-                        self.loop_lag * 1e3, detector.busy_smoothed * 100)  # fmt: skip
+                        "shedding new INVITEs with 503 (a share steered by the delay)",
+                        detector.cause, detector.delay * 1e3, self.loop_lag * 1e3,
+                        detector.busy_smoothed * 100)  # fmt: skip
         else:
             log.warning("queueing delay %.0f ms, loop lag %.0f ms, cpu %.0f%%: admitting new "
                         "INVITEs", detector.delay * 1e3, self.loop_lag * 1e3,
@@ -441,7 +463,9 @@ class ProxyServer:
         gauge("callerid_proxy_loop_lag_seconds", "Event loop lag, last sample", self.loop_lag)
         gauge("callerid_proxy_busy_share", "Share of the last interval spent handling SIP",
               self.busy_share)
-        gauge("callerid_proxy_overloaded", "1 while new INVITEs are shed", self.core.overloaded)
+        gauge("callerid_proxy_overloaded", "1 while new INVITEs are shed (all or a share)",
+              self.overload.overloaded)
+        gauge("callerid_proxy_shed_fraction", "Share of new INVITEs shed", self.overload.fraction)
         gauge("callerid_proxy_server_transactions", "Live server transactions",
               self.core.server_transaction_count)
         gauge("callerid_proxy_pending_transactions",
