@@ -34,9 +34,10 @@ BUSY_RECOVERY = 0.85  # and the smoothed busy share under this fraction of its b
 PROBE_RUN = 3  # probe sojourns in a row over the bound, the last not below the first: it grows
 STUCK = 5.0  # a probe outstanding this many times the bound: overloaded without waiting
 FALLING = 0.9  # a value under this fraction of where its streak started is falling
-TARGET = 0.25  # the queueing delay steered to while shedding a fraction, times the bound
-GAIN = 4.0  # fraction added per sample and second of delay over the target
+TARGET = 0.4  # the queueing delay steered to while shedding a share, times the bound
+GAIN = 2.0  # fraction added per sample and second of delay over the target
 TREND = 2.0  # fraction added per sample and second the delay grew since the last sample
+ENTRY = 0.5  # the share shed when a growing queue is first seen, before steering
 HOLD = 1.0  # seconds of nothing shed and a short queue before the steering is disarmed
 
 
@@ -112,8 +113,8 @@ class OverloadDetector:
         was = (self.overloaded, self.fraction)
         if not self.overloaded and cause:
             self.overloaded, self.cause = True, cause
-            self._steered = 0.0 if cause == "busy" else 1.0
-        elif self.overloaded:
+            self._steered = 0.0 if cause == "busy" else ENTRY
+        if self.overloaded:
             self._steer(previous)
         self.fraction = 1.0 if busy_over and self.overloaded else self._steered
         calm = (

@@ -61,6 +61,7 @@ class ServerSettings:
     overload_sustain: float = 0.2
 
 
+ALL_SHED = 0.95  # a share shed from which on every new INVITE is (no per-INVITE decision)
 MAX_BACKLOG_CHECKS = 64  # TCP connections whose unread bytes one overload check looks at
 
 
@@ -425,8 +426,9 @@ class ProxyServer:
     def _overload_changed(self) -> None:
         detector = self.overload
         fraction = detector.fraction if detector.overloaded else 0.0
-        self._partial = fraction if 0.0 < fraction < 1.0 else 0.0
-        self.core.set_overloaded(fraction >= 1.0)
+        full = fraction >= ALL_SHED
+        self._partial = fraction if fraction > 0.0 and not full else 0.0
+        self.core.set_overloaded(full)
         if detector.overloaded == self._overload_logged:
             return  # only the fraction moved: a gauge says it
         self._overload_logged = detector.overloaded
