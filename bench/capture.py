@@ -1,11 +1,11 @@
-"""Sub-millisecond INVITE->100 and INVITE->200 latencies of the PBX leg, from the loopback
-interface (SIPp's own timers tick in 4 ms steps).
+"""Sub-millisecond INVITE->100, INVITE->200 and INVITE->503 (overload shedding) latencies of
+the PBX leg, from the loopback interface (SIPp's own timers tick in 4 ms steps).
 
 A packet socket on `lo` with a classic BPF filter keeps, of the UDP datagrams to or from the PBX
-SIPp's port, only INVITEs and "SIP/2.0 100"/"SIP/2.0 200" responses, once each (the copy the
-interface receives, not the one it sends); the kernel timestamps each one (SO_TIMESTAMPNS), so a
-late reader does not skew the figures. Needs CAP_NET_RAW (root); UDP over IPv4 only. Costs a few
-microseconds of Python per captured datagram (about 4 per call).
+SIPp's port, only INVITEs and "SIP/2.0 100"/"SIP/2.0 200"/"SIP/2.0 503" responses, once each
+(the copy the interface receives, not the one it sends); the kernel timestamps each one
+(SO_TIMESTAMPNS), so a late reader does not skew the figures. Needs CAP_NET_RAW (root); UDP
+over IPv4 only. Costs a few microseconds of Python per captured datagram (about 4 per call).
 """
 
 from __future__ import annotations
@@ -36,21 +36,22 @@ def _word(text: bytes) -> int:
 
 def bpf_program(port: int) -> list[tuple[int, int, int, int]]:
     """(code, jt, jf, k) instructions: IPv4 UDP from/to `port`, not outgoing, payload starting
-    with "INVI" or "SIP/2.0 100 " / "SIP/2.0 200 "."""
+    with "INVI" or "SIP/2.0 100 " / "SIP/2.0 200 " / "SIP/2.0 503 "."""
     ld_h, ld_b, ld_w = 0x28, 0x30, 0x20  # BPF_LD | BPF_ABS | H/B/W
     jeq, jset, ret = 0x15, 0x45, 0x06
     return [
-        (ld_h, 0, 0, 12), (jeq, 0, 15, ETH_P_IP),                     # 0-1 IPv4
-        (ld_b, 0, 0, 23), (jeq, 0, 13, 17),                           # 2-3 UDP
-        (ld_h, 0, 0, 20), (jset, 11, 0, 0x1FFF),                      # 4-5 not a fragment
-        (ld_w, 0, 0, SKF_AD_PKTTYPE & 0xFFFFFFFF), (jeq, 9, 0, PACKET_OUTGOING),  # 6-7
+        (ld_h, 0, 0, 12), (jeq, 0, 16, ETH_P_IP),                     # 0-1 IPv4
+        (ld_b, 0, 0, 23), (jeq, 0, 14, 17),                           # 2-3 UDP
+        (ld_h, 0, 0, 20), (jset, 12, 0, 0x1FFF),                      # 4-5 not a fragment
+        (ld_w, 0, 0, SKF_AD_PKTTYPE & 0xFFFFFFFF), (jeq, 10, 0, PACKET_OUTGOING),  # 6-7
         (ld_h, 0, 0, 34), (jeq, 2, 0, port),                          # 8-9 source port
-        (ld_h, 0, 0, 36), (jeq, 0, 5, port),                          # 10-11 destination port
-        (ld_w, 0, 0, PAYLOAD), (jeq, 5, 0, _word(b"INVI")),           # 12-13
-        (ld_w, 0, 0, PAYLOAD + 8), (jeq, 3, 0, _word(b"100 ")),       # 14-15 "SIP/2.0 100 "
-        (jeq, 2, 0, _word(b"200 ")),                                  # 16
-        (ret, 0, 0, 0), (ret, 0, 0, 0),                               # 17-18 drop (18 unused)
-        (ret, 0, 0, 0xFFFF),                                          # 19 accept
+        (ld_h, 0, 0, 36), (jeq, 0, 6, port),                          # 10-11 destination port
+        (ld_w, 0, 0, PAYLOAD), (jeq, 6, 0, _word(b"INVI")),           # 12-13
+        (ld_w, 0, 0, PAYLOAD + 8), (jeq, 4, 0, _word(b"100 ")),       # 14-15 "SIP/2.0 100 "
+        (jeq, 3, 0, _word(b"200 ")),                                  # 16
+        (jeq, 2, 0, _word(b"503 ")),                                  # 17
+        (ret, 0, 0, 0), (ret, 0, 0, 0),                               # 18-19 drop (19 unused)
+        (ret, 0, 0, 0xFFFF),                                          # 20 accept
     ]  # fmt: skip
 
 
@@ -59,11 +60,12 @@ class CallTimes:
     invite: float | None = None
     trying: float | None = None
     ok: float | None = None
+    unavailable: float | None = None  # the first 503 (the proxy shed the call)
 
 
 @dataclass
 class PbxLegLatencies:
-    """First INVITE, first 100 and first 200 (to the INVITE) per Call-ID, in seconds."""
+    """First INVITE, first 100, first 200 and first 503 (to the INVITE) per Call-ID, in s."""
 
     calls: dict[bytes, CallTimes] = field(default_factory=dict)
 
@@ -80,14 +82,19 @@ class PbxLegLatencies:
             times.trying = timestamp if times.trying is None else times.trying
         elif payload.startswith(b"SIP/2.0 200 "):
             times.ok = timestamp if times.ok is None else times.ok
+        elif payload.startswith(b"SIP/2.0 503 "):
+            times.unavailable = timestamp if times.unavailable is None else times.unavailable
 
     def milliseconds(self) -> dict[str, list[float]]:
-        """Per timer name (as the SIPp scenario names them), every call's latency in ms."""
-        out: dict[str, list[float]] = {"invite_100": [], "invite_200": []}
+        """Per timer name (as the SIPp scenario names them; "invite_503": to the 503 of a shed
+        call), every call's latency in ms."""
+        out: dict[str, list[float]] = {"invite_100": [], "invite_200": [], "invite_503": []}
         for times in self.calls.values():
             if times.invite is None:
                 continue
-            for name, end in (("invite_100", times.trying), ("invite_200", times.ok)):
+            ends = (("invite_100", times.trying), ("invite_200", times.ok),
+                    ("invite_503", times.unavailable))  # fmt: skip
+            for name, end in ends:
                 if end is not None:
                     out[name].append((end - times.invite) * 1000)
         return out

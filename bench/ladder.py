@@ -57,12 +57,22 @@ class RunResult:
     # New INVITEs the proxy answered 503 itself (overload shedding, its /metrics): among the
     # failed calls, those refused at once rather than lost; failed - shed failed once admitted.
     shed: int | None = None
+    # INVITE->503 of the shed calls, p50/p99 ms (loopback capture only: the target is 50 ms).
+    invite_503_p50_ms: float | None = None
+    invite_503_p99_ms: float | None = None
 
     @property
     def failed_pct(self) -> float | None:
         if not self.attempted or self.failed is None:
             return None
         return 100.0 * self.failed / self.attempted
+
+    @property
+    def failed_admitted(self) -> int | None:
+        """Failed calls the proxy had admitted (not answered 503 at once): the target is 0."""
+        if self.failed is None or self.shed is None:
+            return None
+        return max(0, self.failed - self.shed)
 
 
 def baseline_calls(source: Path, target: Path) -> Path:
@@ -146,7 +156,7 @@ def _measure(
     pbx, trunk = uac.outcome(), uas.outcome()
     lat = latencies(pbx.rtt_texts, RTD_NAMES)
     if pbx_leg is not None:
-        lat = {name: Latency.of(pbx_leg[name]) for name in RTD_NAMES}
+        lat = {name: Latency.of(pbx_leg[name]) for name in (*RTD_NAMES, "invite_503")}
     return _result(system, transport, rate, duration_s, wall_s, pbx, trunk,
                    (before, after), metrics, notes, (lat, "capture" if pbx_leg else "sipp"))
 
@@ -187,4 +197,6 @@ def _result(
         gc_pauses_over_5ms=gc.slow_pauses if gc else None,
         latency_source=latency_source, wall_s=wall_s, notes="; ".join(notes),
         shed=shed_count(metrics) if metrics else None,
+        invite_503_p50_ms=lat["invite_503"].p50_ms if "invite_503" in lat else None,
+        invite_503_p99_ms=lat["invite_503"].p99_ms if "invite_503" in lat else None,
     )  # fmt: skip

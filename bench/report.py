@@ -16,7 +16,7 @@ README_END = "<!-- END performance table -->"
 
 COLUMNS = (
     "transport", "calls/s", "system", "attempted", "ok", "failed", "failed %", "of which 503 shed",
-    "retrans",
+    "failed among admitted", "INVITE→503 p50/p99 ms", "retrans",
     "caller-ID check failures", "INVITE→100 p50/p99 ms", "INVITE→200 p50/p99 ms",
     "p99 INVITE→200 added ms", "CPU s per 1,000 calls", "peak RSS MB", "max GC pause ms",
     "GC pauses > 5 ms",
@@ -55,7 +55,10 @@ def row(run: RunResult, baselines: Mapping[tuple[str, float], RunResult]) -> lis
     mark = "" if run.latency_source == "capture" else " (SIPp)"
     return [
         run.transport, _num(run.rate), run.system, _num(run.attempted), _num(run.ok),
-        _num(run.failed), _num(run.failed_pct, 2), _num(run.shed), _num(run.retransmissions),
+        _num(run.failed), _num(run.failed_pct, 2), _num(run.shed), _num(run.failed_admitted),
+        _pair(run.invite_503_p50_ms, run.invite_503_p99_ms, 2) if run.invite_503_p50_ms is not None
+        else "-",
+        _num(run.retransmissions),
         _num(run.check_failures), _pair(run.invite_100_p50_ms, run.invite_100_p99_ms, digits),
         _pair(run.invite_200_p50_ms, run.invite_200_p99_ms, digits) + mark,
         _num(added_p99(run, baselines), digits),
@@ -91,7 +94,10 @@ def markdown(runs: Sequence[RunResult], meta: Mapping[str, Any]) -> str:
 
 
 def write_json(path: Path, runs: Sequence[RunResult], meta: Mapping[str, Any]) -> None:
-    data = {"meta": dict(meta), "runs": [asdict(r) | {"failed_pct": r.failed_pct} for r in runs]}
+    data = {"meta": dict(meta), "runs": [
+        asdict(r) | {"failed_pct": r.failed_pct, "failed_admitted": r.failed_admitted}
+        for r in runs
+    ]}  # fmt: skip
     path.write_text(json.dumps(data, indent=2) + "\n")
 
 

@@ -147,8 +147,9 @@ class Baseline(System):
 class CallerIdProxy(System):
     """`python -m proxy run` with bench/rules.yaml, --admin for /metrics, INFO logging."""
 
-    def __init__(self, workers: int | None = None) -> None:
+    def __init__(self, workers: int | None = None, extra_args: tuple[str, ...] = ()) -> None:
         self.workers = workers
+        self.extra_args = extra_args  # more `proxy run` flags, e.g. ("--max-busy", "1")
         self.name = "callerid-proxy" if workers is None else f"callerid-proxy x{workers}"
 
     def start(self, transport: str, trunk_port: int, pbx_port: int, workdir: Path) -> Running:
@@ -167,6 +168,7 @@ class CallerIdProxy(System):
         ]  # fmt: skip
         if self.workers is not None:
             command += ["--workers", str(self.workers)]
+        command += self.extra_args
         env = dict(os.environ, PYTHONPATH=os.environ.get("PYTHONPATH") or str(REPO))
         with log.open("wb") as output:
             process = subprocess.Popen(

@@ -132,6 +132,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                              "runs up to this rate; 0: SIPp's timers only (default 1000)")
     parser.add_argument("--note", action="append", default=[],
                         help="a remark for the results, e.g. 'final run on a quiet machine'")
+    parser.add_argument("--proxy-arg", action="append", default=[], metavar="ARG",
+                        help="pass ARG to `proxy run` (repeat it; e.g. --proxy-arg=--max-busy "
+                             "--proxy-arg=1)")
     parser.add_argument("--keep", type=Path,
                         help="keep SIPp and system logs here (default: a temporary directory)")
     return parser.parse_args(argv)  # fmt: skip
@@ -145,7 +148,7 @@ def systems(args: argparse.Namespace, remarks: list[str]) -> list[System]:
         workers = [1]
     supported = any(n > 1 for n in workers)
     for n in dict.fromkeys(workers):
-        chosen.append(CallerIdProxy(n if supported else None))
+        chosen.append(CallerIdProxy(n if supported else None, tuple(args.proxy_arg)))
     if args.no_kamailio:
         return chosen
     binary = find_kamailio()
@@ -190,7 +193,8 @@ def print_run(run: RunResult) -> None:
 
     print(
         f"  {run.transport} {run.rate:>6g}/s {run.system:<18} attempted {show(run.attempted)} "
-        f"ok {show(run.ok)} failed {show(run.failed)} (503 shed {show(run.shed)}) "
+        f"ok {show(run.ok)} failed {show(run.failed)} (503 shed {show(run.shed)}, admitted "
+        f"{show(run.failed_admitted)}, 503 p99 {show(run.invite_503_p99_ms, ' ms')}) "
         f"checks {show(run.check_failures)} "
         f"retrans {show(run.retransmissions)} inv200 p99 {show(run.invite_200_p99_ms, ' ms')} "
         f"cpu/1000 calls {show(run.cpu_s_per_1000_calls, ' s')} "

@@ -3,6 +3,9 @@
 `/healthz` answers from the age of the last tick, not from the fact that its own handler runs:
 a loop stalled for seconds (a blocking call, a GC pause, a CPU-starved host) shows a stale tick
 even though the handler eventually gets to answer.
+
+The proxy server does not `start()` its ticker: its overload check, already periodic, calls
+`tick()` every TICK_INTERVAL (one loop timer instead of two).
 """
 
 from __future__ import annotations
@@ -45,11 +48,14 @@ class LoopTicker:
     def _schedule(self) -> None:
         self._handle = self._loop.call_later(TICK_INTERVAL, self._tick)
 
-    def _tick(self) -> None:
-        now = self._loop.time()
+    def tick(self, now: float) -> None:
+        """A tick at loop time `now` (driven by another periodic callback)."""
         self.max_lag = max(self.max_lag, now - self.last_tick - TICK_INTERVAL)
         self.last_tick = now
         self.ticks += 1
         for callback in self._on_tick:
             callback()
+
+    def _tick(self) -> None:
+        self.tick(self._loop.time())
         self._schedule()

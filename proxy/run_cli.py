@@ -187,10 +187,11 @@ SETTINGS = table([
     Setting("max_dialogs", integer(1, 10_000_000), 100_000,
             "dialogs remembered for peers that drop Record-Route (default 100000)", "N"),
     Setting("max_loop_lag", seconds(0.001, 60), 0.1,
-            "event-loop lag in seconds above which new INVITEs get 503 (default 0.1)", "SECONDS"),
-    Setting("max_busy", _busy_share, 0.9,
-            "share of the time spent handling SIP above which new INVITEs get 503 (default 0.9)",
-            "SHARE"),
+            "queueing delay in seconds (loop lag, UDP queue, TCP backlog) above which, sustained "
+            "and growing, new INVITEs get 503 (default 0.1)", "SECONDS"),
+    Setting("max_busy", _busy_share, 0.95,
+            "CPU share of the event loop, smoothed over 1 s, above which new INVITEs get 503 "
+            "(default 0.95)", "SHARE"),
     Setting("no_answer_timeout", _no_answer_timeout, 2.0,
             "seconds without even a provisional before the next trunk is tried (default 2; 0: "
             "only Timer B)", "SECONDS"),

@@ -13,7 +13,6 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from time import perf_counter
 from typing import Any
 
 from proxy import control, logs
@@ -21,9 +20,10 @@ from proxy.active_rules import ActiveRules, ReloadOutcome
 from proxy.admin import AdminServer
 from proxy.dns import TrunkResolver
 from proxy.gc_monitor import GcMonitor
-from proxy.loop_health import LoopTicker
+from proxy.loop_health import TICK_INTERVAL, LoopTicker
 from proxy.memory_trim import MemoryTrimmer
 from proxy.metrics import EventLog, EventMetrics
+from proxy.overload import OverloadDetector, OverloadLimits, Sample
 from proxy.reloader import Reloader
 from proxy.sip.addresses import Outgoing, Source, Target
 from proxy.sip.classify import side_of
@@ -50,18 +50,19 @@ class ServerSettings:
     tls_listen: tuple[tuple[str, int], ...] = ()  # `--listen tls:HOST:PORT`: TLS only there
     tls: TlsContexts | None = None  # None: the system store, verified, nothing presented
     trunk_resolver: TrunkResolver | None = None  # trunks given as host names (RFC 3263)
-    # Loop lag over this (seconds) in LAG_SAMPLES checks in a row sheds new INVITEs with 503
-    # until it falls under half of it.
+    # Queueing delay (seconds: the loop's lateness, a UDP probe's sojourn, TCP bytes waiting)
+    # over this, sustained and growing, sheds new INVITEs with 503 (proxy/overload.py).
     max_loop_lag: float = 0.1
     lag_interval: float = 0.05
-    # Share of each interval spent handling SIP above which new INVITEs are shed (the core
-    # runs on one CPU: at 100% the kernel queue, and so every peer's wait, only grows).
-    max_busy: float = 0.9
+    # CPU share of the loop's thread, smoothed over `busy_window` seconds, above which new
+    # INVITEs are shed (the core runs on one CPU: at 100% every queue only grows).
+    max_busy: float = 0.95
+    busy_window: float = 1.0
+    overload_sustain: float = 0.2
 
 
-LAG_RECOVERY = 0.5  # overload ends when the lag falls under this fraction of the threshold
-LAG_SAMPLES = 2  # one late check (a GC pass, the scheduler) is not overload; two in a row are
-BUSY_RECOVERY = 0.75  # and the busy share under this fraction of its bound
+ALL_SHED = 0.95  # a share shed from which on every new INVITE is (no per-INVITE decision)
+MAX_BACKLOG_CHECKS = 64  # TCP connections whose unread bytes one overload check looks at
 
 
 class ProxyServer:
@@ -88,10 +89,16 @@ class ProxyServer:
         self._lag_handle: asyncio.TimerHandle | None = None
         self._lag_expected = 0.0
         self.loop_lag = 0.0
-        self.busy_share = 0.0  # of the last lag interval, spent handling messages and timers
-        self._busy = 0.0
         self._lag_started = 0.0
-        self._lagging = 0  # checks in a row over the threshold
+        self._partial = 0.0  # 0 < share of new INVITEs shed < 1: decided per INVITE here
+        self._overload_logged = False
+        self._shed_credit = 0.0
+        self.cpu_clock = time.thread_time  # CPU seconds of the loop's thread (tests: a fake)
+        self._cpu_at = self.cpu_clock()
+        self.overload = OverloadDetector(OverloadLimits(
+            settings.max_loop_lag, settings.max_busy, settings.overload_sustain,
+            settings.busy_window,
+        ))  # fmt: skip
         # Hostile-input guards (issue 7): caps on accepted TCP, off-loop reloads, loop health.
         self.transport_counters: Counter[str] = Counter()
         self._budget = ConnectionBudget(settings.tcp, self._is_trusted_host)
@@ -128,7 +135,6 @@ class ProxyServer:
         for signum in (signal.SIGTERM, signal.SIGINT):
             self._loop.add_signal_handler(signum, self._stopped.set)
         self._loop.add_signal_handler(signal.SIGHUP, self.reload_rules)
-        self.ticker.start()
         if self.settings.admin is not None:
             await self._admin.start(*self.settings.admin)
         control.write_pid_file(self.settings.pid_file, os.getpid())
@@ -172,7 +178,6 @@ class ProxyServer:
         log.info("shutting down")
         if self._timer is not None:
             self._timer.cancel()
-        self.ticker.stop()
         for acceptor in self._acceptors:
             acceptor.close()
         if self._dns_task is not None:
@@ -225,9 +230,12 @@ class ProxyServer:
             "server_transactions": self.core.server_transaction_count,
             "pending_transactions": self.core.pending_transaction_count,
             "dialogs": self.core.dialog_count,
-            "overloaded": self.core.overloaded,
+            "overloaded": self.overload.overloaded,
             "loop_lag": self.loop_lag,
+            "shed_fraction": round(self.overload.fraction, 3),
             "busy_share": round(self.busy_share, 3),
+            "busy_smoothed": round(self.overload.busy_smoothed, 3),
+            "queue_delay": round(self.overload.delay, 4),
             "trunks": self.core.trunk_status(),
             "tcp_connections": len(self._connections),
             "connections_by_transport": dict(
@@ -280,15 +288,20 @@ class ProxyServer:
             log.error("cannot write the status file: %s", error)
 
     # ----------------------------------------------------------------- input from transports
+    @property
+    def busy_share(self) -> float:
+        """CPU share of the loop's thread over the last overload check interval."""
+        return self.overload.busy_share
+
     def on_message(self, data: bytes, source: Source) -> None:
-        started = perf_counter()
+        if self._partial and data.startswith(b"INVITE "):
+            self._shed_or_admit()
         try:
             self.core.receive(data, source, self._loop.time())
         except Exception:  # the process never dies on one message; its events say what it refused
             self.core.counters["internal_errors"] += 1
             log.exception("internal error on a message from %s:%s", source.host, source.port)
         self._flush()
-        self._busy += perf_counter() - started
 
     def on_broken_stream(self, frame: Frame, source: Source) -> None:
         self.core.receive_broken_stream(frame.data, frame.reason, source, status=frame.status)
@@ -374,41 +387,87 @@ class ProxyServer:
         self._lag_handle = self._loop.call_later(interval, self._check_lag)
 
     def _check_lag(self) -> None:
-        """Two signals of overload, like a carrier proxy's: how late this callback runs (the
-        loop was busy with one long thing) and the share of the interval spent handling SIP
-        (the loop is never late when it drains datagrams one by one, while the kernel queue
-        behind it grows to seconds and every peer retransmits). Over either bound twice in a
-        row, the core sheds new INVITEs; both back under their recovery marks, it admits."""
+        """The one periodic check of the loop (also the health tick): how late it runs, the
+        loop thread's CPU share, and the queueing delays (UDP probes back, TCP bytes waiting)
+        go to the overload detector (proxy/overload.py), which says when to shed new INVITEs
+        and when to admit them again."""
         now = self._loop.time()
+        cpu = self.cpu_clock()
         self.loop_lag = max(0.0, now - self._lag_expected)
         elapsed = max(now - self._lag_started, 1e-3)
-        self.busy_share = min(1.0, self._busy / elapsed)
-        self._busy, self._lag_started = 0.0, now
-        threshold, max_busy = self.settings.max_loop_lag, self.settings.max_busy
-        overloaded = self.core.overloaded
-        over = self.loop_lag > threshold or self.busy_share > max_busy
-        self._lagging = self._lagging + 1 if over else 0
-        if not overloaded and self._lagging >= LAG_SAMPLES:
-            log.warning("loop lag %.0f ms, busy %.0f%%: shedding new INVITEs with 503",
-                        self.loop_lag * 1e3, self.busy_share * 100)
-            self.core.set_overloaded(True)
-        elif (
-            overloaded
-            and self.loop_lag < threshold * LAG_RECOVERY
-            and self.busy_share < max_busy * BUSY_RECOVERY
-        ):
-            log.warning("loop lag %.0f ms, busy %.0f%%: admitting new INVITEs",
-                        self.loop_lag * 1e3, self.busy_share * 100)
-            self.core.set_overloaded(False)
+        sojourns: list[float] = []
+        outstanding = 0.0
+        for _, endpoint in self._udp:
+            sojourns += endpoint.take_sojourns()
+            outstanding = max(outstanding, endpoint.oldest_probe_age(now))
+        sample = Sample(now, self.loop_lag, cpu - self._cpu_at, elapsed, tuple(sojourns),
+                        outstanding, self._tcp_backlog(elapsed))  # fmt: skip
+        self._cpu_at = cpu
+        detector = self.overload
+        if detector.sample(sample):
+            self._overload_changed()
+        for _, endpoint in self._udp:
+            endpoint.probe(now)
+        if now - self.ticker.last_tick >= TICK_INTERVAL:
+            self.ticker.tick(now)
         self._update_gauges()
         self._schedule_lag_check()
+
+    def _shed_or_admit(self) -> None:
+        """Shedding a fraction of new INVITEs: this one is shed when the credit of shares
+        reaches one (evenly spread, no randomness). A retransmission of an admitted INVITE
+        never reaches the core's shed check (its transaction absorbs it)."""
+        self._shed_credit += self._partial
+        shed = self._shed_credit >= 1.0
+        if shed:
+            self._shed_credit -= 1.0
+        self.core.set_overloaded(shed)
+
+    def _overload_changed(self) -> None:
+        detector = self.overload
+        fraction = detector.fraction if detector.overloaded else 0.0
+        full = fraction >= ALL_SHED
+        self._partial = fraction if fraction > 0.0 and not full else 0.0
+        self.core.set_overloaded(full)
+        if detector.overloaded == self._overload_logged:
+            return  # only the fraction moved: a gauge says it
+        self._overload_logged = detector.overloaded
+        if detector.overloaded:
+            log.warning("overload (%s): queueing delay %.0f ms, loop lag %.0f ms, cpu %.0f%%: "
+                        "shedding new INVITEs with 503 (a share steered by the delay)",
+                        detector.cause, detector.delay * 1e3, self.loop_lag * 1e3,
+                        detector.busy_smoothed * 100)  # fmt: skip
+        else:
+            log.warning("queueing delay %.0f ms, loop lag %.0f ms, cpu %.0f%%: admitting new "
+                        "INVITEs", detector.delay * 1e3, self.loop_lag * 1e3,
+                        detector.busy_smoothed * 100)  # fmt: skip
+
+    def _tcp_backlog(self, elapsed: float) -> float:
+        """Seconds of bytes waiting on the TCP connections busy since the last check (framed
+        and not handled yet, or unread in the kernel), at the rate each was handled: the queue
+        the loop's lateness does not show."""
+        worst, checked = 0.0, 0
+        for connection in self._connections.values():
+            handled = connection.bytes_handled - connection.bytes_at_sample
+            if handled <= 0 and not connection.waiting:
+                continue
+            connection.bytes_at_sample = connection.bytes_handled
+            if checked >= MAX_BACKLOG_CHECKS:
+                continue
+            checked += 1
+            queued = connection.queued_bytes()
+            if queued:
+                worst = max(worst, queued * elapsed / handled if handled > 0 else elapsed)
+        return worst
 
     def _update_gauges(self) -> None:
         gauge = self.metrics.set_gauge
         gauge("callerid_proxy_loop_lag_seconds", "Event loop lag, last sample", self.loop_lag)
         gauge("callerid_proxy_busy_share", "Share of the last interval spent handling SIP",
               self.busy_share)
-        gauge("callerid_proxy_overloaded", "1 while new INVITEs are shed", self.core.overloaded)
+        gauge("callerid_proxy_overloaded", "1 while new INVITEs are shed (all or a share)",
+              self.overload.overloaded)
+        gauge("callerid_proxy_shed_fraction", "Share of new INVITEs shed", self.overload.fraction)
         gauge("callerid_proxy_server_transactions", "Live server transactions",
               self.core.server_transaction_count)
         gauge("callerid_proxy_pending_transactions",
@@ -501,18 +560,19 @@ class ProxyServer:
             connection.send(queued.data)
 
     def _arm_timer(self) -> None:
+        """One loop timer for the whole core, moved only when the core's next deadline comes
+        earlier than the armed one: a later deadline lets the armed timer fire early once (the
+        core handles nothing then) instead of a cancel and a new timer per message."""
         deadline = self.core.get_timer()
-        if deadline == self._timer_deadline:
+        armed = self._timer_deadline
+        if deadline is None or (armed is not None and armed <= deadline):
             return
         if self._timer is not None:
             self._timer.cancel()
-            self._timer = None
         self._timer_deadline = deadline
-        if deadline is not None:
-            self._timer = self._loop.call_at(deadline, self._on_timer)
+        self._timer = self._loop.call_at(deadline, self._on_timer)
 
     def _on_timer(self) -> None:
-        started = perf_counter()
         self._timer = None
         self._timer_deadline = None
         try:
@@ -521,7 +581,6 @@ class ProxyServer:
             self.core.counters["internal_errors"] += 1
             log.exception("internal error in timer handling")
         self._flush()
-        self._busy += perf_counter() - started
 
 
 UDP_BUFFER_BYTES = 4 * 1024 * 1024

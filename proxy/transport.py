@@ -6,9 +6,13 @@ They know nothing of SIP beyond framing a TCP stream with the sans-IO `StreamFra
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import os
 import socket
-from collections import Counter
+import struct
+import termios
+from collections import Counter, deque
 from collections.abc import Callable
 from typing import Protocol
 
@@ -18,6 +22,10 @@ from proxy.tcp_accept import TcpLimits
 from proxy.udp_errors import read_errors
 
 log = logging.getLogger("callerid_proxy.transport")
+PROBE_PREFIX = b"\x00callerid-proxy queue probe "
+MAX_PROBES = 64  # outstanding at once (one is sent per overload check)
+FRAMES_PER_TURN = 16  # TCP messages handled per loop turn and connection
+FEED_SLICE = 16 * 1024  # bytes given to the stream framer at once
 
 
 class MessageSink(Protocol):
@@ -34,21 +42,68 @@ class MessageSink(Protocol):
 
 class UdpEndpoint(asyncio.DatagramProtocol):
     """One bound UDP socket. `sock`, when given, is that socket with its error queue enabled
-    (proxy/udp_errors.py): an ICMP "unreachable" then tells the sink which destination at once."""
+    (proxy/udp_errors.py): an ICMP "unreachable" then tells the sink which destination at once.
+
+    `probe()` sends a datagram to the socket itself, through the same kernel queue as the peers'
+    datagrams: how long it takes to come back out (its sojourn) is how long a new INVITE waits
+    now, which the loop's own lateness does not show (the loop is never late while it drains
+    datagrams one by one). A probe carries a random token of this endpoint and the time it was
+    sent; it never leaves the host."""
 
     def __init__(self, sink: MessageSink, sock: socket.socket | None = None) -> None:
         self.sink = sink
         self.sock = sock
         self.transport: asyncio.DatagramTransport | None = None
         self._send_failed = False
+        self._token = PROBE_PREFIX + os.urandom(16)
+        self._probe_size = len(self._token) + 8
+        self._probe_to: tuple[str, int] | None = None
+        self._outstanding: deque[float] = deque()  # send times of probes not yet back
+        self.sojourns: list[float] = []  # of the probes back since `take_sojourns`
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's UDP transport does not subclass asyncio.DatagramTransport; same interface.
         self.transport = transport  # type: ignore[assignment]
+        self._loop = asyncio.get_running_loop()
+        sockname = transport.get_extra_info("sockname")
+        if sockname:
+            host = str(sockname[0])
+            host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+            self._probe_to = (host, int(sockname[1]))
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
-        host, port = str(addr[0]), int(addr[1])
-        self.sink.on_message(data, Source("udp", host, port))
+        if len(data) == self._probe_size and data.startswith(self._token):
+            self._probe_back(data)
+            return
+        self.sink.on_message(data, Source("udp", str(addr[0]), int(addr[1])))
+
+    def probe(self, now: float) -> None:
+        """Send one queue probe (at most MAX_PROBES wait at once)."""
+        if self.transport is None or self._probe_to is None:
+            return
+        if len(self._outstanding) >= MAX_PROBES:
+            return
+        try:
+            self.transport.sendto(self._token + struct.pack("!d", now), self._probe_to)
+        except (OSError, ValueError):
+            return
+        self._outstanding.append(now)
+
+    def oldest_probe_age(self, now: float) -> float:
+        return now - self._outstanding[0] if self._outstanding else 0.0
+
+    def take_sojourns(self) -> list[float]:
+        taken, self.sojourns = self.sojourns, []
+        return taken
+
+    def _probe_back(self, data: bytes) -> None:
+        (sent,) = struct.unpack("!d", data[-8:])
+        outstanding = self._outstanding
+        while outstanding and outstanding[0] <= sent:  # loopback keeps the order; lost: gone
+            outstanding.popleft()
+        if self._loop is not None:
+            self.sojourns.append(max(0.0, self._loop.time() - sent))
 
     def error_received(self, exc: Exception) -> None:
         """A receive or a send met a pending ICMP error (both loops call this, a send from
@@ -118,6 +173,15 @@ class TcpConnection(asyncio.Protocol):
         self._idle: asyncio.TimerHandle | None = None
         self._deadline: asyncio.TimerHandle | None = None
         self.closed = asyncio.get_running_loop().create_future()
+        self._loop = asyncio.get_running_loop()
+        self._last_active = self._loop.time()
+        self._frames: deque[Frame] = deque()  # framed, not yet handled (FRAMES_PER_TURN)
+        self._continuing = False
+        self._paused_reading = False
+        self.bytes_handled = 0  # of messages handed on, for the overload check's backlog estimate
+        self.bytes_at_sample = 0
+        self._frames_bytes = 0  # in `_frames`
+        self._fileno = -1
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -127,6 +191,8 @@ class TcpConnection(asyncio.Protocol):
             transport.close()
             return
         self.peer = (str(peer[0]), int(peer[1]))
+        sock = transport.get_extra_info("socket")
+        self._fileno = sock.fileno() if sock is not None else -1
         transport.set_write_buffer_limits(high=self.limits.max_write_buffer)  # type: ignore[attr-defined]
         self._touch()
         if not self.trusted:  # it gets one refusal at most: its whole life is one deadline
@@ -136,8 +202,11 @@ class TcpConnection(asyncio.Protocol):
         self.sink.on_connection_made(self)
 
     def data_received(self, data: bytes) -> None:
+        self._guarded(self._received, data)
+
+    def _guarded(self, handle: Callable[[bytes], None], data: bytes = b"") -> None:
         try:
-            self._received(data)
+            handle(data)
         except Exception as error:  # never "Fatal error on transport": count, log, close
             self.counters["tcp_stream_errors"] += 1
             log.warning("tcp %s:%s: cannot handle the stream (%s: %.200s), closing",
@@ -145,22 +214,80 @@ class TcpConnection(asyncio.Protocol):
             self.abort()
 
     def _received(self, data: bytes) -> None:
+        frames = self._frames
+        framer = self.framer
+        before = len(frames)
+        if len(data) <= FEED_SLICE:
+            frames.extend(framer.feed(data))
+        else:  # one read can be 256 KB: framed in slices, so the framer's buffer stays small
+            for offset in range(0, len(data), FEED_SLICE):
+                frames.extend(framer.feed(data[offset : offset + FEED_SLICE]))
+        started = len(frames) > before
+        if started:
+            self._frames_bytes += len(data)  # about: what is framed of it, give or take a part
+        if not started and not framer.pending and self.trusted and not frames:
+            self._touch()  # an RFC 5626 CRLF keep-alive from a peer we serve
+        self._watch_message(started_now=started)
+        if not self._continuing:  # else the turn already scheduled takes these after the rest
+            self._handle_frames(b"")
+
+    def _handle_frames(self, _data: bytes) -> None:
+        """At most FRAMES_PER_TURN messages per loop turn: a peer that sent a burst (a read is
+        up to 256 KB, and the loop reads a stream up to 32 times in a row) cannot hold the loop
+        for seconds while the other connections, the UDP socket and the timers wait (the
+        trunk's answers to calls already admitted among them). The rest waits in `_frames`,
+        with reading paused, until the next turn."""
+        self._continuing = False
+        frames = self._frames
         source = Source(self.transport_name, self.peer[0], self.peer[1], self.id, self.dialled)
-        frames = self.framer.feed(data)
-        for frame in frames:
+        for _ in range(min(len(frames), FRAMES_PER_TURN)):
+            frame = frames.popleft()
+            size = len(frame.data)
+            self.bytes_handled += size
+            self._frames_bytes = max(0, self._frames_bytes - size)
             self._touch()
             if frame.fatal:
                 self.sink.on_broken_stream(frame, source)
             else:
                 self.sink.on_message(frame.data, source)
             if not self.trusted:  # one answer for an outsider, then closed (by us or the core)
+                frames.clear()
                 self._close_untrusted()
                 return
             if not self.alive:
+                frames.clear()
                 return
-        if not frames and not self.framer.pending and self.trusted:
-            self._touch()  # an RFC 5626 CRLF keep-alive from a peer we serve
-        self._watch_message(started_now=bool(frames))
+        if not frames:
+            self._frames_bytes = 0
+        if frames:
+            self._pause_reading()
+            self._continuing = True
+            self._loop.call_soon(self._guarded, self._handle_frames)
+        elif self._paused_reading:
+            self._paused_reading = False
+            if self.alive and self.transport is not None:
+                self.transport.resume_reading()
+
+    def _pause_reading(self) -> None:
+        if not self._paused_reading and self.alive and self.transport is not None:
+            self._paused_reading = True
+            self.transport.pause_reading()
+
+    @property
+    def waiting(self) -> bool:
+        """Messages framed and not yet handled (reading is paused meanwhile)."""
+        return bool(self._frames)
+
+    def queued_bytes(self) -> int:
+        """Bytes waiting to be handled: those framed and not handed on yet, and those the
+        kernel holds for us unread (FIONREAD, when it can be read)."""
+        if self._fileno < 0 or not self.alive:
+            return self._frames_bytes
+        try:
+            buffer = fcntl.ioctl(self._fileno, termios.FIONREAD, b"\0\0\0\0")
+        except OSError:
+            return self._frames_bytes
+        return self._frames_bytes + int(struct.unpack("i", buffer)[0])
 
     def _close_untrusted(self) -> None:
         if self.transport is not None and not self._counted_untrusted_close:
@@ -239,12 +366,18 @@ class TcpConnection(asyncio.Protocol):
         return self.transport is not None and not self.transport.is_closing()
 
     def _touch(self) -> None:
-        if self._idle is not None:
-            self._idle.cancel()
-        loop = asyncio.get_running_loop()
-        self._idle = loop.call_later(self.idle_timeout, self._on_idle)
+        """Activity: the idle timer is armed once and, when it fires early, re-armed for the
+        rest (not cancelled and re-created per message)."""
+        self._last_active = self._loop.time()
+        if self._idle is None:
+            self._idle = self._loop.call_at(self._last_active + self.idle_timeout, self._on_idle)
 
     def _on_idle(self) -> None:
+        self._idle = None
+        due = self._last_active + self.idle_timeout
+        if due > self._loop.time() and self.transport is not None:
+            self._idle = self._loop.call_at(due, self._on_idle)
+            return
         if self.framer.pending:
             log.warning("tcp %s:%s: incomplete message after idle timeout, closing", *self.peer)
         self.close()

@@ -32,6 +32,19 @@ def test_first_invite_first_100_and_the_200_to_the_invite_count() -> None:
     assert ms["invite_200"] == [pytest.approx(10.0)]
 
 
+def test_a_shed_call_times_its_first_503() -> None:
+    leg = capture.packets([
+        (10.000, INVITE % b"shed"),
+        (10.004, RESPONSE % (b"503 Service Unavailable", b"shed", b"1 INVITE")),
+        (10.600, RESPONSE % (b"503 Service Unavailable", b"shed", b"1 INVITE")),
+        (11.000, INVITE % b"ok"),
+        (11.001, RESPONSE % (b"100 Trying", b"ok", b"1 INVITE")),
+    ])  # fmt: skip
+    ms = leg.milliseconds()
+    assert ms["invite_503"] == [pytest.approx(4.0)]
+    assert ms["invite_100"] == [pytest.approx(1.0)] and ms["invite_200"] == []
+
+
 def test_compact_call_id_header() -> None:
     leg = capture.packets([
         (1.0, b"INVITE sip:1@h SIP/2.0\r\ni: x\r\nCSeq: 1 INVITE\r\n\r\n"),
@@ -64,13 +77,18 @@ def test_live_capture_keeps_only_the_pbx_legs_invite_100_and_200() -> None:
         other.sendto(RESPONSE % (b"180 Ringing", b"live", b"1 INVITE"), ("127.0.0.1", port))
         time.sleep(0.003)
         other.sendto(RESPONSE % (b"200 OK", b"live", b"1 INVITE"), ("127.0.0.1", port))
+        pbx.sendto(INVITE % b"shed", ("127.0.0.1", peer))
+        other.sendto(RESPONSE % (b"503 Service Unavailable", b"shed", b"1 INVITE"),
+                     ("127.0.0.1", port))  # fmt: skip
+        other.sendto(RESPONSE % (b"486 Busy Here", b"shed", b"1 INVITE"), ("127.0.0.1", port))
         other.sendto(INVITE % b"elsewhere", ("127.0.0.1", stranger))  # not the PBX's port
         time.sleep(0.2)
     finally:
         leg = recorder.stop()
         pbx.close()
         other.close()
-    assert set(leg.calls) == {b"live"}
+    assert set(leg.calls) == {b"live", b"shed"}
+    assert leg.calls[b"shed"].unavailable is not None and leg.calls[b"shed"].ok is None
     ms = leg.milliseconds()
     assert 2.0 <= ms["invite_100"][0] < 100.0
     assert ms["invite_200"][0] >= ms["invite_100"][0] + 3.0

@@ -4,6 +4,7 @@ Kamailio config loading, and a few calls through the real proxy with the bench s
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import os
 import re
@@ -206,6 +207,20 @@ def test_report_table_json_and_readme(tmp_path: Path) -> None:
     assert report.update_readme(readme, table, meta)
     text = readme.read_text()
     assert "old" not in text and table in text and text.endswith(f"{report.README_END}\nb\n")
+
+
+def test_failed_among_admitted_and_the_503_latency_columns() -> None:
+    shed = dataclasses.replace(
+        _run("callerid-proxy", 20.0), attempted=1000, ok=600, failed=400, shed=398,
+        invite_503_p50_ms=0.8, invite_503_p99_ms=3.25, latency_source="capture",
+    )
+    assert shed.failed_admitted == 2
+    assert _run("callerid-proxy", 20.0).failed_admitted is None  # shed not measured
+    row = [cell.strip() for cell in report.markdown_table([shed]).splitlines()[2].split("|")[1:-1]]
+    assert row[report.COLUMNS.index("failed among admitted")] == "2"
+    assert row[report.COLUMNS.index("INVITE→503 p50/p99 ms")] == "0.80 / 3.25"
+    unmeasured = report.markdown_table([_run("kamailio", None)]).splitlines()[2].split("|")[1:-1]
+    assert unmeasured[report.COLUMNS.index("INVITE→503 p50/p99 ms")].strip() == "-"
 
 
 # ------------------------------------------------------------------ a few real calls

@@ -49,13 +49,23 @@ def test_loop_lag_sets_and_clears_overload(tmp_path: Path) -> None:
 
 async def _busy_and_recover(tmp_path: Path) -> list[bool]:
     """Datagrams handled one by one never make the loop late, yet at 100% of the time spent on
-    them the kernel queue behind grows: the busy share sheds too."""
+    them the kernel queue behind grows: the busy share sheds too. The busy share is the loop
+    thread's CPU time; the work here sleeps, so the thread's clock is a fake that counts the
+    time spent in that work, and its smoothing window is short for a short test."""
     settings = ServerSettings(
         listen=(("127.0.0.1", 5060),), pid_file=tmp_path / "p.pid", max_loop_lag=0.1,
-        lag_interval=0.02, max_busy=0.9,
+        lag_interval=0.02, max_busy=0.9, busy_window=0.05,
     )
     server = ProxyServer(CONFIG, ActiveRules.load(ROOT / "rules" / "example.yaml"), settings)
-    server.core.receive = lambda data, source, now: time.sleep(0.003)  # type: ignore[method-assign]
+    worked = [0.0]
+
+    def work(data: bytes, source: Source, now: float) -> None:
+        started = time.perf_counter()
+        time.sleep(0.003)
+        worked[0] += time.perf_counter() - started
+
+    server.cpu_clock = lambda: worked[0]
+    server.core.receive = work  # type: ignore[method-assign]
     source = Source("udp", "127.0.0.1", 5070)
     seen = [server.core.overloaded]
     server._schedule_lag_check()

@@ -25,7 +25,7 @@ def test_defaults() -> None:
     config, server, _ = build_settings(merged_settings(settings_from()))
     assert (config.max_transactions, config.max_dialogs) == (3_000, 100_000)
     assert server.max_loop_lag == 0.1
-    assert server.max_busy == 0.9
+    assert server.max_busy == 0.95
 
 
 def test_flags_reach_the_core_and_the_server() -> None:

@@ -1,0 +1,182 @@
+"""The overload detector (proxy/overload.py) on a fake clock, and the UDP queue probe on a real
+socket: one pause, or the backlog it leaves being worked off, does not shed; a queue that keeps
+growing, a loop late again and again, or a CPU at its limit for long does; and admission resumes
+as soon as the load is gone. Above capacity the share shed follows the excess (a closed loop
+with a simulated queue)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from bench.bench_calls import PBX, invite
+from bench.bench_glue import make_server
+from proxy.overload import OverloadDetector, OverloadLimits, Sample
+from proxy.sip.addresses import Source, Target
+from proxy.sip.framing import Frame
+from proxy.transport import TcpConnection, UdpEndpoint
+
+STEP = 0.05  # the server's check interval
+LIMITS = OverloadLimits(max_delay=0.1, max_busy=0.95, sustain=0.2, busy_window=1.0)
+
+
+def run(samples: Iterable[Mapping[str, Any]], limits: OverloadLimits = LIMITS) -> list[bool]:
+    """Whether new INVITEs are being shed (any share) after each sample; `now` follows the
+    samples' `elapsed` (STEP unless given)."""
+    detector = OverloadDetector(limits)
+    states, now = [], 0.0
+    for fields in samples:
+        elapsed = float(fields.get("elapsed", STEP))
+        now += elapsed
+        values: dict[str, Any] = {"now": now, "lag": 0.0, "busy": 0.5 * STEP,
+                                     "elapsed": elapsed, **fields}  # fmt: skip
+        detector.sample(Sample(**values))
+        states.append(detector.fraction > 0.0)
+    return states
+
+
+def quiet(n: int) -> list[Mapping[str, Any]]:
+    return [{"sojourns": (0.002,)} for _ in range(n)]
+
+
+def test_one_long_pause_does_not_shed() -> None:
+    # a 0.5 s stall: one late check, then the backlog it left drains (the probes sent after it
+    # come back sooner and sooner) while the CPU is busy working it off
+    pause = [{"lag": 0.5, "busy": 0.5, "elapsed": 0.55}]
+    drain = [
+        {"sojourns": (0.4 - 0.04 * i,), "outstanding": 0.35 - 0.04 * i, "busy": STEP}
+        for i in range(9)
+    ]
+    assert not any(run([*quiet(5), *pause, *drain, *quiet(10)]))
+
+
+def test_a_growing_udp_queue_sheds_and_admission_resumes_once_it_is_gone() -> None:
+    growing = [{"sojourns": (0.05 + 0.05 * i,), "busy": STEP} for i in range(8)]
+    states = run([*quiet(5), *growing, *quiet(12)])
+    assert not any(states[:5]) and states[12]  # shed while the queue grows
+    assert states.index(True) <= 5 + 6  # within 0.3 s of the delay passing its bound
+    assert not states[-1]  # the queue gone: admitting everything again within 0.6 s
+
+
+def steered(offered: float, samples: int) -> tuple[list[float], list[float]]:
+    """A process offered `offered` times what it can handle: each sample its queue grows by the
+    work admitted beyond its capacity (a shed INVITE costs nothing here); the probe's sojourn
+    is the queue. The fraction shed and the delay, per sample."""
+    detector = OverloadDetector(LIMITS)
+    queue, now, fractions, delays = 0.0, 0.0, [], []
+    for _ in range(samples):
+        now += STEP
+        admitted = offered * (1.0 - detector.fraction)
+        queue = max(0.0, queue + (admitted - 1.0) * STEP)
+        detector.sample(Sample(now, 0.0, STEP * min(1.0, admitted), STEP, (queue,)))
+        fractions.append(detector.fraction)
+        delays.append(queue)
+    return fractions, delays
+
+
+def test_above_capacity_the_share_shed_settles_at_the_excess_and_the_queue_stays_short() -> None:
+    for offered in (2.0, 6.0):
+        fractions, delays = steered(offered, 400)
+        settled = fractions[200:]
+        excess = 1.0 - 1.0 / offered  # the share that must be shed
+        assert abs(sum(settled) / len(settled) - excess) < 0.1, offered
+        assert max(delays[200:]) < LIMITS.max_delay  # a 503 (and an admitted call) waits little
+        assert min(settled) > 0.0 or offered > 5  # a share, not all or nothing
+
+
+def test_at_capacity_nothing_is_shed() -> None:
+    fractions, delays = steered(0.9, 400)
+    assert not any(fractions) and max(delays) == 0.0
+
+
+def test_a_probe_stuck_in_the_queue_sheds_without_waiting_for_it() -> None:
+    states = run([*quiet(3), {"outstanding": 0.3}, {"outstanding": 0.6}])
+    assert states == [False, False, False, False, True]
+
+
+def test_a_loop_late_again_and_again_sheds() -> None:
+    stalls = [{"lag": 0.3, "elapsed": 0.35} for _ in range(3)]
+    assert run([*quiet(2), *stalls]) == [False, False, False, True, True]  # the 2nd in a row
+
+
+def test_a_tcp_backlog_that_keeps_up_or_shrinks_does_not_shed_one_that_grows_does() -> None:
+    shrinking = [{"backlog": 0.4 - 0.03 * i} for i in range(10)]
+    assert not any(run([*quiet(2), *shrinking]))
+    growing = [{"backlog": 0.12 + 0.03 * i} for i in range(6)]
+    assert run([*quiet(2), *growing])[-1]
+
+
+def test_cpu_at_its_limit_sheds_only_when_it_lasts() -> None:
+    burst = [{"busy": STEP} for _ in range(6)]  # 0.3 s at 100%: a burst
+    assert not any(run([*quiet(20), *burst, *quiet(20)]))
+    saturated = [{"busy": STEP} for _ in range(80)]  # 4 s at 100%
+    states = run([*saturated, {"busy": 0.0}, *[{"busy": 0.0}] * 10])
+    assert states[79] and not states[-1]
+
+
+def test_a_cpu_bound_just_under_the_limit_keeps_admitting() -> None:
+    assert not any(run([{"busy": 0.93 * STEP} for _ in range(200)]))
+
+
+# ------------------------------------------------------------------ the probe, on a socket
+class Sink:
+    def __init__(self) -> None:
+        self.messages: list[bytes] = []
+
+    def on_message(self, data: bytes, source: Source) -> None:
+        self.messages.append(data)
+
+    def on_broken_stream(self, frame: Frame, source: Source) -> None: ...
+
+    def on_connection_made(self, connection: TcpConnection) -> None: ...
+
+    def on_connection_closed(self, connection: TcpConnection) -> None: ...
+
+    def on_unreachable(self, target: Target) -> None: ...
+
+
+async def _probe_round_trip() -> tuple[list[float], list[bytes], float]:
+    loop = asyncio.get_running_loop()
+    sink = Sink()
+    transport, endpoint = await loop.create_datagram_endpoint(
+        lambda: UdpEndpoint(sink), local_addr=("127.0.0.1", 0)
+    )
+    try:
+        endpoint.probe(loop.time())
+        token = endpoint._token
+        forged = token[:-1] + bytes([token[-1] ^ 1]) + bytes(8)  # another token: a peer's
+        transport.sendto(forged, transport.get_extra_info("sockname"))
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if endpoint.sojourns and sink.messages:
+                break
+        return endpoint.take_sojourns(), sink.messages, endpoint.oldest_probe_age(loop.time())
+    finally:
+        transport.close()
+
+
+def test_a_probe_comes_back_through_the_socket_and_is_never_a_message() -> None:
+    sojourns, messages, outstanding = asyncio.run(_probe_round_trip())
+    assert len(sojourns) == 1 and 0.0 <= sojourns[0] < 1.0
+    assert outstanding == 0.0
+    assert len(messages) == 1 and messages[0].endswith(bytes(8))  # the forged one, as data
+
+
+# ------------------------------------------------------------------ a share, in the server
+async def _half_shed(directory: Path) -> tuple[int, int]:
+    server, transport = make_server(directory)
+    server._partial = 0.5  # what `_overload_changed` sets for a detector's fraction of 0.5
+    for n in range(20):
+        server.on_message(invite(n), PBX)
+    if server._timer is not None:
+        server._timer.cancel()
+    shed = server.core.counters["shed"]
+    forwarded = sum(1 for data in transport.sent if data.startswith(b"INVITE "))
+    return shed, forwarded
+
+
+def test_a_share_of_half_sheds_every_other_new_invite(tmp_path: Path) -> None:
+    shed, forwarded = asyncio.run(_half_shed(tmp_path))
+    assert (shed, forwarded) == (10, 10)
