@@ -183,10 +183,9 @@ class SipMessage:
         """The header field at `position` in message order, built on first use."""
         built = self._built[position]
         if built is None:
-            starts = self._starts
-            built = self._built[position] = _build_header(
-                self._text, self._names[position], starts[position], starts[position + 1]
-            )
+            start, end = self._starts[position], self._starts[position + 1]
+            built = _build_header(self._text, self._names[position], start, end)
+            self._built[position] = built
         return built
 
     def value_at(self, position: int) -> str:
@@ -228,6 +227,13 @@ class SipMessage:
         if first is None:
             return None
         return self._built[first] or self.header_at(first)
+
+    def require_once(self, names: tuple[str, ...]) -> None:
+        """Each of `names` appears exactly once, else 400 as `one` says (RFC 3261 8.1.1)."""
+        first, repeated = self._first, self._repeated
+        for name in names:
+            if name not in first or name in repeated:
+                self.one(name)  # raises: missing or repeated
 
     def one(self, name: str) -> Header:
         """The single occurrence of a header that must appear exactly once (RFC 3261 8.1.1)."""

@@ -99,13 +99,15 @@ class Message:
     @property
     def from_addr(self) -> NameAddr:
         if self._from is None:
-            self._from = _name_addr_of(self.wire, "from")
+            header = self.wire.one("from")
+            self._from = parse_name_addr(header.value, header.value_start)
         return self._from
 
     @property
     def to_addr(self) -> NameAddr:
         if self._to is None:
-            self._to = _name_addr_of(self.wire, "to")
+            header = self.wire.one("to")
+            self._to = parse_name_addr(header.value, header.value_start)
         return self._to
 
     @property
@@ -201,10 +203,8 @@ def _frame_body(wire: SipMessage, *, datagram: bool) -> None:
 
 
 def _validate(wire: SipMessage) -> Message:
-    for name in _SINGLE_HEADERS:
-        if wire.count(name) != 1:
-            wire.one(name)  # raises: missing or repeated (RFC 3261 8.1.1)
-    if not wire.count("via"):
+    wire.require_once(_SINGLE_HEADERS)  # RFC 3261 8.1.1
+    if "via" not in wire.names():
         raise BadRequest("missing Via header")
     cseq_number, cseq_method = parse_cseq(unfold(wire.one("cseq").value))
     if wire.is_request and cseq_method != wire.method:
@@ -213,11 +213,6 @@ def _validate(wire: SipMessage) -> Message:
     if not call_id or " " in call_id or "\t" in call_id or "\n" in call_id or "\r" in call_id:
         raise BadRequest("malformed Call-ID")
     return Message(wire, call_id, cseq_number, cseq_method, _max_forwards(wire), _top_via(wire))
-
-
-def _name_addr_of(wire: SipMessage, name: str) -> NameAddr:
-    header = wire.one(name)
-    return parse_name_addr(header.value, header.value_start)
 
 
 def _top_via(wire: SipMessage) -> Via:
