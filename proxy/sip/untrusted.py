@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from proxy.sip.errors import BadRequest
 from proxy.sip.grammar import MAGIC_COOKIE, parse_cseq, parse_name_addr, parse_via_value
@@ -159,14 +160,18 @@ _SHED_NAMES = {
     b"via": "via", b"v": "via", b"from": "from", b"f": "from", b"to": "to", b"t": "to",
     b"call-id": "call-id", b"i": "call-id", b"cseq": "cseq",
 }
-_SHED_FIELD = re.compile(  # groups: the line, its name, its value (blanks around excluded)
-    rb"(?<=\n)((via|v|from|f|to|t|call-id|i|cseq)[ \t]*:[ \t]*([^\r\n]*?)[ \t]*)\r\n",
-    re.IGNORECASE,
-)
+# How they are usually spelled (one dict lookup per line); any other spelling of a line that
+# starts like one of them is lowered and looked up again.
+_SHED_SPELLINGS = {
+    spelling: canonical
+    for name, canonical in _SHED_NAMES.items()
+    for spelling in (name, name.upper(), name.capitalize(), b"Call-ID", b"CSeq")
+    if spelling.lower() == name
+}
+_SHED_INITIALS = b"VvFfTtCcIi"
 
 
-@dataclass(frozen=True, slots=True)
-class ShedGlance:
+class ShedGlance(NamedTuple):
     """What a 503 to a new INVITE copies (RFC 3261 8.2.6.2), as the sender's bytes, and the
     server-transaction key the INVITE would have (RFC 3261 17.2.3)."""
 
@@ -191,8 +196,19 @@ def shed_glance(data: bytes) -> ShedGlance | None:
     if data.find(b"\r\n ", 0, stop) >= 0 or data.find(b"\r\n\t", 0, stop) >= 0:
         return None  # folding (RFC 3261 7.3.1)
     lines: dict[str, list[tuple[bytes, bytes]]] = {}
-    for line, name, value in _SHED_FIELD.findall(data, 0, stop):
-        lines.setdefault(_SHED_NAMES[name.lower()], []).append((line, value))
+    spelled = _SHED_SPELLINGS.get
+    for line in data[data.find(b"\n") + 1 : end].split(b"\r\n"):  # the start line aside
+        colon = line.find(b":")
+        if colon <= 0:
+            continue  # not a header line: the parse may refuse it, the 503 needs none of it
+        name = spelled(line[:colon])
+        if name is None:
+            if line[:1] not in _SHED_INITIALS:
+                continue
+            name = _SHED_NAMES.get(line[:colon].rstrip(b" \t").lower())
+            if name is None:
+                continue
+        lines.setdefault(name, []).append((line, line[colon + 1 :].strip(b" \t")))
     try:
         return _shed_fields(lines)
     except BadRequest:
@@ -219,13 +235,13 @@ def _shed_fields(lines: dict[str, list[tuple[bytes, bytes]]]) -> ShedGlance | No
     if not branch.startswith(MAGIC_COOKIE) or len(branch) == len(MAGIC_COOKIE):
         return None  # RFC 2543 matching needs the dialog fields: the parse does it
     return ShedGlance(
-        key=(branch, via.sent_by, "INVITE"),
-        via_lines=b"".join(line + b"\r\n" for line, _ in vias),
-        from_line=from_line + b"\r\n",
-        to_value=to_value,
-        call_id_cseq=call_id_line + b"\r\n" + cseq_line + b"\r\n",
-        call_id=call_id.decode("latin-1"),
-        from_tag=_from_tag(from_value),
+        (branch, via.sent_by, "INVITE"),
+        b"".join([line + b"\r\n" for line, _ in vias]),
+        from_line + b"\r\n",
+        to_value,
+        call_id_line + b"\r\n" + cseq_line + b"\r\n",
+        call_id.decode("latin-1"),
+        _from_tag(from_value),
     )
 
 

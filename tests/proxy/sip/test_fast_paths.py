@@ -214,8 +214,10 @@ def bounded(max_transactions: int) -> Clocked:
         invite().replace(b"Via: SIP", b"v:  SIP").replace(b";rport\r\n", b";rport  \r\n"),
         invite().replace(b'From: "Alice" <sip:1001@pbx.example.com>;tag=pbx-tag-1',
                          b"From: sip:1001@pbx.example.com;TAG=Xy"),
+        invite(extra="VIA :SIP/2.0/TCP 10.0.0.8;branch=z9hG4bK-8\r\nviaduct: x\r\nTox: 1\r\n"
+               "X-Via: SIP/2.0/UDP evil\r\nCseq-Extra: 9\r\n"),
     ],
-    ids=["usual", "two vias", "compact", "blanks", "compact via", "addr-spec from"],
+    ids=["usual", "two vias", "compact", "blanks", "compact via", "addr-spec from", "lookalikes"],
 )
 def test_the_glance_503_is_the_parsed_paths_503(request_bytes: bytes) -> None:
     seen = shed_glance(request_bytes)
