@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.sip import grammar
+from proxy.sip import framing, grammar
 from proxy.sip import message as message_module
 from proxy.sip.core import ProxyCore
 from proxy.sip.errors import SipError
@@ -314,3 +314,22 @@ def test_with_every_trunk_down_the_shed_invite_hears_so() -> None:
     assert [e.cause for e in clocked.core.events_to_handle() if isinstance(e, Shed)] == [
         "all trunks down"
     ]
+
+
+# ----------------------------------------------------------------------------- stream framing
+OLD_CONTENT_LENGTH = re.compile(rb"^(?:content-length|l)[ \t]*:[ \t]*([^\r\n]*)", re.I | re.M)
+STREAM_PIECES = st.sampled_from(
+    [b"\r\n", b"\n", b"\r", b"\r\n\r\n", b"\n\n", b"Content-Length: 12", b"l:3", b"L :\t7 ",
+     b"content-LENGTH:", b"x-l: 1", b"INVITE sip:a@b SIP/2.0", b" ", b"abc", b":"]
+)
+
+
+@EXAMPLES
+@given(pieces=st.lists(STREAM_PIECES, max_size=12))
+def test_the_framers_fast_paths_agree_with_its_regexes(pieces: list[bytes]) -> None:
+    data = b"".join(pieces)
+    old = framing._HEADER_END.search(data)
+    assert framing._header_end(bytearray(data)) == (None if old is None else old.span())
+    if old is not None:
+        expected = OLD_CONTENT_LENGTH.findall(data[: old.start()] + b"\r\n")
+        assert framing._content_lengths(data[: old.end()], old.start()) == expected
