@@ -84,7 +84,13 @@ from proxy.sip.transactions import (
     server_key,
 )
 from proxy.sip.trunks import TrunkHealth, probe_request
-from proxy.sip.untrusted import glance, is_scanner, short_forbidden
+from proxy.sip.untrusted import (
+    glance,
+    is_scanner,
+    shed_glance,
+    shed_response,
+    short_forbidden,
+)
 
 PBX, TRUNK = PBX_SIDE, TRUNK_SIDE
 ROUTABLE_SCHEMES = ("sip", "sips", "tel")
@@ -124,8 +130,12 @@ class ProxyCore:
         if side_of(self.config, source) is None:  # trust before work (issue 7)
             self._refuse_untrusted(data, source)
             return
+        if self._shed_cause() is not None and self._shed_from_glance(data, source):
+            return  # overload: a new INVITE answered 503 before any parse
         try:
             msg = parse_message(data, datagram=source.transport == "udp", lazy=True)
+            if msg.wire.method == "INVITE" and self._shed_at_once(msg, source, now):
+                return  # overload: answered 503 from the lazy parse, nothing validated
             if _may_be_forwarded(msg):
                 msg.validate()  # all a forwarded message must satisfy (RFC 3261 16.3, 4475)
         except SipError as error:
@@ -456,15 +466,51 @@ class ProxyCore:
         )
         self._outbox.append(Outgoing(response, source.reply_target(), source.connection))
 
+    def _shed_cause(self) -> str | None:
+        """Why a new INVITE would be shed now, if it would (issue 7, like a carrier proxy)."""
+        if self._overloaded:
+            return "loop lag"
+        if self._transactions.pending_server_count >= self.config.max_transactions:
+            return "transactions"
+        return None
+
+    def _shed_from_glance(self, data: bytes, source: Source) -> bool:
+        """The cheapest refusal: a new INVITE's 503 from a glance at its header lines (see
+        `shed_glance`), unless it is a retransmission of an admitted INVITE (its transaction
+        answers it) or the glance cannot tell (the parse then decides, `_shed_at_once`)."""
+        seen = shed_glance(data)
+        if seen is None or self._transactions.server(seen.key) is not None:
+            return False
+        cause = self._shed_cause()
+        if cause is None or (not self._trunks.up() and side_of(self.config, source) == PBX):
+            return False  # every trunk down: the usual path says so (its own 503)
+        self.counters["shed"] += 1
+        self._events.append(Shed(source, cause, self.config.retry_after))
+        response = shed_response(seen, self.config.retry_after)
+        self._outbox.append(Outgoing(response, source.reply_target(), source.connection))
+        return True
+
+    def _shed_at_once(self, msg: Message, source: Source, now: float) -> bool:
+        """While shedding, a new INVITE is answered before its full validation: only what the
+        503 copies (RFC 3261 8.2.6.2: Via, From, To, Call-ID, CSeq; the From tag picks our To
+        tag) has to parse, so the refusal costs a fraction of an admitted call. A re-INVITE (To
+        tag) and a retransmission of an admitted INVITE (its transaction answers it) go on;
+        with every trunk down the usual path says so (its own 503)."""
+        if self._shed_cause() is None or msg.to_addr.tag is not None:
+            return False
+        if not self._trunks.up() and side_of(self.config, source) == PBX:
+            return False
+        if self._transactions.absorb(msg, now):
+            return True  # what _on_request does first: the admitted call's transaction answers
+        msg.from_addr  # noqa: B018  (the 503's To tag is derived from it: it must parse)
+        return self._shed(msg, source)
+
     def _shed(self, msg: Message, source: Source) -> bool:
         """Overload (issue 7, like a carrier proxy): a new INVITE gets 503 with Retry-After at
         once, without any state, when live transactions pass the bound or the loop lags
         (RFC 3261 21.5.4, 20.33). Everything already admitted keeps flowing."""
-        if self._overloaded:
-            cause = "loop lag"
-        elif self._transactions.pending_server_count >= self.config.max_transactions:
-            cause = "transactions"
-        else:
+        cause = self._shed_cause()
+        if cause is None:
             return False
         self.counters["shed"] += 1
         self._events.append(Shed(source, cause, self.config.retry_after))

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 DEFAULT_MAX_MESSAGE = 64 * 1024
 
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
-_CONTENT_LENGTH = re.compile(rb"^(?:content-length|l)[ \t]*:[ \t]*([^\r\n]*)", re.I | re.M)
+# Searched in the lowered header block, after a line break (the block starts with one added).
+_CONTENT_LENGTH = re.compile(rb"\n(?:content-length|l)[ \t]*:[ \t]*([^\r\n]*)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,14 +49,15 @@ class StreamFramer:
 
     def _next_frame(self) -> Frame | None:
         self._skip_keepalives()
-        end = _HEADER_END.search(self._buffer)
-        if end is None:
+        span = _header_end(self._buffer)
+        if span is None:
             if len(self._buffer) > self._max:
                 head = bytes(self._buffer[: self._max])
                 return self._fail(head, "header section too large", status=513)
             return None
-        head = bytes(self._buffer[: end.end()])
-        lengths = _CONTENT_LENGTH.findall(head[: end.start()] + b"\r\n")
+        block_end, header_end = span
+        head = bytes(self._buffer[:header_end])
+        lengths = _content_lengths(head, block_end)
         if len(lengths) != 1:
             problem = "missing Content-Length" if not lengths else "several Content-Length"
             return self._fail(head, problem + " on a stream transport")
@@ -68,7 +70,7 @@ class StreamFramer:
         if len(significant) > len(str(self._max)):
             reason = f"Content-Length of {len(text)} digits exceeds the cap"
             return self._fail(head, reason, status=513)
-        total = end.end() + int(significant)
+        total = header_end + int(significant)
         if total > self._max:
             reason = f"message of {total} octets exceeds the {self._max} limit"
             return self._fail(head, reason, status=513)
@@ -90,3 +92,20 @@ class StreamFramer:
         self.broken = True
         self._buffer.clear()
         return Frame(head, fatal=True, reason=reason, status=status)
+
+
+def _header_end(buffer: bytearray) -> tuple[int, int] | None:
+    """Where the blank line after the headers starts and ends. The usual CRLF block is found
+    with one `find`: any other end (a bare LF) has a bare LF before it, and then the regex
+    tells which comes first."""
+    end = buffer.find(b"\r\n\r\n")
+    if end >= 0 and buffer.count(b"\n", 0, end) == buffer.count(b"\r\n", 0, end):
+        return end, end + 4
+    found = _HEADER_END.search(buffer)
+    return None if found is None else found.span()
+
+
+def _content_lengths(head: bytes, block_end: int) -> list[bytes]:
+    """The values of every Content-Length (or `l`) line of the header block, as sent."""
+    block = b"\n" + head[:block_end]
+    return [block[m.start(1) : m.end(1)] for m in _CONTENT_LENGTH.finditer(block.lower())]

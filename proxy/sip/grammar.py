@@ -7,8 +7,7 @@ returns absolute spans, so an edit can replace exactly one part of one header.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from proxy.sip.errors import BadRequest
 
@@ -32,8 +31,7 @@ _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+\-.]*):")
 MAGIC_COOKIE = "z9hG4bK"
 
 
-@dataclass(frozen=True, slots=True)
-class NameAddr:
+class NameAddr(NamedTuple):
     """A From/To/Contact/Route value. Spans are absolute offsets in the message."""
 
     start: int
@@ -51,9 +49,60 @@ class NameAddr:
         return self.params.get("tag")
 
 
+_new = tuple.__new__  # a NamedTuple's own __new__ is a Python function: skip it
+
+# `;name=value;name` with no whitespace and no quoted value (what _SIMPLE_PARAMS matches).
+_SIMPLE_PARAM_TEXT = rf"(?:;{TOKEN}(?:=(?:{IPV6}|{TOKEN}|\[[0-9A-Fa-f:.]+\]))?)*"
+# The usual forms, whole: `"Name" <uri>;params`, `Name <uri>;params`, `<uri>;params` and an
+# addr-spec `sip:a@b;params`, without folding or odd whitespace. When one matches the whole value
+# the answer is the one `_parse_name_addr_general` gives (a property test holds them together).
+# The same languages as QUOTED and _SIMPLE_PARAM_TEXT, written for the regex engine's speed
+# (the quoted string unrolled, a token value tried before an IPv6 one): only ever fullmatch'ed.
+_QUOTED_UNROLLED = r'"[^"\\\r\n]*(?:\\[\x00-\x09\x0b\x0c\x0e-\x7f][^"\\\r\n]*)*"'
+_USUAL_PARAMS = rf"(?:;{TOKEN}(?:=(?:{TOKEN}|{IPV6}|\[[0-9A-Fa-f:.]+\]))?)*"
+_USUAL_NAME_ADDR = re.compile(  # groups: quoted display name, token display name, URI, params
+    rf"(?:({_QUOTED_UNROLLED})[ \t]*|({TOKEN}(?:[ \t]+{TOKEN})*)[ \t]*)?"
+    rf"<([^<>\s\"]+)>({_USUAL_PARAMS})"
+)
+_USUAL_ADDR_SPEC = re.compile(  # groups: URI, params
+    rf"([A-Za-z][A-Za-z0-9+\-.]*:[^\s;,<>\"?]+)({_USUAL_PARAMS})"
+)
+
+
 def parse_name_addr(value: str, offset: int = 0, end: int | None = None) -> NameAddr:
     """Parse `name-addr / addr-spec` followed by header params, strictly (RFC 4475 3.1.2)."""
     stop = len(value) if end is None else end
+    bracketed = "<" in value
+    usual = (_USUAL_NAME_ADDR if bracketed else _USUAL_ADDR_SPEC).fullmatch(value, 0, stop)
+    if usual is None:
+        return _parse_name_addr_general(value, offset, stop)
+    if bracketed:
+        quoted, tokens, uri, params = usual.groups()
+        display = quoted or tokens
+        uri_start = usual.start(3)
+    else:
+        uri, params = usual.groups()
+        display = None
+        uri_start = 0
+    uri_end = uri_start + len(uri)
+    return _new(
+        NameAddr,
+        (
+            offset,
+            offset + stop,
+            display,
+            uri,
+            offset + uri_start,
+            offset + uri_end,
+            bracketed,
+            _split_simple_params(params) if params else {},
+            offset + uri_end + bracketed,  # the params start after the > of a <URI>
+        ),
+    )
+
+
+def _parse_name_addr_general(value: str, offset: int, stop: int) -> NameAddr:
+    """Any form RFC 3261 allows (LWS and folding anywhere, quoted pairs, odd params)."""
     position = 0
     display: str | None = None
     match = _DISPLAY_NAME.match(value, 0, stop)
@@ -100,7 +149,7 @@ def parse_name_addr(value: str, offset: int = 0, end: int | None = None) -> Name
 
 # The common case, `;name=value;name` with no whitespace and no quoted value, in one match. Only
 # used when it covers the whole rest of the value; the general loop below decides otherwise.
-_SIMPLE_PARAMS = re.compile(rf"(?:;{TOKEN}(?:=(?:{IPV6}|{TOKEN}|\[[0-9A-Fa-f:.]+\]))?)*")
+_SIMPLE_PARAMS = re.compile(_SIMPLE_PARAM_TEXT)
 
 
 def _parse_params(value: str, position: int, stop: int) -> tuple[dict[str, str | None], int]:
@@ -134,15 +183,29 @@ def _split_simple_params(text: str) -> dict[str, str | None]:
 
 def split_comma_values(value: str, stop: int | None = None) -> list[tuple[int, int]]:
     """Spans (relative) of the comma-separated values of a header, ignoring commas in quotes/<>."""
-    spans: list[tuple[int, int]] = []
     end = len(value) if stop is None else stop
-    if '"' not in value and "<" not in value:  # the common case: every comma separates
-        start = 0
-        while (comma := value.find(",", start, end)) >= 0:
+    if '"' in value:
+        return _split_quoted(value, end)
+    # No quotes: a comma separates unless the last bracket before it opened a <URI>. Each
+    # stretch between commas is searched once (linear in the value, however many commas).
+    spans: list[tuple[int, int]] = []
+    start = scanned = 0
+    in_brackets = False
+    while (comma := value.find(",", scanned, end)) >= 0:
+        opened, closed = value.rfind("<", scanned, comma), value.rfind(">", scanned, comma)
+        if opened != closed:  # at least one of them in this stretch
+            in_brackets = opened > closed
+        scanned = comma + 1
+        if not in_brackets:
             spans.append(_trimmed(value, start, comma))
-            start = comma + 1
-        spans.append(_trimmed(value, start, end))
-        return spans
+            start = scanned
+    spans.append(_trimmed(value, start, end))
+    return spans
+
+
+def _split_quoted(value: str, end: int) -> list[tuple[int, int]]:
+    """`split_comma_values` one character at a time, for values with quoted strings."""
+    spans: list[tuple[int, int]] = []
     start = 0
     in_quotes = in_brackets = escaped = False
     for index in range(end):
@@ -177,8 +240,7 @@ def _trimmed(value: str, start: int, end: int) -> tuple[int, int]:
     return start, end
 
 
-@dataclass(frozen=True, slots=True)
-class SipUri:
+class SipUri(NamedTuple):
     scheme: str  # lower case: sip, sips, tel, ...
     user: str | None
     host: str
@@ -209,21 +271,16 @@ def parse_sip_uri(uri: str) -> SipUri:
         opaque = uri[len(scheme) + 1 :]
         number, _, rest = opaque.partition(";")
         params = _uri_params(";" + rest) if rest else {}
-        return SipUri(scheme, number, "", None, params, "?" in opaque)
+        return _new(SipUri, (scheme, number, "", None, params, "?" in opaque))
     match = _SIP_URI.match(uri)
     if match is None:
         raise BadRequest(f"malformed SIP URI: {uri[:80]!r}")
     port = int(match.group("port")) if match.group("port") else None
     if port is not None and not 0 < port < 65536:
         raise BadRequest(f"port out of range in {uri[:80]!r}")
-    return SipUri(
-        scheme=scheme,
-        user=match.group("user"),
-        host=match.group("host").lower(),
-        port=port,
-        params=_uri_params(match.group("params") or ""),
-        has_headers=match.group("headers") is not None,
-    )
+    user, host, param_text, headers = match.group("user", "host", "params", "headers")
+    params = _uri_params(param_text) if param_text else {}
+    return _new(SipUri, (scheme, user, host.lower(), port, params, headers is not None))
 
 
 def _uri_params(text: str) -> dict[str, str | None]:
@@ -234,8 +291,7 @@ def _uri_params(text: str) -> dict[str, str | None]:
     return params
 
 
-@dataclass(frozen=True, slots=True)
-class Via:
+class Via(NamedTuple):
     """One Via value. `start`/`end` are absolute offsets of this value (not the whole header)."""
 
     header_index: int  # index of the header line in SipMessage.headers
@@ -262,28 +318,45 @@ _VIA = re.compile(
     rf"(?:{SWS}:{SWS}(?P<port>[0-9]{{1,5}}))?",
     re.IGNORECASE,
 )
+# The usual Via value, whole: `SIP/2.0/UDP host:port;params`, single spaces, simple params. When
+# it matches, the answer is the general parser's (a property test holds them together).
+_USUAL_VIA = re.compile(
+    rf"SIP/2\.0/({TOKEN}) (\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-.]+)(?::([0-9]{{1,5}}))?"
+    rf"({_USUAL_PARAMS})"
+)
 
 
 def parse_via_value(value: str, offset: int, header_index: int) -> Via:
-    match = _VIA.match(value)
-    if match is None or match.group("version") != "2.0":
-        raise BadRequest(f"malformed Via: {value[:80]!r}")
-    params, position = _parse_params(value, match.end(), len(value))
-    if value[position:].strip(" \t\r\n"):
-        raise BadRequest(f"unexpected text in Via: {value[position : position + 40]!r}")
-    port = int(match.group("port")) if match.group("port") else None
+    usual = _USUAL_VIA.fullmatch(value)
+    if usual is not None:
+        transport, host, port_text, param_text = usual.groups()
+        params = _split_simple_params(param_text) if param_text else {}
+        position = len(value)
+    else:
+        match = _VIA.match(value)
+        if match is None or match.group("version") != "2.0":
+            raise BadRequest(f"malformed Via: {value[:80]!r}")
+        params, position = _parse_params(value, match.end(), len(value))
+        if value[position:].strip(" \t\r\n"):
+            raise BadRequest(f"unexpected text in Via: {value[position : position + 40]!r}")
+        transport, host, port_text = match.group("transport", "host", "port")
+    port = int(port_text) if port_text else None
     if port is not None and not 0 < port < 65536:
         raise BadRequest("Via port out of range")
-    _check_via_numbers(params)
-    return Via(
-        header_index=header_index,
-        start=offset,
-        end=offset + len(value),
-        transport=match.group("transport").upper(),
-        host=match.group("host").lower(),
-        port=port,
-        params=params,
-        params_end=offset + position,
+    if "rport" in params or "ttl" in params:
+        _check_via_numbers(params)
+    return _new(
+        Via,
+        (
+            header_index,
+            offset,
+            offset + len(value),
+            transport.upper(),
+            host.lower(),
+            port,
+            params,
+            offset + position,
+        ),
     )
 
 
@@ -302,14 +375,18 @@ CSEQ_LIMIT = 2**31 - 1  # RFC 3261 8.1.1.5: the sequence number must be less tha
 
 
 def parse_cseq(value: str) -> tuple[int, str]:
+    number, _, method = value.partition(" ")
+    # The usual `4711 INVITE`: short ASCII digits, one space, letters (a token, RFC 3261 25.1).
+    if number.isdigit() and len(number) < 10 and method.isalpha() and value.isascii():
+        return int(number), method
     match = _CSEQ.match(value)
     if match is None:
         raise BadRequest(f"malformed CSeq: {value[:60]!r}")
     try:
-        number = bounded_number(match.group("number"), "CSeq number", CSEQ_LIMIT)
+        number_value = bounded_number(match.group("number"), "CSeq number", CSEQ_LIMIT)
     except BadRequest:
         raise BadRequest("CSeq number out of range (must be < 2**31)") from None
-    return number, match.group("method")
+    return number_value, match.group("method")
 
 
 # ----------------------------------------------------------------------------- numbers
@@ -345,9 +422,18 @@ def bounded_number(text: str, label: str, maximum: int) -> int:
     return int(significant)
 
 
+assert min(NUMERIC_FIELDS.values()) >= 10**9  # what the usual case below relies on
+
+
 def check_numeric_fields(wire: SipMessage) -> None:
-    for name in wire.names() & NUMERIC_FIELDS.keys():
+    present = wire.names()
+    for name, maximum in NUMERIC_FIELDS.items():
+        if name not in present:
+            continue
         for position in wire.positions(name):
-            leading = _ASCII_DIGITS.match(wire.header_at(position).value)
+            value = wire.value_at(position)
+            if value.isdigit() and len(value) < 10 and value.isascii():  # the usual case
+                continue  # below 10**9, so below every maximum here
+            leading = _ASCII_DIGITS.match(value)
             if leading is not None:
-                bounded_number(leading.group(), name, NUMERIC_FIELDS[name])
+                bounded_number(leading.group(), name, maximum)

@@ -36,11 +36,37 @@ COMPACT_FORMS = {
     "n": "identity-info",
 }
 
+# How header names are usually spelled, straight to their canonical name: one dict lookup per
+# line instead of a token check, `lower()` and the compact-form lookup (a miss takes that path).
+_USUAL_NAMES = (
+    "Accept", "Accept-Encoding", "Accept-Language", "Alert-Info", "Allow", "Allow-Events",
+    "Authorization", "Call-ID", "Call-Info", "Contact", "Content-Disposition",
+    "Content-Encoding", "Content-Language", "Content-Length", "Content-Type", "CSeq", "Date",
+    "Diversion", "Error-Info", "Event", "Expires", "From", "History-Info", "In-Reply-To",
+    "Max-Forwards", "Min-Expires", "Min-SE", "MIME-Version", "Organization",
+    "P-Asserted-Identity", "P-Preferred-Identity", "Priority", "Privacy", "Proxy-Authenticate",
+    "Proxy-Authorization", "Proxy-Require", "RAck", "Reason", "Record-Route", "Refer-To",
+    "Referred-By", "Remote-Party-ID", "Reply-To", "Require", "Retry-After", "Route", "RSeq",
+    "Server", "Session-Expires", "Subject", "Subscription-State", "Supported", "Timestamp", "To",
+    "Unsupported", "User-Agent", "Via", "Warning", "WWW-Authenticate",
+)
+_SPELLINGS: dict[str, str] = {
+    spelling: COMPACT_FORMS.get(name.lower(), name.lower())
+    for name in (*_USUAL_NAMES, *COMPACT_FORMS)
+    for spelling in (name, name.lower(), name.upper(), name.title())
+}
+
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 _LINE_END = re.compile(r"\r?\n")
 _FIELD = re.compile(
     r"([!%'*+\-.0-9A-Z_`a-z~]+)[ \t]*:([^\r\n]*(?:\r?\n[ \t][^\r\n]*)*)\r?\n"
 )
+_TOKEN_NAME = re.compile(r"[!%'*+\-.0-9A-Z_`a-z~]+")
+
+
+# A header block's fields: canonical names, starts (then where the last field ends), the first
+# position of each name, and every position of the names seen more than once.
+Layout = tuple[list[str], list[int], dict[str, int], dict[str, list[int]]]
 
 
 class Header(NamedTuple):
@@ -55,16 +81,19 @@ class Header(NamedTuple):
 
 
 class SipMessage:
-    """The wire view of one message. Header fields are found on the way through (one regex match
-    per line) but a `Header` is only built when something asks for that name (lazy parsing,
+    """The wire view of one message. One pass over the header block records, per field, only
+    its canonical name and where it starts (fields are contiguous: one ends where the next
+    begins); a `Header` is only built when something asks for that name (lazy parsing,
     issue 6): a request forwarded untouched never materialises its Allow or User-Agent."""
 
     __slots__ = (
         "_built",
-        "_fields",
-        "_index",
+        "_first",
         "_lists",
         "_names",
+        "_repeated",
+        "_starts",
+        "_text",
         "body_end",
         "body_start",
         "method",
@@ -80,13 +109,13 @@ class SipMessage:
     def __init__(
         self,
         raw: bytes,
+        text: str,
         start_line: str,
-        fields: list[re.Match[str]],
-        names: list[str],
-        index: dict[str, list[int]],
+        layout: Layout,
         body_start: int,
     ) -> None:
         self.raw = raw
+        self._text = text  # latin-1 view of the header block: offsets are those of `raw`
         self.start_line = start_line
         self.body_start = body_start
         self.body_end = len(raw)
@@ -98,10 +127,10 @@ class SipMessage:
         self.status = 0
         self.reason = ""
         self.trailing_bytes = 0  # datagram octets after the message (RFC 4475 dblreq)
-        self._fields = fields  # one match per header field, in order
-        self._names = names  # canonical name of each field
-        self._index = index  # canonical name -> positions in _fields
-        self._built: list[Header | None] = [None] * len(fields)
+        # Canonical name of each field; where each starts, then where the last one ends;
+        # canonical name -> its first position; for a name seen more than once, all of them.
+        self._names, self._starts, self._first, self._repeated = layout
+        self._built: list[Header | None] = [None] * len(self._names)
         self._lists: dict[str, list[Header]] = {}  # get_all's answers, built once
 
     def __eq__(self, other: object) -> bool:
@@ -119,7 +148,7 @@ class SipMessage:
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
-        return f"SipMessage({self.start_line[:60]!r}, {len(self._fields)} headers)"
+        return f"SipMessage({self.start_line[:60]!r}, {len(self._names)} headers)"
 
     @property
     def is_request(self) -> bool:
@@ -131,7 +160,7 @@ class SipMessage:
 
     @property
     def header_count(self) -> int:
-        return len(self._fields)
+        return len(self._names)
 
     @property
     def headers(self) -> HeaderList:
@@ -141,11 +170,11 @@ class SipMessage:
     @property
     def headers_end(self) -> int:
         """Offset where the blank line separating headers and body starts."""
-        return self._fields[-1].end() if self._fields else len(self.start_line_bytes())
+        return self._starts[-1]
 
     @property
     def first_header_start(self) -> int:
-        return self._fields[0].start() if self._fields else len(self.start_line_bytes())
+        return self._starts[0]
 
     def start_line_bytes(self) -> bytes:
         return self.raw[: self.raw.index(b"\n") + 1]
@@ -154,45 +183,67 @@ class SipMessage:
         """The header field at `position` in message order, built on first use."""
         built = self._built[position]
         if built is None:
-            built = self._built[position] = _build_header(
-                self._names[position], self._fields[position]
-            )
+            start, end = self._starts[position], self._starts[position + 1]
+            built = _build_header(self._text, self._names[position], start, end)
+            self._built[position] = built
         return built
+
+    def value_at(self, position: int) -> str:
+        """The value of the field at `position` (what `header_at(position).value` is)."""
+        return (self._built[position] or self.header_at(position)).value
 
     def positions(self, name: str) -> tuple[int, ...] | list[int]:
         """Where the fields `name` are, in message order (`header_at` builds one)."""
-        return self._index.get(name, ())
+        first = self._first.get(name)
+        if first is None:
+            return ()
+        return self._repeated.get(name) or (first,)
 
     def names(self) -> KeysView[str]:
         """The canonical names present."""
-        return self._index.keys()
+        return self._first.keys()
 
     def count(self, name: str) -> int:
         """How many fields `name` has, without building them."""
-        return len(self._index.get(name, ()))
+        if name not in self._first:
+            return 0
+        repeated = self._repeated.get(name)
+        return len(repeated) if repeated else 1
 
     def get_all(self, name: str) -> list[Header]:
         """Every `name` field in order; the list is shared: read it, do not change it."""
         found = self._lists.get(name)
         if found is None:
-            positions = self._index.get(name)
-            if positions is None:
+            first = self._first.get(name)
+            if first is None:
                 return []  # most names asked for are absent: nothing to build or keep
+            repeated = self._repeated.get(name)
+            positions = repeated or (first,)
             found = self._lists[name] = [self.header_at(position) for position in positions]
         return found
 
     def get(self, name: str) -> Header | None:
-        found = self._index.get(name)
-        return self.header_at(found[0]) if found else None
+        first = self._first.get(name)
+        if first is None:
+            return None
+        return self._built[first] or self.header_at(first)
+
+    def require_once(self, names: tuple[str, ...]) -> None:
+        """Each of `names` appears exactly once, else 400 as `one` says (RFC 3261 8.1.1)."""
+        first, repeated = self._first, self._repeated
+        for name in names:
+            if name not in first or name in repeated:
+                self.one(name)  # raises: missing or repeated
 
     def one(self, name: str) -> Header:
         """The single occurrence of a header that must appear exactly once (RFC 3261 8.1.1)."""
-        found = self._index.get(name, ())
-        if not found:
+        first = self._first.get(name)
+        if first is None:
             raise BadRequest(f"missing {name} header")
-        if len(found) > 1:
-            raise BadRequest(f"{name} header appears {len(found)} times")
-        return self.header_at(found[0])
+        repeated = self._repeated.get(name)
+        if repeated:
+            raise BadRequest(f"{name} header appears {len(repeated)} times")
+        return self._built[first] or self.header_at(first)
 
 
 class HeaderList(Sequence[Header]):
@@ -229,7 +280,67 @@ def canonical_name(raw_name: str) -> str:
 
 
 def split_message(data: bytes) -> SipMessage:
-    """Find start line, headers and where the body starts. Body length is decided by the caller."""
+    """Find start line, headers and where the body starts. Body length is decided by the caller.
+    The usual message (every line ends with CRLF, no bare CR or LF in its header block) takes
+    one `str.split`; anything else the general, line-ending-tolerant regex path."""
+    end = data.find(b"\r\n\r\n")
+    if end >= 0:
+        text = data[: end + 2].decode("latin-1")
+        lines = text.split("\r\n")
+        breaks = len(lines) - 1
+        if text.count("\n") == breaks == text.count("\r"):  # no bare LF or CR
+            start_line = lines[0]
+            _check_start_line(start_line)
+            layout = _crlf_layout(lines, len(start_line) + 2)
+            return SipMessage(data, text, start_line, layout, end + 4)
+    return _split_general(data)
+
+
+def _check_start_line(start_line: str) -> None:
+    if not start_line or start_line[0] in " \t":
+        raise UnparseableMessage("empty or indented start line")
+
+
+def _crlf_layout(lines: list[str], position: int) -> Layout:
+    """Names and starts of the fields of a CRLF-only header block split into `lines` (the start
+    line first, an empty string last); folded lines belong to their field (RFC 3261 7.3.1)."""
+    names: list[str] = []
+    starts: list[int] = []
+    first: dict[str, int] = {}
+    repeated: dict[str, list[int]] = {}
+    spelled = _SPELLINGS.get
+    number = 0
+    for line_number in range(1, len(lines) - 1):
+        line = lines[line_number]
+        if line[0] in " \t":
+            if not names:
+                raise UnparseableMessage("continuation line before the first header")
+            position += len(line) + 2
+            continue
+        colon = line.find(":")
+        name = spelled(line[:colon]) if colon > 0 else None
+        if name is None:
+            name = _unusual_name(line, colon)
+        if first.setdefault(name, number) != number:
+            repeated.setdefault(name, [first[name]]).append(number)
+        names.append(name)
+        starts.append(position)
+        position += len(line) + 2
+        number += 1
+    starts.append(position)
+    return names, starts, first, repeated
+
+
+def _unusual_name(line: str, colon: int) -> str:
+    """The canonical name of a header line whose name is not spelled the usual way: a token,
+    maybe followed by blanks, then the colon (RFC 3261 7.3.1)."""
+    raw_name = line[:colon].rstrip(" \t") if colon > 0 else ""
+    if _TOKEN_NAME.fullmatch(raw_name) is None:
+        raise BadRequest(f"malformed header line: {line.strip()[:60]!r}")
+    return canonical_name(raw_name)
+
+
+def _split_general(data: bytes) -> SipMessage:
     end_match = _HEADER_END.search(data)
     if end_match is None:
         raise UnparseableMessage("no end of headers (blank line) found")
@@ -239,23 +350,20 @@ def split_message(data: bytes) -> SipMessage:
     first_line = _LINE_END.search(text)
     assert first_line is not None  # the separator guarantees one
     start_line = text[: first_line.start()]
-    if not start_line or start_line[0] in " \t":
-        raise UnparseableMessage("empty or indented start line")
-    fields, names, index = _split_headers(text, first_line.end())
-    return SipMessage(data, start_line, fields, names, index, end_match.end())
+    _check_start_line(start_line)
+    layout = _general_layout(text, first_line.end())
+    return SipMessage(data, text, start_line, layout, end_match.end())
 
 
-def _split_headers(
-    text: str, position: int
-) -> tuple[list[re.Match[str]], list[str], dict[str, list[int]]]:
-    """Header fields from `position` to the end of `text`; folded lines belong to their field.
-    Only the name of each field is looked at here; its value waits for `header_at`."""
-    fields: list[re.Match[str]] = []
+def _general_layout(text: str, position: int) -> Layout:
+    """Header fields from `position` to the end of `text`, whatever the line endings (one
+    regex match per line); folded lines belong to their field."""
     names: list[str] = []
-    index: dict[str, list[int]] = {}
+    starts: list[int] = []
+    first: dict[str, int] = {}
+    repeated: dict[str, list[int]] = {}
     stop = len(text)
     match_field = _FIELD.match
-    compact = COMPACT_FORMS.get
     while position < stop:
         field_match = match_field(text, position)
         if field_match is None:
@@ -263,37 +371,38 @@ def _split_headers(
                 raise UnparseableMessage("continuation line before the first header")
             line = text[position : text.find("\n", position)].strip()
             raise BadRequest(f"malformed header line: {line[:60]!r}")
-        lowered = field_match.group(1).lower()
-        name = compact(lowered, lowered)
-        found = index.get(name)
-        if found is None:
-            index[name] = [len(fields)]
-        else:
-            found.append(len(fields))
-        fields.append(field_match)
+        name = canonical_name(field_match.group(1))
+        number = len(names)
+        if first.setdefault(name, number) != number:
+            repeated.setdefault(name, [first[name]]).append(number)
         names.append(name)
+        starts.append(position)
         position = field_match.end()
-    return fields, names, index
+    starts.append(position)
+    return names, starts, first, repeated
 
 
 _SPACE = " \t\r\n"
 _new_header = tuple.__new__  # NamedTuple's own __new__ is a Python function: skip it
 
 
-def _build_header(name: str, field_match: re.Match[str]) -> Header:
-    """The value without its surrounding whitespace (folding included); most values have none,
-    so the strips are only done when needed."""
-    value = field_match.group(2)
-    value_start, value_end = field_match.span(2)
-    if value and value[0] in _SPACE:
+def _build_header(text: str, name: str, start: int, end: int) -> Header:
+    """The field `start`..`end` (its line ending included): the value is what follows the
+    colon, without the surrounding whitespace (folding included) and the line ending. An empty
+    or blank value starts and ends where the line ending does."""
+    value_start = text.index(":", start) + 1  # a name never holds a colon
+    stop = end - 2 if text[end - 2] == "\r" else end - 1
+    value = text[value_start:stop]
+    if value[:1] == " " and value[1:2] not in _SPACE:  # the usual single space, then text
+        value_start += 1
+        value = value[1:]
+    elif value[:1] in _SPACE:  # "" too: an empty value
         stripped = value.lstrip(_SPACE)
         value_start += len(value) - len(stripped)
         value = stripped
     if value and value[-1] in _SPACE:
         value = value.rstrip(_SPACE)
-    value_end = value_start + len(value)
-    start, end = field_match.span()
-    return _new_header(Header, (name, start, end, value_start, value_end, value))
+    return _new_header(Header, (name, start, end, value_start, value_start + len(value), value))
 
 
 _FOLDING = re.compile(r"\r?\n[ \t]+")

@@ -99,13 +99,15 @@ class Message:
     @property
     def from_addr(self) -> NameAddr:
         if self._from is None:
-            self._from = _name_addr_of(self.wire, "from")
+            header = self.wire.one("from")
+            self._from = parse_name_addr(header.value, header.value_start)
         return self._from
 
     @property
     def to_addr(self) -> NameAddr:
         if self._to is None:
-            self._to = _name_addr_of(self.wire, "to")
+            header = self.wire.one("to")
+            self._to = parse_name_addr(header.value, header.value_start)
         return self._to
 
     @property
@@ -160,7 +162,7 @@ def lenient_split(data: bytes) -> SipMessage | None:
 
 def _parse_start_line(wire: SipMessage) -> None:
     line = wire.start_line
-    if line.upper().startswith("SIP/"):
+    if line[:4].upper() == "SIP/":
         match = _STATUS_LINE.match(line)
         if match is None:
             raise UnparseableMessage(f"malformed status line: {line[:60]!r}")
@@ -186,52 +188,41 @@ def _parse_start_line(wire: SipMessage) -> None:
 
 
 def _frame_body(wire: SipMessage, *, datagram: bool) -> None:
-    lengths = wire.get_all("content-length")
-    if len(lengths) > 1:
+    found = wire.positions("content-length")
+    if len(found) > 1:
         raise BadRequest("Content-Length appears more than once")
     available = len(wire.raw) - wire.body_start
-    if not lengths:
+    if not found:
         if not datagram:
             raise BadRequest("Content-Length is required over a stream transport")
         return
     # Never more than the octets received, which the message cap bounds (digits by length first).
-    length = bounded_number(lengths[0].value, "Content-Length", available)
+    length = bounded_number(wire.value_at(found[0]), "Content-Length", available)
     wire.body_end = wire.body_start + length
     wire.trailing_bytes = available - length
 
 
 def _validate(wire: SipMessage) -> Message:
-    for name in _SINGLE_HEADERS:
-        if wire.count(name) != 1:
-            wire.one(name)  # raises: missing or repeated (RFC 3261 8.1.1)
-    if not wire.count("via"):
+    wire.require_once(_SINGLE_HEADERS)  # RFC 3261 8.1.1
+    if "via" not in wire.names():
         raise BadRequest("missing Via header")
     cseq_number, cseq_method = parse_cseq(unfold(wire.one("cseq").value))
     if wire.is_request and cseq_method != wire.method:
         raise BadRequest(f"CSeq method {cseq_method} does not match request method {wire.method}")
     call_id = wire.one("call-id").value
-    if not call_id or any(char in call_id for char in " \t\r\n"):
+    if not call_id or " " in call_id or "\t" in call_id or "\n" in call_id or "\r" in call_id:
         raise BadRequest("malformed Call-ID")
-    return Message(
-        wire=wire,
-        call_id=call_id,
-        cseq_number=cseq_number,
-        cseq_method=cseq_method,
-        max_forwards=_max_forwards(wire),
-        top_via=_top_via(wire),
-    )
-
-
-def _name_addr_of(wire: SipMessage, name: str) -> NameAddr:
-    header = wire.one(name)
-    return parse_name_addr(header.value, header.value_start)
+    return Message(wire, call_id, cseq_number, cseq_method, _max_forwards(wire), _top_via(wire))
 
 
 def _top_via(wire: SipMessage) -> Via:
     position = wire.positions("via")[0]
     header = wire.header_at(position)
-    start, end = split_comma_values(header.value)[0]
-    return parse_via_value(header.value[start:end], header.value_start + start, position)
+    value = header.value
+    if "," not in value and '"' not in value:  # the usual Via line: one value
+        return parse_via_value(value, header.value_start, position)
+    start, end = split_comma_values(value)[0]
+    return parse_via_value(value[start:end], header.value_start + start, position)
 
 
 def parse_vias(wire: SipMessage, top: Via | None = None) -> list[Via]:
@@ -257,9 +248,9 @@ def _validate_contact(value: str, offset: int) -> None:
 
 
 def _max_forwards(wire: SipMessage) -> int | None:
-    headers = wire.get_all("max-forwards")
-    if not headers:
+    found = wire.positions("max-forwards")
+    if not found:
         return None
-    if len(headers) > 1:
+    if len(found) > 1:
         raise BadRequest("Max-Forwards appears more than once")
-    return bounded_number(headers[0].value, "Max-Forwards", 255)  # RFC 3261 8.1.1.6: 0-255
+    return bounded_number(wire.value_at(found[0]), "Max-Forwards", 255)  # RFC 3261 8.1.1.6

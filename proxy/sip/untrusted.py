@@ -12,6 +12,11 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
+
+from proxy.sip.errors import BadRequest
+from proxy.sip.grammar import MAGIC_COOKIE, parse_cseq, parse_name_addr, parse_via_value
+from proxy.sip.responses import SERVER_NAME, own_to_tag
 
 GLANCE_BYTES = 4096  # a normal request has its dialog headers well inside this
 GLANCE_LINES = 48
@@ -144,3 +149,122 @@ def _first_value(via: bytes) -> bytes:
     if comma < 0 or b'"' in via[:comma]:
         return via
     return via[:comma].rstrip()
+
+
+# ----------------------------------------------------------------------------- shed at a glance
+# While the core sheds load (issue 6), a new INVITE from the PBX or a trunk is answered 503 from
+# the wanted lines of its header block, found by one regex scan, before any parse. The glance
+# only answers when it sees what the parser would (CRLF lines, no folding, one From/To/Call-ID/
+# CSeq, an RFC 3261 top Via, no To tag); otherwise it says None and the core parses as usual.
+_SHED_NAMES = {
+    b"via": "via", b"v": "via", b"from": "from", b"f": "from", b"to": "to", b"t": "to",
+    b"call-id": "call-id", b"i": "call-id", b"cseq": "cseq",
+}
+# How they are usually spelled (one dict lookup per line); any other spelling of a line that
+# starts like one of them is lowered and looked up again.
+_SHED_SPELLINGS = {
+    spelling: canonical
+    for name, canonical in _SHED_NAMES.items()
+    for spelling in (name, name.upper(), name.capitalize(), b"Call-ID", b"CSeq")
+    if spelling.lower() == name
+}
+_SHED_INITIALS = b"VvFfTtCcIi"
+
+
+class ShedGlance(NamedTuple):
+    """What a 503 to a new INVITE copies (RFC 3261 8.2.6.2), as the sender's bytes, and the
+    server-transaction key the INVITE would have (RFC 3261 17.2.3)."""
+
+    key: tuple[str, str, str]  # branch, sent-by, "INVITE"
+    via_lines: bytes  # every Via line, in order, with its CRLF
+    from_line: bytes
+    to_value: bytes
+    call_id_cseq: bytes  # the Call-ID line, then the CSeq line
+    call_id: str
+    from_tag: str | None
+
+
+def shed_glance(data: bytes) -> ShedGlance | None:
+    """The glance of a new INVITE (see above), or None when only a parse can tell."""
+    end = data.find(b"\r\n\r\n")
+    if end < 0 or not data.startswith(b"INVITE "):
+        return None
+    stop = end + 2
+    breaks = data.count(b"\r\n", 0, stop)
+    if data.count(b"\n", 0, stop) != breaks or data.count(b"\r", 0, stop) != breaks:
+        return None  # a bare CR or LF: the parser's view of the lines may differ
+    if data.find(b"\r\n ", 0, stop) >= 0 or data.find(b"\r\n\t", 0, stop) >= 0:
+        return None  # folding (RFC 3261 7.3.1)
+    lines: dict[str, list[tuple[bytes, bytes]]] = {}
+    spelled = _SHED_SPELLINGS.get
+    for line in data[data.find(b"\n") + 1 : end].split(b"\r\n"):  # the start line aside
+        colon = line.find(b":")
+        if colon <= 0:
+            continue  # not a header line: the parse may refuse it, the 503 needs none of it
+        name = spelled(line[:colon])
+        if name is None:
+            if line[:1] not in _SHED_INITIALS:
+                continue
+            name = _SHED_NAMES.get(line[:colon].rstrip(b" \t").lower())
+            if name is None:
+                continue
+        lines.setdefault(name, []).append((line, line[colon + 1 :].strip(b" \t")))
+    try:
+        return _shed_fields(lines)
+    except BadRequest:
+        return None  # the parse will say what is wrong
+
+
+def _shed_fields(lines: dict[str, list[tuple[bytes, bytes]]]) -> ShedGlance | None:
+    vias = lines.get("via")
+    singles = [lines.get(name, []) for name in ("from", "to", "call-id", "cseq")]
+    if not vias or any(len(found) != 1 for found in singles):
+        return None
+    (from_line, from_value), (_, to_value), (call_id_line, call_id), (cseq_line, cseq) = (
+        found[0] for found in singles
+    )
+    if parse_cseq(cseq.decode("latin-1"))[1] != "INVITE" or b"tag" in to_value.lower():
+        return None  # not an INVITE's CSeq, or maybe a To tag: in a dialog
+    if not call_id or b" " in call_id or b"\t" in call_id:
+        return None
+    top = vias[0][1]
+    if b"," in top or b'"' in top:
+        return None
+    via = parse_via_value(top.decode("latin-1"), 0, 0)
+    branch = via.branch or ""
+    if not branch.startswith(MAGIC_COOKIE) or len(branch) == len(MAGIC_COOKIE):
+        return None  # RFC 2543 matching needs the dialog fields: the parse does it
+    return ShedGlance(
+        (branch, via.sent_by, "INVITE"),
+        b"".join([line + b"\r\n" for line, _ in vias]),
+        from_line + b"\r\n",
+        to_value,
+        call_id_line + b"\r\n" + cseq_line + b"\r\n",
+        call_id.decode("latin-1"),
+        _from_tag(from_value),
+    )
+
+
+_FROM_TAG = re.compile(rb";\s*tag\s*=\s*([^;>\s,]+)", re.IGNORECASE)
+
+
+def _from_tag(value: bytes) -> str | None:
+    """The From tag as `build_response` reads it (after the URI), once the value parses."""
+    parse_name_addr(value.decode("latin-1"))  # a From the parser would refuse: let it refuse
+    after_uri = value[value.rfind(b">") + 1 :] if b">" in value else value
+    found = _FROM_TAG.search(after_uri)
+    return found.group(1).decode("latin-1") if found else None
+
+
+def shed_response(seen: ShedGlance, retry_after: int) -> bytes:
+    """503 + Retry-After (RFC 3261 21.5.4, 20.33), byte for byte what `build_response` makes of
+    the parsed INVITE: our To tag, derived from Call-ID and From tag, so its ACK is known."""
+    tag = own_to_tag(seen.call_id, seen.from_tag).encode()
+    return b"".join(
+        (
+            b"SIP/2.0 503 Service Unavailable\r\n", seen.via_lines, seen.from_line,
+            b"To: ", seen.to_value, b";tag=", tag, b"\r\n", seen.call_id_cseq,
+            b"Retry-After: ", str(retry_after).encode(), b"\r\n",
+            b"Server: ", SERVER_NAME, b"\r\nContent-Length: 0\r\n\r\n",
+        )
+    )

@@ -1,0 +1,335 @@
+"""The parser's fast paths (issue 6) give what the general grammar gives, and a new INVITE shed
+while overloaded is answered from a glance with the very 503 the parsed path would send.
+
+Each fast path is held against the general code it short-cuts: hypothesis draws texts from the
+characters that matter (separators, quotes, brackets, blanks, CR/LF) and both must agree, on
+the answer or on refusing."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from proxy.sip import framing, grammar
+from proxy.sip import message as message_module
+from proxy.sip.core import ProxyCore
+from proxy.sip.errors import SipError
+from proxy.sip.events import Shed
+from proxy.sip.message import Header, SipMessage, split_message
+from proxy.sip.parse import parse_message
+from proxy.sip.responses import build_response
+from proxy.sip.untrusted import shed_glance, shed_response
+from tests.proxy.sip.support import (
+    PBX,
+    PBX_SOURCE,
+    TRUNK,
+    Clocked,
+    FixedPolicy,
+    invite,
+    make_core,
+    sent_to,
+    start_line,
+)
+
+EXAMPLES = settings(max_examples=2000, deadline=None)
+
+
+def outcome(run: object, *args: object) -> object:
+    """What a parser gives, or the kind of SipError (and status) it refuses with."""
+    assert callable(run)
+    try:
+        return run(*args)
+    except SipError as error:
+        return (type(error), error.status_code)
+
+
+# ----------------------------------------------------------------------------- header split
+def reference_headers(text: str, position: int) -> list[Header]:
+    """The header fields as the original one-regex-per-line parser built them."""
+    headers = []
+    while position < len(text):
+        match = message_module._FIELD.match(text, position)
+        assert match is not None
+        value = match.group(2)
+        value_start = match.start(2)
+        stripped = value.lstrip(" \t\r\n")
+        value_start += len(value) - len(stripped)
+        value = stripped.rstrip(" \t\r\n")
+        name = message_module.canonical_name(match.group(1))
+        headers.append(
+            Header(name, match.start(), match.end(), value_start, value_start + len(value), value)
+        )
+        position = match.end()
+    return headers
+
+
+def general_split(data: bytes) -> SipMessage:
+    return message_module._split_general(data)
+
+
+def view(wire: SipMessage) -> tuple[object, ...]:
+    names = sorted(wire.names())
+    return (
+        wire.start_line, wire.body_start, list(wire.headers), wire.headers_end,
+        wire.first_header_start, names, [wire.positions(name) for name in names],
+        [wire.count(name) for name in names],
+    )
+
+
+LINE_PIECES = st.sampled_from(
+    ["Via", "v", "FROM", "to", "X-Odd", "Call-ID", "i", "CSeq", "Subject", "Ü", "a b", "", " ",
+     "\t", ":", ": ", ":  ", "value", ";tag=1", "  ", "\r", "\n", "\r\n", "\r\n ", ","]
+)
+HEAD_LINES = st.lists(st.lists(LINE_PIECES, min_size=1, max_size=6).map("".join), max_size=8)
+
+
+@EXAMPLES
+@given(lines=HEAD_LINES, body=st.sampled_from(["", "x", "v=0\r\n"]))
+def test_the_crlf_split_agrees_with_the_general_split(lines: list[str], body: str) -> None:
+    data = ("OPTIONS sip:a@b SIP/2.0\r\n" + "".join(line + "\r\n" for line in lines) + "\r\n"
+            + body).encode("latin-1")
+    fast = outcome(lambda: view(split_message(data)))
+    general = outcome(lambda: view(general_split(data)))
+    assert fast == general
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        "Via: SIP/2.0/UDP h;branch=z9hG4bK1\r\nVia: SIP/2.0/UDP g\r\nTo:  <sip:b@c>  \r\n",
+        "X-Empty:\r\nX-Blank:   \r\nSubject:\tfolded\r\n  again\r\ni: abc\r\n",
+        "Max-Forwards :70\r\nCONTACT: <sip:a@b>\r\ncall-id: x\r\n",
+    ],
+)
+def test_the_spans_are_those_of_the_original_parser(head: str) -> None:
+    data = f"OPTIONS sip:a@b SIP/2.0\r\n{head}\r\n".encode("latin-1")
+    wire = split_message(data)
+    assert list(wire.headers) == reference_headers(wire._text, wire.first_header_start)
+    assert list(wire.headers) == list(general_split(data).headers)
+
+
+def test_a_usual_header_block_takes_the_crlf_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    def general(data: bytes) -> SipMessage:
+        raise AssertionError("the general split was used")
+
+    monkeypatch.setattr(message_module, "_split_general", general)
+    assert split_message(invite()).header_count == 10
+
+
+# ----------------------------------------------------------------------------- grammar
+ADDRESS_PIECES = st.sampled_from(
+    ['"Alice"', '"A \\" b"', "Alice", "Bob Smith", " ", "\t", "<", ">", "sip:a@b", "sip:1@h:5060",
+     "tel:+1", ";tag=x", ";tag", ";lr", ";a=b;c", "=", "?h=1", ",", '"', "\r\n ", "[::1]", "%41"]
+)
+ADDRESSES = st.lists(ADDRESS_PIECES, min_size=1, max_size=6).map("".join)
+
+
+@EXAMPLES
+@given(value=ADDRESSES, offset=st.integers(0, 500))
+def test_the_usual_name_addr_agrees_with_the_general_grammar(value: str, offset: int) -> None:
+    fast = outcome(grammar.parse_name_addr, value, offset)
+    general = outcome(grammar._parse_name_addr_general, value, offset, len(value))
+    assert fast == general
+
+
+VIA_PIECES = st.sampled_from(
+    ["SIP/2.0/UDP", "SIP/2.0/TCP", "sip/2.0/udp", "SIP/1.0/UDP", "SIP / 2.0 / UDP", " ", "\t",
+     "host", "10.0.0.1", "[::1]", ":5060", ":0", ":99999", ";branch=z9hG4bK-1", ";rport",
+     ";rport=5060", ";rport=0", ";ttl=300", ";received=::1", ";x", "=", ",", '"q"', "\r\n "]
+)
+VIAS = st.lists(VIA_PIECES, min_size=1, max_size=7).map("".join)
+
+
+def general_via(value: str, offset: int) -> object:
+    """`parse_via_value` with its whole-value fast regex out of the way."""
+    saved = grammar._USUAL_VIA
+    grammar._USUAL_VIA = re.compile(r"(?!)")  # matches nothing
+    try:
+        return outcome(grammar.parse_via_value, value, offset, 3)
+    finally:
+        grammar._USUAL_VIA = saved
+
+
+@EXAMPLES
+@given(value=VIAS, offset=st.integers(0, 500))
+def test_the_usual_via_agrees_with_the_general_grammar(value: str, offset: int) -> None:
+    assert outcome(grammar.parse_via_value, value, offset, 3) == general_via(value, offset)
+
+
+LIST_TEXT = st.text(alphabet='<>,;" \tab\\', max_size=40)
+
+
+@EXAMPLES
+@given(value=LIST_TEXT)
+def test_comma_lists_without_quotes_split_as_the_character_scan_does(value: str) -> None:
+    value = value.replace('"', "")
+    assert grammar.split_comma_values(value) == grammar._split_quoted(value, len(value))
+
+
+def test_a_long_comma_list_is_split_in_linear_time() -> None:
+    value = ", ".join(["SIP/2.0/UDP h"] * 4000)  # no bracket: nothing to look back for
+    assert len(grammar.split_comma_values(value)) == 4000
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("4711 INVITE", (4711, "INVITE")), ("0001 ACK", (1, "ACK")),
+     ("2147483647 BYE", (2147483647, "BYE")), ("1\tINFO", (1, "INFO")),
+     ("1 X-Custom.Method", (1, "X-Custom.Method"))],
+)
+def test_cseq(value: str, expected: tuple[int, str]) -> None:
+    assert grammar.parse_cseq(value) == expected
+
+
+@pytest.mark.parametrize(
+    "value", ["2147483648 INVITE", "1 INVITE x", "x INVITE", "1", "\u0661 INVITE"]
+)
+def test_cseq_refusals(value: str) -> None:
+    with pytest.raises(SipError) as caught:
+        grammar.parse_cseq(value)
+    assert caught.value.status_code == 400
+
+
+# ----------------------------------------------------------------------------- shed at a glance
+RETRY_AFTER = (("Retry-After", "5"),)
+
+
+def bounded(max_transactions: int) -> Clocked:
+    core = make_core()
+    config = dataclasses.replace(core.config, max_transactions=max_transactions)
+    return Clocked(ProxyCore(config, FixedPolicy()))
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        invite(),
+        invite(extra="Via: SIP/2.0/UDP 10.0.0.9:5060;branch=z9hG4bK-up;received=10.0.0.9\r\n"),
+        invite().replace(b"From:", b"f:").replace(b"To:", b"t:").replace(b"Call-ID:", b"i:"),
+        invite().replace(b"To: <sip:00442079460000@127.0.0.1>", b"To:   <sip:a@b>   "),
+        invite().replace(b"Via: SIP", b"v:  SIP").replace(b";rport\r\n", b";rport  \r\n"),
+        invite().replace(b'From: "Alice" <sip:1001@pbx.example.com>;tag=pbx-tag-1',
+                         b"From: sip:1001@pbx.example.com;TAG=Xy"),
+        invite(extra="VIA :SIP/2.0/TCP 10.0.0.8;branch=z9hG4bK-8\r\nviaduct: x\r\nTox: 1\r\n"
+               "X-Via: SIP/2.0/UDP evil\r\nCseq-Extra: 9\r\n"),
+    ],
+    ids=["usual", "two vias", "compact", "blanks", "compact via", "addr-spec from", "lookalikes"],
+)
+def test_the_glance_503_is_the_parsed_paths_503(request_bytes: bytes) -> None:
+    seen = shed_glance(request_bytes)
+    assert seen is not None
+    expected = build_response(
+        parse_message(request_bytes, datagram=True).wire, 503, "Service Unavailable", RETRY_AFTER
+    )
+    assert shed_response(seen, 5) == expected
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        invite().replace(b"To: <sip:00442079460000@127.0.0.1>", b"To: <sip:a@b>;tag=dialog-1"),
+        invite().replace(b"Max-Forwards: 70\r\n", b"Subject: a\r\n folded\r\n"),
+        invite().replace(b"Max-Forwards: 70\r\n", b"Max-Forwards: 70\n"),
+        invite().replace(b"Call-ID: call-1@pbx\r\n", b""),
+        invite(extra='From: "Eve" <sip:eve@x>;tag=2\r\n'),
+        invite(branch="old-2543-branch"),
+        invite().replace(b"CSeq: 1 INVITE", b"CSeq: 1 BYE"),
+        invite().replace(b'From: "Alice" <sip:1001@pbx.example.com>', b'From: "Alice <sip:a@b>'),
+        invite().replace(b"INVITE sip:", b"OPTIONS sip:", 1),
+    ],
+    ids=["to tag", "folding", "bare lf", "no call-id", "two froms", "rfc 2543", "cseq method",
+         "bad from", "not an invite"],
+)
+def test_the_glance_leaves_what_it_cannot_tell_to_the_parse(request_bytes: bytes) -> None:
+    assert shed_glance(request_bytes) is None
+
+
+def test_a_shed_invite_is_answered_from_the_glance_without_a_parse(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clocked = bounded(0)
+
+    def no_parse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("parsed")
+
+    monkeypatch.setattr("proxy.sip.core.parse_message", no_parse)
+    request = invite(branch="z9hG4bK-glance", call_id="glance@pbx")
+    (refusal,) = clocked.receive(request, PBX_SOURCE)
+    assert refusal.target == PBX
+    monkeypatch.undo()
+    wire = parse_message(request, datagram=True).wire
+    assert refusal.data == build_response(wire, 503, "Service Unavailable", RETRY_AFTER)
+    assert clocked.core.counters["shed"] == 1
+    assert [e for e in clocked.core.events_to_handle() if isinstance(e, Shed)] == [
+        Shed(PBX_SOURCE, "transactions", 5)
+    ]
+    assert clocked.core.transaction_count == 0
+
+
+def test_an_invite_the_glance_declines_is_still_shed_before_its_full_validation() -> None:
+    """Folding makes the glance decline; the lazy parse still answers 503 without validating
+    what the 503 does not copy (a malformed Contact here)."""
+    clocked = bounded(0)
+    request = invite(extra="Subject: a\r\n folded\r\n").replace(
+        b"Contact: <sip:1001@127.0.0.1:5070>", b"Contact: <sip:1001@127.0.0.1:5070"
+    )
+    assert shed_glance(request) is None
+    (refusal,) = clocked.receive(request, PBX_SOURCE)
+    assert start_line(refusal.data) == "SIP/2.0 503 Service Unavailable"
+    assert clocked.core.counters["shed"] == 1
+
+
+def test_a_retransmitted_admitted_invite_is_absorbed_not_shed() -> None:
+    """At the bound, the INVITE of the call that holds the place comes again: its transaction
+    answers it (100 Trying again, RFC 3261 17.2.1), it is not refused as a new call."""
+    clocked = bounded(1)
+    first = clocked.receive(invite(), PBX_SOURCE)
+    assert sent_to(first, TRUNK)
+    again = clocked.receive(invite(), PBX_SOURCE, at=0.5)
+    assert [start_line(o.data) for o in again] == ["SIP/2.0 100 Trying"]
+    assert clocked.core.counters["shed"] == 0
+    assert clocked.core.counters["retransmissions_absorbed"] == 1
+
+
+def test_a_reinvite_flows_while_shedding() -> None:
+    """A To tag: in a dialog; never shed (only new INVITEs are), whatever the glance sees."""
+    clocked = bounded(0)
+    request = invite().replace(b"To: <sip:00442079460000@127.0.0.1>", b"To: <sip:a@b>;tag=t-1")
+    out = clocked.receive(request, PBX_SOURCE)
+    assert clocked.core.counters["shed"] == 0
+    assert not any(start_line(o.data).startswith("SIP/2.0 503") for o in out)
+
+
+def test_with_every_trunk_down_the_shed_invite_hears_so() -> None:
+    clocked = bounded(0)
+    clocked.core._trunks.states = [
+        dataclasses.replace(state, up=False) for state in clocked.core._trunks.states
+    ]
+    (refusal,) = clocked.receive(invite(), PBX_SOURCE)
+    assert start_line(refusal.data) == "SIP/2.0 503 Service Unavailable"
+    assert [e.cause for e in clocked.core.events_to_handle() if isinstance(e, Shed)] == [
+        "all trunks down"
+    ]
+
+
+# ----------------------------------------------------------------------------- stream framing
+OLD_CONTENT_LENGTH = re.compile(rb"^(?:content-length|l)[ \t]*:[ \t]*([^\r\n]*)", re.I | re.M)
+STREAM_PIECES = st.sampled_from(
+    [b"\r\n", b"\n", b"\r", b"\r\n\r\n", b"\n\n", b"Content-Length: 12", b"l:3", b"L :\t7 ",
+     b"content-LENGTH:", b"x-l: 1", b"INVITE sip:a@b SIP/2.0", b" ", b"abc", b":"]
+)
+
+
+@EXAMPLES
+@given(pieces=st.lists(STREAM_PIECES, max_size=12))
+def test_the_framers_fast_paths_agree_with_its_regexes(pieces: list[bytes]) -> None:
+    data = b"".join(pieces)
+    old = framing._HEADER_END.search(data)
+    assert framing._header_end(bytearray(data)) == (None if old is None else old.span())
+    if old is not None:
+        expected = OLD_CONTENT_LENGTH.findall(data[: old.start()] + b"\r\n")
+        assert framing._content_lengths(data[: old.end()], old.start()) == expected
