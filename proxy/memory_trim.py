@@ -7,12 +7,13 @@ full collection and glibc's `malloc_trim(0)` return the free pages to the system
 
 A second pass follows when the flood's last transactions are gone (under a hundredth of the peak,
 or `SETTLE` seconds after the first pass, by when every transaction alive at the first pass has
-ended: RFC 3261 17.1.1.2 and 17.2.1, Timers B and H are 64*T1 = 32 s). It matters: measured
-after a 3,000-transaction flood, the live bytes were back at their idle value, yet 14 pymalloc
-arenas (14 MB) stayed mapped, each pinned by a few blocks freed after the first pass into
-CPython's free lists (2-tuples and 3-tuples of transaction and timer keys keep up to 2,000 each),
-which only a full collection empties. It runs at most twice per flood and never while traffic is
-high, so it costs nothing on the hot path.
+ended: RFC 3261 17.1.1.2 and 17.2.1, Timers B and H are 64*T1 = 32 s): the first pass often runs
+with hundreds of transactions still alive, whose objects, freed afterwards, refill CPython's free
+lists (up to 2,000 tuples per size) and glibc's free chunks. Neither pass can return pymalloc
+arenas that still hold a few live blocks (measured after a 3,000-call flood: the live bytes back
+at idle, 14-36 extra 1 MiB arenas mapped); `PYTHONMALLOC=malloc` avoids that at a CPU cost (see
+the README's Security section). At most two passes per flood, never while traffic is high, so it
+costs nothing on the hot path.
 """
 
 from __future__ import annotations
