@@ -3,6 +3,7 @@
     python3 bench/hostile.py                      # all attacks, full size
     python3 bench/hostile.py --scale 0.1          # a tenth of every volume: a smoke run
     python3 bench/hostile.py --only via-flood,untrusted-invites --settle 60
+    python3 bench/hostile.py --only silent-trunk --settle 90 --allocator malloc
 
 The proxy runs with a 10,000-user rules file, its PBX on 127.0.0.1 and its trunk on 127.0.0.5
 (UDP); attackers bind other 127.0.0.x addresses (untrusted). During each attack a probe thread
@@ -15,8 +16,10 @@ Columns: RSS of the proxy before the attack / peak during it / right after / aft
 seconds (MB); CPU seconds of the proxy during the attack; call setup = INVITE sent to 200
 received at the PBX (median and worst, and how many of the probe calls completed with the right
 caller ID); apply = the reload confirmation; admin = the slowest /healthz; log = bytes the proxy
-logged; tb = tracebacks in its log. Loopback only, every loop bounded in count and time. Prints
-numbers only; it asserts nothing.
+logged, and the most it logged in any 60 s; tb = tracebacks in its log; targets = issue 7's
+memory and log targets (RSS peak <= 2x before, settled within 20% of it when --settle is given,
+under 100 KB of log a minute), "met" or what was missed. Loopback only, every loop bounded in
+count and time. Prints numbers only; it asserts nothing.
 """
 
 from __future__ import annotations
@@ -151,19 +154,34 @@ class Probe:
 
 @dataclass
 class RssSampler:
+    """The proxy's peak RSS, and its log's size over time (for the worst minute of growth)."""
+
     pid: int
+    log: Path
     peak_kb: int = 0
+    log_sizes: list[tuple[float, int]] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def run(self) -> None:
         for _ in range(100_000):
-            if self._stop.wait(0.05):
-                return
             with suppress(OSError):
                 self.peak_kb = max(self.peak_kb, _rss_kb(self.pid))
+                self.log_sizes.append((time.monotonic(), self.log.stat().st_size))
+            if self._stop.wait(0.05):
+                return
 
     def stop(self) -> None:
         self._stop.set()
+
+    def worst_minute(self) -> int:
+        """The most bytes logged in any 60 s of the samples (all of them if shorter)."""
+        sizes, worst, end = self.log_sizes, 0, 0
+        for start, (started, size) in enumerate(sizes):
+            end = max(end, start)
+            while end + 1 < len(sizes) and sizes[end + 1][0] - started <= 60.0:
+                end += 1
+            worst = max(worst, sizes[end][1] - size)
+        return worst
 
 
 def _rss_kb(pid: int) -> int:
@@ -344,7 +362,21 @@ class Row:
     cpu_s: float
     probe: Probe
     log_bytes: int
+    log_minute: int
     tracebacks: int
+
+    def targets(self) -> str:
+        """Issue 7's: RSS never above 2x idle, back within 20% a minute later (when --settle is
+        60 or more), under 100 KB of log in any minute."""
+        before, peak, _, settled = self.rss_mb
+        missed = []
+        if peak > 2 * before:
+            missed.append(f"peak {peak / before:.2f}x")
+        if settled is not None and settled > 1.2 * before:
+            missed.append(f"settled +{(settled / before - 1) * 100:.0f}%")
+        if self.log_minute >= 100_000:
+            missed.append("log/min")
+        return "met" if not missed else "MISSED " + ", ".join(missed)
 
     def cells(self) -> list[str]:
         before, peak, after, settled = self.rss_mb
@@ -357,15 +389,16 @@ class Row:
                  if self.probe.apply_s is not None else "-")
         return [self.attack, self.volume, rss, f"{self.cpu_s:.1f}", calls, apply,
                 f"{self.probe.admin_worst * 1000:.0f} ms", f"{self.log_bytes:,}",
-                str(self.tracebacks)]
+                f"{self.log_minute / 1000:.0f} KB", str(self.tracebacks), self.targets()]
 
 
 HEADER = ["attack", "volume", "RSS MB before/peak/after[/settled]", "CPU s",
-          "call setup p50/max (ok/all)", "apply", "admin max", "log bytes", "tb"]
+          "call setup p50/max (ok/all)", "apply", "admin max", "log bytes", "log/min max", "tb",
+          "targets"]
 
 
 def measure(proxy: RunningProxy, name: str, attack: Attack, scale: float, settle: float) -> Row:
-    probe, sampler = Probe(proxy), RssSampler(proxy.process.pid)
+    probe, sampler = Probe(proxy), RssSampler(proxy.process.pid, proxy.log)
     before_kb, cpu_before = _rss_kb(proxy.process.pid), proxy.cpu_seconds()
     log_before = proxy.log.stat().st_size
     tb_before = _tracebacks(proxy)
@@ -376,19 +409,22 @@ def measure(proxy: RunningProxy, name: str, attack: Attack, scale: float, settle
         volume = attack(proxy, scale)
     finally:
         probe.stop()
-        sampler.stop()
-        for thread in threads:
+        for thread in threads[:1]:
             thread.join(timeout=30)
     after_kb, cpu = _rss_kb(proxy.process.pid), proxy.cpu_seconds() - cpu_before
     settled = None
-    if settle:
-        time.sleep(settle)
-        settled = _rss_kb(proxy.process.pid) / 1024
+    try:
+        if settle:  # the sampler goes on: the peak and the log's worst minute include this
+            time.sleep(settle)
+            settled = _rss_kb(proxy.process.pid) / 1024
+    finally:
+        sampler.stop()
+        threads[1].join(timeout=30)
     proxy.alive()
     rss = (before_kb / 1024, max(sampler.peak_kb, after_kb) / 1024, after_kb / 1024, settled)
     log_bytes = proxy.log.stat().st_size - log_before
     found = _tracebacks(proxy) - tb_before
-    return Row(name, volume, rss, cpu, probe, log_bytes, found)
+    return Row(name, volume, rss, cpu, probe, log_bytes, sampler.worst_minute(), found)
 
 
 def _tracebacks(proxy: RunningProxy) -> int:
@@ -411,6 +447,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", help=f"comma-separated subset of {','.join(ATTACKS)}")
     parser.add_argument("--keep-logs", type=Path, help="directory to copy each proxy log to")
     parser.add_argument("--users", type=int, default=10_000, help="rules file size")
+    parser.add_argument("--allocator", choices=("pymalloc", "malloc"), default="pymalloc",
+                        help="the proxy's PYTHONMALLOC (malloc: glibc for every object; see the "
+                        "README's Security section)")
     args = parser.parse_args(argv)
     names = args.only.split(",") if args.only else list(ATTACKS)
     unknown = [name for name in names if name not in ATTACKS]
@@ -419,11 +458,12 @@ def main(argv: list[str] | None = None) -> int:
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # our own 1,000+ sockets
     rows = []
+    env = {**os.environ, "PYTHONMALLOC": args.allocator}
     with tempfile.TemporaryDirectory(prefix="hostile-") as tmp:
         rules = Path(tmp) / "rules.yaml"
         rules.write_text(rules_text(args.users))
         for name in names:  # a fresh proxy each: one attack's aftermath is not the next one's
-            with running_proxy(Path(tmp), rules=rules) as proxy:
+            with running_proxy(Path(tmp), rules=rules, env=env) as proxy:
                 time.sleep(1.0)
                 rows.append(measure(proxy, name, ATTACKS[name], args.scale, args.settle))
                 if args.keep_logs:

@@ -9,19 +9,29 @@ The filter sits on the handlers, so it sees every record that reaches them from 
 record's `extra={"reason_key": ...}` if given, else its logger name plus its unformatted message
 template (so "refused %s from %s:%s" is one reason whatever the source). `extra={"summarize":
 False}` lets a record through always.
+
+The per-call caller-ID audit line (an INFO record with `event="caller_id_decided"`) has its own
+budget (`AuditBudget`, `--audit-log-budget`): the first N decisions of each interval are written in
+full, the rest are counted, and when the interval ends one line gives their count, the first and
+last Call-ID, and how many were decided per rule and shown number, so nothing goes missing
+silently; the metrics count every decision. A budget of 0 writes every line.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 DEFAULT_INTERVAL = 10.0
 PREFIX = "callerid_proxy"
 MAX_REASONS = 1024  # windows kept; a reason key is a code template, so this is never reached
 EXEMPT = ("callerid_proxy.rules",)  # a rules file's warnings all come at once and all matter
+AUDIT_EVENT = "caller_id_decided"  # proxy/metrics.py EventLog's audit line
+DEFAULT_AUDIT_BUDGET = 20  # audit lines per interval: 2 new calls a second, ~50 KB a minute
+AUDIT_TOP = 5  # (rule, shown) pairs named in an audit summary
 
 
 @dataclass
@@ -31,6 +41,13 @@ class _Window:
     label: str
     level: int
     suppressed: int = 0
+
+
+def _emit(handlers: list[logging.Handler], record: logging.LogRecord) -> None:
+    record._callerid_summary = True
+    for handler in handlers:
+        if record.levelno >= handler.level:
+            handler.handle(record)
 
 
 class SummaryFilter(logging.Filter):
@@ -50,6 +67,7 @@ class SummaryFilter(logging.Filter):
         self._exempt = exempt
         self._windows: dict[str, _Window] = {}
         self._handlers: list[logging.Handler] = []
+        self._budgets: list[AuditBudget] = []
 
     def filter(self, record: logging.LogRecord) -> bool:
         if getattr(record, "_callerid_summary", False) or not self._applies(record):
@@ -68,6 +86,8 @@ class SummaryFilter(logging.Filter):
             if now - window.started >= self.interval:
                 self._emit_summary(window)
                 del self._windows[key]
+        for budget in self._budgets:
+            budget.flush()
 
     def _applies(self, record: logging.LogRecord) -> bool:
         if not logging.WARNING <= record.levelno <= logging.ERROR:
@@ -100,20 +120,110 @@ class SummaryFilter(logging.Filter):
             window.logger, window.level, __file__, 0,
             "%d more %r in the last %gs", (window.suppressed, window.label, self.interval), None,
         )  # fmt: skip
-        record._callerid_summary = True
         window.suppressed = 0
-        for handler in self._handlers:
-            if record.levelno >= handler.level:
-                handler.handle(record)
+        _emit(self._handlers, record)
 
     def attach(self, handler: logging.Handler) -> None:
         handler.addFilter(self)
         self._handlers.append(handler)
+        for found in handler.filters:
+            if isinstance(found, AuditBudget) and found not in self._budgets:
+                self._budgets.append(found)  # flushed with ours, on the server's ticker
 
     def detach(self) -> None:
         for handler in self._handlers:
             handler.removeFilter(self)
         self._handlers.clear()
+        self._budgets.clear()
+
+
+@dataclass
+class _AuditWindow:
+    started: float
+    written: int = 0
+    skipped: int = 0
+    first_skipped: str = ""
+    last_skipped: str = ""
+    decisions: Counter[tuple[str, str]] = field(default_factory=Counter)  # (rule, shown)
+
+
+class AuditBudget(logging.Filter):
+    """At most `budget` caller-ID audit lines per interval; the rest become one summary line.
+
+    `logs.configure(audit_budget=N)` puts it on the output handler; `install()` finds it there
+    and flushes it with the warnings' summaries, so a summary is written when its interval ends
+    even if the flood has stopped."""
+
+    def __init__(
+        self, budget: int = DEFAULT_AUDIT_BUDGET, interval: float = DEFAULT_INTERVAL,
+        *, clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__()
+        self.budget = budget
+        self.interval = interval
+        self._clock = clock
+        self._window: _AuditWindow | None = None
+        self._handlers: list[logging.Handler] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.budget <= 0 or getattr(record, "event", None) != AUDIT_EVENT:
+            return True
+        if getattr(record, "_callerid_summary", False):
+            return True
+        decided = getattr(record, "_callerid_audit", None)
+        if decided is not None:  # the same record reaching a second handler
+            return bool(decided)
+        decision = self._admit(record)
+        record._callerid_audit = decision
+        return decision
+
+    def _admit(self, record: logging.LogRecord) -> bool:
+        now = self._clock()
+        window = self._window
+        if window is None or now - window.started >= self.interval:
+            self.flush(now)
+            window = self._window = _AuditWindow(now)
+        if window.written < self.budget:
+            window.written += 1
+            return True
+        call_id = str(getattr(record, "call_id", "") or "")
+        if not window.skipped:
+            window.first_skipped = call_id
+        window.skipped += 1
+        window.last_skipped = call_id
+        rule, shown = getattr(record, "rule", "?"), getattr(record, "shown", "?")
+        window.decisions[(str(rule), str(shown))] += 1
+        return False
+
+    def flush(self, now: float | None = None) -> None:
+        """Write the summary of an ended interval that skipped lines."""
+        window = self._window
+        now = self._clock() if now is None else now
+        if window is None or now - window.started < self.interval:
+            return
+        self._window = None
+        if window.skipped:
+            _emit(self._handlers, self._summary(window))
+
+    def _summary(self, window: _AuditWindow) -> logging.LogRecord:
+        top = window.decisions.most_common(AUDIT_TOP)
+        shares = ", ".join(f"rule {rule} shown {shown}: {count}" for (rule, shown), count in top)
+        others = window.skipped - sum(count for _, count in top)
+        if others:
+            shares += f", other: {others}"
+        record = logging.LogRecord(
+            "callerid_proxy.core", logging.INFO, __file__, 0,
+            "caller-ID audit: %d more decisions in the last %gs not written one by one (budget "
+            "%d per %gs; --audit-log-budget 0 writes all), call-id %s ... %s: %s",
+            (window.skipped, self.interval, self.budget, self.interval, window.first_skipped,
+             window.last_skipped, shares), None,
+        )  # fmt: skip
+        record.event = "caller_id_summary"
+        return record
+
+    def attach(self, handler: logging.Handler) -> None:
+        handler.addFilter(self)
+        self._handlers.append(handler)
 
 
 def install(interval: float = DEFAULT_INTERVAL, *, logger: logging.Logger | None = None) -> (

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from importlib import metadata
 from typing import IO, TYPE_CHECKING, Any
 
+from proxy.log_summary import AuditBudget
 from proxy.sip.addresses import Target
 
 if TYPE_CHECKING:
@@ -67,10 +68,17 @@ class TextFormatter(logging.Formatter):
         return line + " " + " ".join(f"{name}={value}" for name, value in fields.items())
 
 
-def configure(level: str, log_format: str, stream: IO[str] | None = None) -> None:
-    """The root logger writes to `stream` (stderr) at `level`, as text or json."""
+def configure(
+    level: str, log_format: str, stream: IO[str] | None = None,
+    *, audit_budget: int = 0,
+) -> None:
+    """The root logger writes to `stream` (stderr) at `level`, as text or json; with
+    `audit_budget` > 0 at most that many caller-ID audit lines per 10 s, the rest summarized
+    (proxy/log_summary.py `AuditBudget`)."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    if audit_budget > 0:
+        AuditBudget(audit_budget).attach(handler)
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

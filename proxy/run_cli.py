@@ -143,6 +143,9 @@ SETTINGS = table([
             + "}"),
     Setting("log_format", choice(*LOG_FORMATS), "text",
             "text, or json: one object per line (default text)", "{text,json}"),
+    Setting("audit_log_budget", integer(0, 1_000_000), log_summary.DEFAULT_AUDIT_BUDGET,
+            "caller-ID audit lines written per 10 s; the rest are counted in one summary line "
+            f"(default {log_summary.DEFAULT_AUDIT_BUDGET}; 0: every line)", "N"),
     Setting("admin", _resolved_hostport, None,
             "admin HTTP endpoint (/metrics, /status, POST /reload); loopback", "HOST:PORT"),
     Setting("max_message", integer(1024, 16 * 1024 * 1024), 64 * 1024,
@@ -250,7 +253,8 @@ def run_command(args: argparse.Namespace) -> int:
     try:
         settings = merged_settings(args)
         values = validate_settings(settings)
-        logs.configure(values["log_level"], values["log_format"])
+        logs.configure(values["log_level"], values["log_format"],
+                       audit_budget=values["audit_log_budget"])
         config, server_settings, rules_path = build_from(values)
         workers: int = values["workers"]
         if not values["worker_spec"]:  # a worker's pid file is its supervisor's business
