@@ -29,7 +29,7 @@ if str(REPO) not in sys.path:  # `python3 bench/bench_calls.py` puts bench/, not
     sys.path.insert(0, str(REPO))
 
 from bench.bench_parser import make_core  # noqa: E402  (the same core and fixed policy)
-from proxy.gc_monitor import apply_gc_policy  # noqa: E402
+from proxy.gc_monitor import THRESHOLDS, apply_gc_policy  # noqa: E402
 from proxy.sip.addresses import Source  # noqa: E402
 from proxy.sip.core import ProxyCore  # noqa: E402
 
@@ -98,6 +98,7 @@ class Driver:
         started = time.process_time()
         self.core.receive(data, source, self.now)
         out = [o.data for o in self.core.datagrams_to_send()]
+        self.core.events_to_handle()  # taken as the glue does (kept, they would pile up)
         self.spent[kind] += time.process_time() - started
         self.messages[kind] += 1
         return out
@@ -107,6 +108,7 @@ class Driver:
         while (deadline := self.core.get_timer()) is not None and deadline <= self.now:
             self.core.handle_timer(self.now)
             self.core.datagrams_to_send()
+            self.core.events_to_handle()
         self.spent["timers"] += time.process_time() - started
 
     def call(self, n: int) -> None:
@@ -138,6 +140,11 @@ def run(calls: int, ready: Callable[[], None] | None = None) -> Driver:
     return driver
 
 
+def _thresholds(text: str) -> tuple[int, int, int]:
+    first, second, third = (int(part) for part in text.split(","))
+    return first, second, third
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--calls", type=int, default=5000)
@@ -147,6 +154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="time with the cyclic collector disabled (CPU of the core alone)")
     parser.add_argument("--gc-policy", choices=("live", "default"), default="live",
                         help="live: the proxy's freeze and thresholds (default); default: Python's")
+    parser.add_argument("--thresholds", type=_thresholds, default=THRESHOLDS,
+                        help="the live policy's gc.set_threshold, e.g. 20000,20,50")
     args = parser.parse_args(argv)
     run(200)  # warm up
 
@@ -161,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def ready() -> None:  # the core exists: the live proxy's policy, then time collections
         if args.gc_policy == "live":
-            apply_gc_policy()
+            apply_gc_policy(args.thresholds)
         else:
             gc.collect()
         gc.callbacks.append(on_gc)

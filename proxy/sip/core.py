@@ -617,9 +617,7 @@ class ProxyCore:
 
     # ----------------------------------------------------------------- CANCEL
     def _on_cancel(self, msg: Message, source: Source, side: str, now: float) -> None:
-        invite = self._transactions.invite_server_for_cancel(msg)
-        if invite is not None:
-            self._transactions.cancel(invite, msg, source, now)
+        if self._transactions.cancel_invite(msg, source, now):
             self._pull()
             return
         # No INVITE known here (e.g. after a restart): forward it statelessly (RFC 3261 16.10);
@@ -644,9 +642,9 @@ class ProxyCore:
                 source=source,
             )
             return
-        client = self._transactions.client_for(top.branch or "", msg.cseq_method)
-        if client is not None:
-            self._act(self._transactions.on_response(client, msg, now), now)
+        actions = self._transactions.on_response_to(top.branch or "", msg.cseq_method, msg, now)
+        if actions is not None:  # a live client transaction's, or absorbed by a finished one
+            self._act(actions, now)
         elif msg.wire.status == 100:  # hop by hop (RFC 3261 16.7 step 3): never relayed
             self._drop("stray 100 Trying", reason="stray 100", source=source)
         else:
