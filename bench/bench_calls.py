@@ -29,7 +29,7 @@ if str(REPO) not in sys.path:  # `python3 bench/bench_calls.py` puts bench/, not
     sys.path.insert(0, str(REPO))
 
 from bench.bench_parser import make_core  # noqa: E402  (the same core and fixed policy)
-from proxy.gc_monitor import THRESHOLDS, apply_gc_policy  # noqa: E402
+from proxy.gc_monitor import PACE_S, THRESHOLDS, GcPacer, apply_gc_policy  # noqa: E402
 from proxy.sip.addresses import Source  # noqa: E402
 from proxy.sip.core import ProxyCore  # noqa: E402
 
@@ -91,6 +91,8 @@ class Driver:
     def __init__(self, core: ProxyCore) -> None:
         self.core = core
         self.now = 0.0
+        self.pacer: GcPacer | None = None  # the live proxy's paced young collections
+        self._paced_at = 0.0
         self.spent: dict[str, float] = defaultdict(float)
         self.messages: dict[str, int] = defaultdict(int)
 
@@ -122,18 +124,21 @@ class Driver:
         self.send("200 BYE", answer(bye, 200, "OK"), TRUNK)
         self.now += 0.001
         self.fire_timers()
+        if self.pacer is not None and self.now - self._paced_at >= self.pacer.interval:
+            self._paced_at = self.now  # the live loop's 50 ms tick, on the fake clock
+            self.pacer.tick()
 
     def drain(self) -> None:
         self.now += 3600.0
         self.fire_timers()
 
 
-def run(calls: int, ready: Callable[[], None] | None = None) -> Driver:
+def run(calls: int, ready: Callable[[Driver], None] | None = None) -> Driver:
     """`calls` calls through a new core; `ready` is called once it exists (the live proxy's GC
     policy is applied after start-up)."""
     driver = Driver(make_core())
     if ready is not None:
-        ready()
+        ready(driver)
     for n in range(calls):
         driver.call(n)
     driver.drain()
@@ -156,6 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="live: the proxy's freeze and thresholds (default); default: Python's")
     parser.add_argument("--thresholds", type=_thresholds, default=THRESHOLDS,
                         help="the live policy's gc.set_threshold, e.g. 20000,20,50")
+    parser.add_argument("--pace", type=float, default=PACE_S,
+                        help="paced young collections, every PACE s of the fake clock (0: off)")
     args = parser.parse_args(argv)
     run(200)  # warm up
 
@@ -168,9 +175,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif started_at:
             pauses[int(info["generation"])].append(time.process_time() - started_at.pop())
 
-    def ready() -> None:  # the core exists: the live proxy's policy, then time collections
+    def ready(driver: Driver) -> None:  # the core exists: the live proxy's policy, timed
         if args.gc_policy == "live":
             apply_gc_policy(args.thresholds)
+            driver.pacer = GcPacer(args.pace) if args.pace > 0 else None
         else:
             gc.collect()
         gc.callbacks.append(on_gc)
@@ -190,7 +198,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         count = driver.messages.get(kind) or args.calls
         print(f"  {kind:<12} {spent / count * 1e6:8.1f} us")
     every = [pause for generation in pauses.values() for pause in generation]
-    print(f"gc ({args.gc_policy} policy, thresholds {gc.get_threshold()}): {len(every)} "
+    pace = f", paced every {args.pace * 1e3:g} ms" if args.gc_policy == "live" and args.pace else ""
+    print(f"gc ({args.gc_policy} policy, thresholds {gc.get_threshold()}{pace}): {len(every)} "
           f"collections, {sum(every) * 1e3:.1f} ms in total, longest "
           f"{max(every, default=0.0) * 1e3:.2f} ms, {sum(p > 0.005 for p in every)} over 5 ms; "
           f"{freed} objects left for the cyclic collector")

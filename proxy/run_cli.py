@@ -17,7 +17,7 @@ from proxy import control, log_summary, logs
 from proxy.active_rules import ActiveRules
 from proxy.admin import ADMIN_TOKEN_ENV, AdminConfigError, check_binding
 from proxy.dns import TrunkResolver, TrunkSpec, parse_trunk_spec
-from proxy.gc_monitor import apply_gc_policy
+from proxy.gc_monitor import GcPacer, apply_gc_policy
 from proxy.server import ProxyServer, ServerSettings
 from proxy.settings import (
     LOG_FORMATS,
@@ -307,7 +307,8 @@ async def _serve(config: ProxyConfig, active: ActiveRules, settings: ServerSetti
     # Start-up objects (rules, phonenumbers metadata) never die: keep them out of every GC pass,
     # and collect young objects less often, so no pause lets the UDP buffer overflow.
     apply_gc_policy()
-    with server.gc_monitor.installed():  # times every collection (proxy/gc_monitor.py)
+    with server.gc_monitor.installed(), GcPacer().running(asyncio.get_running_loop()):
+        # times every collection, and young ones every 50 ms (proxy/gc_monitor.py)
         await server.serve_until_stopped()
 
 

@@ -7,7 +7,7 @@ import heapq
 import itertools
 from collections.abc import Hashable
 from enum import Enum
-from typing import cast
+from typing import TypeVar, cast
 
 T1 = 0.5  # RTT estimate
 T2 = 4.0  # maximum retransmit interval for non-INVITE requests and INVITE responses
@@ -49,6 +49,18 @@ class Timer(Enum):
 
 
 Owner = tuple[Hashable, ...]
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class Table(dict[K, V]):
+    """A long-lived table (transactions, timers): a dict that the cyclic collector tracks from
+    birth and never untracks. A plain dict whose items are all untracked is untracked by a full
+    collection and tracked again, as a young object, by its next insertion, so that the next
+    collections walk all of its 100,000 records again. A Table created at start-up is instead
+    moved out of every collection for good by `gc.freeze()` (proxy/gc_monitor.py)."""
+
+    __slots__ = ()
 
 
 class TimerQueue:
@@ -62,9 +74,10 @@ class TimerQueue:
     generation first). Some 100,000 timers of finished calls then cost collections nothing."""
 
     def __init__(self) -> None:
-        # The unique sequence decides ties: names and owners are never compared.
+        # The unique sequence decides ties: names and owners are never compared. The list is
+        # never replaced (compacted in place): frozen at start-up, collections never walk it.
         self._heap: list[tuple[Hashable, ...]] = []
-        self._armed: dict[tuple[Hashable, ...], int] = {}  # (name, *owner) -> sequence
+        self._armed: Table[tuple[Hashable, ...], int] = Table()  # (name, *owner) -> sequence
         self._sequence = itertools.count()
 
     def arm(self, owner: Owner, name: str, deadline: float) -> None:

@@ -45,6 +45,7 @@ from proxy.sip.timers import (
     TIMER_H,
     TIMER_J,
     TIMER_L,
+    Table,
     Timer,
     TimerQueue,
 )
@@ -130,10 +131,10 @@ class TransactionLayer:
         self._timers = TimerQueue()
         # Live transactions, as objects: servers still waiting for a final answer (the calls
         # being set up), clients still waiting for one. The retired ones are records.
-        self._servers: dict[ServerKey, ServerTransaction] = {}
-        self._clients: dict[ClientKey, ClientTransaction] = {}
-        self._retired_servers: dict[ServerKey, ServerRecord] = {}
-        self._retired_clients: dict[ClientKey, ClientRecord] = {}
+        self._servers: Table[ServerKey, ServerTransaction] = Table()
+        self._clients: Table[ClientKey, ClientTransaction] = Table()
+        self._retired_servers: Table[ServerKey, ServerRecord] = Table()
+        self._retired_clients: Table[ClientKey, ClientRecord] = Table()
         self._unestablished: list[tuple[str, str]] = []
         self._outbox: list[Outgoing] = []
         self._events: list[Event] = []
