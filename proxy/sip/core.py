@@ -229,9 +229,7 @@ class ProxyCore:
 
     def _pull(self) -> None:
         """The layer's output after ours, in the order things happened."""
-        self._outbox += self._transactions.take_outgoing()
-        self._events += self._transactions.take_events()
-        for call_id, pbx_tag in self._transactions.take_unestablished():
+        for call_id, pbx_tag in self._transactions.take_into(self._outbox, self._events):
             self._dialogs.forget(call_id, pbx_tag)
 
     def _act(self, actions: list[Action], now: float) -> None:

@@ -73,9 +73,11 @@ DEFAULT_FAILOVER_STATUSES = frozenset((408, 500, 502, 503, 504))
 # The timer queue holds letters (str), not Timer members: an entry of atoms only is untracked by
 # the garbage collector, one holding an Enum member never is.
 _TIMER_OF = {timer.value: timer for timer in Timer}
+_LETTER = {timer: timer.value for timer in Timer}  # a dict look-up: Enum.value is Python code
 _LIVE_CLIENT_LETTERS = tuple(t.value for t in CLIENT_TIMERS if t not in (Timer.D, Timer.K))
 _SERVER_LETTERS = tuple(t.value for t in SERVER_TIMERS)
 _RETIRED_CLIENT_TIMERS = (Timer.D, Timer.K)
+_NONE: list[tuple[str, str]] = []  # never appended to
 _FIRST_PROVISIONAL_STOPS = (Timer.A.value, Timer.B.value, Timer.NO_ANSWER.value)
 _ACKED_STATES = (State.COMPLETED.value, State.CONFIRMED.value)  # an ACK is theirs (17.2.1)
 
@@ -148,6 +150,17 @@ class TransactionLayer:
     def take_events(self) -> list[Event]:
         events, self._events = self._events, []
         return events
+
+    def take_into(self, outbox: list[Outgoing], events: list[Event]) -> list[tuple[str, str]]:
+        """What `take_outgoing` and `take_events` give, appended to the core's own lists (one
+        call per message, nothing allocated when there is nothing), and `take_unestablished`."""
+        if self._outbox:
+            outbox += self._outbox
+            self._outbox.clear()
+        if self._events:
+            events += self._events
+            self._events.clear()
+        return self.take_unestablished() if self._unestablished else _NONE
 
     def take_unestablished(self) -> list[tuple[str, str]]:
         """Dialog-memory keys of INVITEs answered upstream with a non-2xx final since the last
@@ -304,8 +317,7 @@ class TransactionLayer:
             server.request, server.plan = None, None
 
     def _reply(self, server: ServerTransaction, data: bytes) -> None:
-        source = server.source
-        self._outbox.append(Outgoing(data, source.reply_target(), source.connection))
+        self._outbox.append(Outgoing(data, server.reply_to, server.source.connection))
 
     def _reply_record(self, record: ServerRecord, data: bytes) -> None:
         target = Target(record[2], record[3], record[4])
@@ -720,7 +732,7 @@ class TransactionLayer:
         del self._retired_servers[key]
 
     def _arm(self, owner: ServerKey | ClientKey, timer: Timer, deadline: float) -> None:
-        self._timers.arm(owner, timer.value, deadline)
+        self._timers.arm(owner, _LETTER[timer], deadline)
 
 
 def _reliable(server: ServerTransaction) -> bool:

@@ -195,6 +195,10 @@ class ServerTransaction:
     plan: ForwardPlan | None = None
     alternatives: list[Target] = field(default_factory=list)
     attempt: int = 0
+    reply_to: Target = field(init=False)  # where responses go (made once: RFC 3261 18.2.2)
+
+    def __post_init__(self) -> None:
+        self.reply_to = self.source.reply_target()
 
     @property
     def final_sent(self) -> bool:
@@ -218,14 +222,12 @@ class ClientTransaction:
     state: State = State.TRYING
     cancel_pending: bool = False
     retransmit_interval: float = 0.0
+    key: ClientKey = field(init=False)  # (branch, method): made once, looked up per response
 
     def __post_init__(self) -> None:
+        self.key = (self.branch, self.method)
         if self.method == "INVITE" and self.state is State.TRYING:
             self.state = State.CALLING
-
-    @property
-    def key(self) -> ClientKey:
-        return (self.branch, self.method)
 
     @property
     def reliable(self) -> bool:
