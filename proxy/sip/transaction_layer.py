@@ -16,8 +16,9 @@ collection over 5 ms) and little memory (issue 7).
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Final, cast
 
 from proxy.sip.addresses import Outgoing, Source, Target
 from proxy.sip.caller_id import replace_identity_header
@@ -77,7 +78,6 @@ _LETTER = {timer: timer.value for timer in Timer}  # a dict look-up: Enum.value 
 _LIVE_CLIENT_LETTERS = tuple(t.value for t in CLIENT_TIMERS if t not in (Timer.D, Timer.K))
 _SERVER_LETTERS = tuple(t.value for t in SERVER_TIMERS)
 _RETIRED_CLIENT_TIMERS = (Timer.D, Timer.K)
-_NONE: list[tuple[str, str]] = []  # never appended to
 _FIRST_PROVISIONAL_STOPS = (Timer.A.value, Timer.B.value, Timer.NO_ANSWER.value)
 _ACKED_STATES = (State.COMPLETED.value, State.CONFIRMED.value)  # an ACK is theirs (17.2.1)
 
@@ -86,6 +86,16 @@ _ACKED_STATES = (State.COMPLETED.value, State.CONFIRMED.value)  # an ACK is thei
 # when the request came in, whether a response went upstream already, and its INVITE client's
 # branch ("" if none). Atoms only: the collector stops tracking it.
 ServerRecord = tuple[str, bytes, str, str, int, int | None, float, float, bool, str]
+_STATE: Final = 0
+_LAST: Final = 1
+_TRANSPORT: Final = 2
+_HOST: Final = 3
+_PORT: Final = 4
+_CONNECTION: Final = 5
+_INTERVAL: Final = 6
+_STARTED: Final = 7
+_RESPONDED: Final = 8
+_BRANCH: Final = 9
 # A client transaction that got its final answer or timed out (Completed: Timers D, K): our ACK
 # for a retransmitted non-2xx final as the bytes before and after its To value (empty for a
 # non-INVITE), and the next hop (transport, host, port, TLS name).
@@ -151,7 +161,9 @@ class TransactionLayer:
         events, self._events = self._events, []
         return events
 
-    def take_into(self, outbox: list[Outgoing], events: list[Event]) -> list[tuple[str, str]]:
+    def take_into(
+        self, outbox: list[Outgoing], events: list[Event]
+    ) -> Sequence[tuple[str, str]]:
         """What `take_outgoing` and `take_events` give, appended to the core's own lists (one
         call per message, nothing allocated when there is nothing), and `take_unestablished`."""
         if self._outbox:
@@ -160,7 +172,7 @@ class TransactionLayer:
         if self._events:
             events += self._events
             self._events.clear()
-        return self.take_unestablished() if self._unestablished else _NONE
+        return self.take_unestablished() if self._unestablished else ()
 
     def take_unestablished(self) -> list[tuple[str, str]]:
         """Dialog-memory keys of INVITEs answered upstream with a non-2xx final since the last
@@ -225,19 +237,19 @@ class TransactionLayer:
         if record is None:
             return False
         self.counters["retransmissions_absorbed"] += 1
-        if record[0] != State.ACCEPTED.value:  # RFC 6026 7.1: Accepted absorbs silently
-            self._reply_record(record, record[1])
+        if record[_STATE] != State.ACCEPTED.value:  # RFC 6026 7.1: Accepted absorbs silently
+            self._reply_record(record, record[_LAST])
         return True
 
     def _absorb_ack(self, key: ServerKey, now: float) -> bool:
         record = self._retired_servers.get(key)
-        if record is None or record[0] not in _ACKED_STATES:
+        if record is None or record[_STATE] not in _ACKED_STATES:
             return False  # an ACK for a 2xx is its own end-to-end transaction
-        if record[0] == State.COMPLETED.value:
+        if record[_STATE] == State.COMPLETED.value:
             state = next_state(INVITE_SERVER, State.COMPLETED, Input.ACK)  # Confirmed
-            self._retired_servers[key] = (state.value, *record[1:])
+            self._retired_servers[key] = (state.value, *record[_LAST:])
             self._timers.cancel_all(key, (Timer.G.value, Timer.H.value))
-            self._arm(key, Timer.I, now + (0 if record[2] != "udp" else T4))
+            self._arm(key, Timer.I, now + (0 if record[_TRANSPORT] != "udp" else T4))
         self.counters["ack_absorbed"] += 1
         return True
 
@@ -269,10 +281,10 @@ class TransactionLayer:
             self.cancel(invite, cancel, source, now)
             return True
         record = self._retired_servers.get(key)
-        if record is None or not record[9]:
+        if record is None or not record[_BRANCH]:
             return False
         self._answer_cancel(cancel, source, now)
-        self._cancel_downstream(self._clients.get((record[9], "INVITE")), now)
+        self._cancel_downstream(self._clients.get((record[_BRANCH], "INVITE")), now)
         return True
 
     def cancel(
@@ -320,8 +332,8 @@ class TransactionLayer:
         self._outbox.append(Outgoing(data, server.reply_to, server.source.connection))
 
     def _reply_record(self, record: ServerRecord, data: bytes) -> None:
-        target = Target(record[2], record[3], record[4])
-        self._outbox.append(Outgoing(data, target, record[5]))
+        target = Target(record[_TRANSPORT], record[_HOST], record[_PORT])
+        self._outbox.append(Outgoing(data, target, record[_CONNECTION]))
 
     def _send_final(
         self, server: ServerTransaction, data: bytes, status: int, now: float
@@ -540,12 +552,12 @@ class TransactionLayer:
         if data is None:
             return
         self.counters["responses_relayed"] += 1
-        started, responded = record[7], record[8]
+        started, responded = record[_STARTED], record[_RESPONDED]
         self._events.append(
             ResponseRelayed("INVITE", msg.wire.status, client.target, now - started, not responded)
         )
         if not responded:
-            self._retired_servers[key] = (*record[:8], True, record[9])
+            self._retired_servers[key] = (*record[:_RESPONDED], True, record[_BRANCH])
         self._reply_record(record, data)
 
     def _upstream_bytes(self, msg: Message, restore: Restore | None) -> bytes | None:
@@ -722,10 +734,10 @@ class TransactionLayer:
         record = self._retired_servers.get(key)
         if record is None:
             return
-        if timer is Timer.G and record[0] == State.COMPLETED.value and record[1]:
-            self._reply_record(record, record[1])
-            interval = min(record[6] * 2, T2)
-            self._retired_servers[key] = (*record[:6], interval, *record[7:])
+        if timer is Timer.G and record[_STATE] == State.COMPLETED.value and record[_LAST]:
+            self._reply_record(record, record[_LAST])
+            interval = min(record[_INTERVAL] * 2, T2)
+            self._retired_servers[key] = (*record[:_INTERVAL], interval, *record[_STARTED:])
             self._arm(key, Timer.G, now + interval)
             return
         self._timers.cancel_all(key, _SERVER_LETTERS)
