@@ -178,7 +178,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     def ready(driver: Driver) -> None:  # the core exists: the live proxy's policy, timed
         if args.gc_policy == "live":
             apply_gc_policy(args.thresholds)
-            driver.pacer = GcPacer(args.pace) if args.pace > 0 else None
+            paced = args.pace > 0 and not args.gc_off  # --gc-off: no collection at all
+            driver.pacer = GcPacer(args.pace) if paced else None
         else:
             gc.collect()
         gc.callbacks.append(on_gc)

@@ -260,7 +260,8 @@ class TransactionLayer:
         self._servers[server.key] = server
         if msg.method == "INVITE":  # RFC 3261 17.2.1: 100 Trying at once, Proceeding
             server.state = State.PROCEEDING
-            server.last_response = build_response(msg.wire, 100, "Trying")
+            server.trying_base = ResponseBase.of(msg.wire)
+            server.last_response = server.trying_base.render(100, "Trying")
             self._reply(server, server.last_response)
         return server
 
@@ -313,7 +314,7 @@ class TransactionLayer:
         be sent there at all)."""
         if server.final_sent:
             return
-        base = server.answer_base
+        base = server.answer_base or server.trying_base
         if base is None and server.request is not None:
             base = ResponseBase.of(server.request.wire)
         if base is None:
@@ -325,8 +326,8 @@ class TransactionLayer:
         our own answer copies from it (issue 7: a pending call's memory, and GC-tracked objects,
         issue 6)."""
         if server.request is not None and not server.alternatives:
-            server.answer_base = ResponseBase.of(server.request.wire)
-            server.request, server.plan = None, None
+            server.answer_base = server.trying_base or ResponseBase.of(server.request.wire)
+            server.request, server.plan, server.trying_base = None, None, None
 
     def _reply(self, server: ServerTransaction, data: bytes) -> None:
         self._outbox.append(Outgoing(data, server.reply_to, server.source.connection))
@@ -346,7 +347,7 @@ class TransactionLayer:
             server.dialog = None
         server.state = next_state(server.machine, server.state, response_input(status))
         server.request, server.plan = None, None  # nothing more to build from them
-        server.answer_base = None
+        server.answer_base = server.trying_base = None
         server.alternatives.clear()
         self._reply(server, data)
         key, reliable = server.key, _reliable(server)

@@ -182,6 +182,8 @@ class ServerTransaction:
     # What our own final answer copies from the request, once the request itself is released
     # (no other trunk left to build it for): the pending call then holds bytes, not a parse.
     answer_base: ResponseBase | None = None
+    # The same, made once for the 100 Trying of an INVITE (RFC 3261 17.2.1) and reused then.
+    trying_base: ResponseBase | None = None
     # The dialog memory's key (Call-ID, PBX tag) of an outbound INVITE, until its final answer:
     # a call that never got a 2xx is forgotten then (issue 7: no memory for failed calls).
     dialog: tuple[str, str] | None = None
