@@ -51,8 +51,7 @@ def apply_gc_policy(thresholds: tuple[int, int, int] = THRESHOLDS) -> None:
     out of every collection (`gc.freeze`), and the automatic thresholds are set. A finished call
     lingers only as untracked records (proxy/sip/transaction_layer.py), in tables frozen here
     (proxy/sip/timers.py `Table`): a full collection then walks almost nothing."""
-    gc.collect()
-    gc.freeze()
+    gc.freeze()  # no full collection first: it would stall the just-started loop
     gc.set_threshold(*thresholds)
 
 
