@@ -304,11 +304,11 @@ async def _serve(config: ProxyConfig, active: ActiveRules, settings: ServerSetti
     server.ticker.add(summary.flush)
     await server.start()
     control.sd_notify("READY=1")  # under systemd Type=notify: listening, rules loaded
-    # Start-up objects (rules, phonenumbers metadata) never die: keep them out of every GC pass,
-    # and collect young objects less often, so no pause lets the UDP buffer overflow.
+    # Start-up objects (rules, phonenumbers metadata, the core's tables) never die: keep them out
+    # of every GC pass, and collect young objects every 50 ms so that no pause gets long.
     apply_gc_policy()
     with server.gc_monitor.installed(), GcPacer().running(asyncio.get_running_loop()):
-        # times every collection, and young ones every 50 ms (proxy/gc_monitor.py)
+        # times every collection (proxy/gc_monitor.py)
         await server.serve_until_stopped()
 
 

@@ -237,7 +237,7 @@ async def _serve(
              ", ".join(hostport_text(h, p) for h, p in settings.listen))
     apply_gc_policy()
     with server.gc_monitor.installed(), GcPacer().running(asyncio.get_running_loop()):
-        # times every collection, and young ones every 50 ms (proxy/gc_monitor.py)
+        # times every collection; young ones every 50 ms (proxy/gc_monitor.py)
         await server.serve_until_stopped()
     loop.remove_reader(spec.inbox_fd)
 
