@@ -199,7 +199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         count = driver.messages.get(kind) or args.calls
         print(f"  {kind:<12} {spent / count * 1e6:8.1f} us")
     every = [pause for generation in pauses.values() for pause in generation]
-    pace = f", paced every {args.pace * 1e3:g} ms" if args.gc_policy == "live" and args.pace else ""
+    paced = args.gc_policy == "live" and args.pace and not args.gc_off
+    pace = f", paced every {args.pace * 1e3:g} ms" if paced else ""
     print(f"gc ({args.gc_policy} policy, thresholds {gc.get_threshold()}{pace}): {len(every)} "
           f"collections, {sum(every) * 1e3:.1f} ms in total, longest "
           f"{max(every, default=0.0) * 1e3:.2f} ms, {sum(p > 0.005 for p in every)} over 5 ms; "
