@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import ipaddress
 import logging
 import os
@@ -18,6 +17,7 @@ from proxy import control, log_summary, logs
 from proxy.active_rules import ActiveRules
 from proxy.admin import ADMIN_TOKEN_ENV, AdminConfigError, check_binding
 from proxy.dns import TrunkResolver, TrunkSpec, parse_trunk_spec
+from proxy.gc_monitor import GcPacer, apply_gc_policy
 from proxy.server import ProxyServer, ServerSettings
 from proxy.settings import (
     LOG_FORMATS,
@@ -309,11 +309,11 @@ async def _serve(config: ProxyConfig, active: ActiveRules, settings: ServerSetti
     server.ticker.add(summary.flush)
     await server.start()
     control.sd_notify("READY=1")  # under systemd Type=notify: listening, rules loaded
-    # Start-up objects (rules, phonenumbers metadata) never die: keep them out of every GC pass,
-    # and collect young objects less often, so no pause lets the UDP buffer overflow.
-    gc.freeze()
-    gc.set_threshold(20_000, 20, 50)
-    with server.gc_monitor.installed():  # times every collection (proxy/gc_monitor.py)
+    # Start-up objects (rules, phonenumbers metadata, the core's tables) never die: keep them out
+    # of every GC pass, and collect young objects every 50 ms so that no pause gets long.
+    apply_gc_policy()
+    with server.gc_monitor.installed(), GcPacer().running(asyncio.get_running_loop()):
+        # times every collection (proxy/gc_monitor.py)
         await server.serve_until_stopped()
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import gc
 import json
 import logging
 import os
@@ -25,6 +24,7 @@ from typing import Any
 from proxy import log_summary, reply_port
 from proxy.active_rules import ActiveRules
 from proxy.dispatcher import decode_packet, encode_header
+from proxy.gc_monitor import GcPacer, apply_gc_policy
 from proxy.server import ProxyServer, ServerSettings
 from proxy.sip.addresses import Outgoing, Source
 from proxy.sip.policy import ProxyConfig
@@ -235,9 +235,9 @@ async def _serve(
     loop.add_reader(spec.lifeline_fd, _supervisor_gone, loop, spec.lifeline_fd)
     log.info("worker %d ready on %s", spec.index,
              ", ".join(hostport_text(h, p) for h, p in settings.listen))
-    gc.freeze()
-    gc.set_threshold(20_000, 20, 50)
-    with server.gc_monitor.installed():  # times every collection (proxy/gc_monitor.py)
+    apply_gc_policy()
+    with server.gc_monitor.installed(), GcPacer().running(asyncio.get_running_loop()):
+        # times every collection; young ones every 50 ms (proxy/gc_monitor.py)
         await server.serve_until_stopped()
     loop.remove_reader(spec.inbox_fd)
 

@@ -245,9 +245,7 @@ class ProxyCore:
 
     def _pull(self) -> None:
         """The layer's output after ours, in the order things happened."""
-        self._outbox += self._transactions.take_outgoing()
-        self._events += self._transactions.take_events()
-        for call_id, pbx_tag in self._transactions.take_unestablished():
+        for call_id, pbx_tag in self._transactions.take_into(self._outbox, self._events):
             self._dialogs.forget(call_id, pbx_tag)
 
     def _act(self, actions: list[Action], now: float) -> None:
@@ -686,9 +684,7 @@ class ProxyCore:
 
     # ----------------------------------------------------------------- CANCEL
     def _on_cancel(self, msg: Message, source: Source, side: str, now: float) -> None:
-        invite = self._transactions.invite_server_for_cancel(msg)
-        if invite is not None:
-            self._transactions.cancel(invite, msg, source, now)
+        if self._transactions.cancel_invite(msg, source, now):
             self._pull()
             return
         # No INVITE known here (e.g. after a restart): forward it statelessly (RFC 3261 16.10);
@@ -713,9 +709,9 @@ class ProxyCore:
                 source=source,
             )
             return
-        client = self._transactions.client_for(top.branch or "", msg.cseq_method)
-        if client is not None:
-            self._act(self._transactions.on_response(client, msg, now), now)
+        actions = self._transactions.on_response_to(top.branch or "", msg.cseq_method, msg, now)
+        if actions is not None:  # a live client transaction's, or absorbed by a finished one
+            self._act(actions, now)
         elif msg.wire.status == 100:  # hop by hop (RFC 3261 16.7 step 3): never relayed
             self._drop("stray 100 Trying", reason="stray 100", source=source)
         else:

@@ -7,6 +7,7 @@ import heapq
 import itertools
 from collections.abc import Hashable
 from enum import Enum
+from typing import TypeVar, cast
 
 T1 = 0.5  # RTT estimate
 T2 = 4.0  # maximum retransmit interval for non-INVITE requests and INVITE responses
@@ -47,49 +48,69 @@ class Timer(Enum):
     __hash__ = object.__hash__
 
 
+Owner = tuple[Hashable, ...]
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class Table(dict[K, V]):
+    """A long-lived table (transactions, timers): a dict that the cyclic collector tracks from
+    birth and never untracks. A plain dict whose items are all untracked is untracked by a full
+    collection and tracked again, as a young object, by its next insertion, so that the next
+    collections walk all of its 100,000 records again. A Table created at start-up is instead
+    moved out of every collection for good by `gc.freeze()` (proxy/gc_monitor.py)."""
+
+    __slots__ = ()
+
+
 class TimerQueue:
     """Deadlines keyed by (owner, name). Re-arming replaces; cancelled entries are skipped when
     they reach the top and the heap is compacted when they outnumber the live ones, so its size
-    stays within twice the live timers (plus a small slack) however many are cancelled."""
+    stays within twice the live timers (plus a small slack) however many are cancelled.
+
+    Owners are tuples (transaction keys) and names strings: every entry is one flat tuple of
+    atoms, (deadline, sequence, name, *owner), with no tuple inside, so the garbage collector
+    stops tracking it the first time it looks (a nested key would survive into the next
+    generation first). Some 100,000 timers of finished calls then cost collections nothing."""
 
     def __init__(self) -> None:
-        # (deadline, sequence, owner, name): the unique sequence decides ties, owners are never
-        # compared, and tuples compare in C.
-        self._heap: list[tuple[float, int, Hashable, Hashable]] = []
-        self._armed: dict[tuple[Hashable, Hashable], int] = {}
+        # The unique sequence decides ties: names and owners are never compared. The list is
+        # never replaced (compacted in place): frozen at start-up, collections never walk it.
+        self._heap: list[tuple[Hashable, ...]] = []
+        self._armed: Table[tuple[Hashable, ...], int] = Table()  # (name, *owner) -> sequence
         self._sequence = itertools.count()
 
-    def arm(self, owner: Hashable, name: Hashable, deadline: float) -> None:
+    def arm(self, owner: Owner, name: str, deadline: float) -> None:
         sequence = next(self._sequence)
-        self._armed[(owner, name)] = sequence
-        heapq.heappush(self._heap, (deadline, sequence, owner, name))
+        self._armed[(name, *owner)] = sequence
+        heapq.heappush(self._heap, (deadline, sequence, name, *owner))
         if len(self._heap) > 2 * len(self._armed) + _COMPACT_SLACK:
             self._compact()
 
-    def cancel(self, owner: Hashable, name: Hashable) -> None:
-        self._armed.pop((owner, name), None)
+    def cancel(self, owner: Owner, name: str) -> None:
+        self._armed.pop((name, *owner), None)
 
-    def cancel_all(self, owner: Hashable, names: tuple[Hashable, ...]) -> None:
+    def cancel_all(self, owner: Owner, names: tuple[str, ...]) -> None:
         armed = self._armed
         for name in names:
-            armed.pop((owner, name), None)
+            armed.pop((name, *owner), None)
 
-    def is_armed(self, owner: Hashable, name: Hashable) -> bool:
-        return (owner, name) in self._armed
+    def is_armed(self, owner: Owner, name: str) -> bool:
+        return (name, *owner) in self._armed
 
     def next_deadline(self) -> float | None:
         self._drop_stale()
-        return self._heap[0][0] if self._heap else None
+        return cast(float, self._heap[0][0]) if self._heap else None
 
-    def pop_due(self, now: float) -> list[tuple[Hashable, Hashable]]:
-        due: list[tuple[Hashable, Hashable]] = []
+    def pop_due(self, now: float) -> list[tuple[Owner, str]]:
+        due: list[tuple[Owner, str]] = []
         heap, armed = self._heap, self._armed
-        while heap and heap[0][0] <= now:
-            _, sequence, owner, name = heapq.heappop(heap)
-            key = (owner, name)
-            if armed.get(key) == sequence:
+        while heap and cast(float, heap[0][0]) <= now:
+            entry = heapq.heappop(heap)
+            key = entry[2:]
+            if armed.get(key) == entry[1]:
                 del armed[key]
-                due.append(key)
+                due.append((key[1:], cast(str, key[0])))
         return due
 
     def __len__(self) -> int:
@@ -103,12 +124,14 @@ class TimerQueue:
     def _drop_stale(self) -> None:
         heap, armed = self._heap, self._armed
         while heap:
-            _, sequence, owner, name = heap[0]
-            if armed.get((owner, name)) == sequence:
+            entry = heap[0]
+            if armed.get(entry[2:]) == entry[1]:
                 return
             heapq.heappop(heap)
 
     def _compact(self) -> None:
-        armed = self._armed
-        self._heap = [e for e in self._heap if armed.get((e[2], e[3])) == e[1]]
-        heapq.heapify(self._heap)
+        """In place: the heap stays the one long-lived list (a new list of 100,000 entries
+        would be a young object that the next collections walk)."""
+        armed, heap = self._armed, self._heap
+        heap[:] = [e for e in heap if armed.get(e[2:]) == e[1]]
+        heapq.heapify(heap)

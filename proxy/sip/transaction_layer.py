@@ -3,13 +3,22 @@ and RFC 3261 timers. It decides *when* something is sent or absorbed and owns wh
 (`take_outgoing`) and what happened (`take_events`). It never calls back into the core: where
 the core must act (build the request for the next trunk, relay a 2xx statelessly) it returns
 an action.
+
+A transaction that has sent or received its final answer only waits for its timers (17.1.1.2
+Timer D, 17.1.2.2 Timer K, 17.2.1 Timers G/H/I, 17.2.2 Timer J, RFC 6026 Timer L): ~32 s, so at
+1,000 calls/s some 30,000 finished calls. It is then *retired*: its object is dropped and what a
+retransmission needs (the last response, where it goes, our ACK's bytes) is kept as a tuple of
+atoms (`ServerRecord`, `ClientRecord`), which the cyclic garbage collector stops tracking. The
+timers are keyed by atoms too. So a finished call costs the collector nothing (issue 6: no
+collection over 5 ms) and little memory (issue 7).
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Final, cast
 
 from proxy.sip.addresses import Outgoing, Source, Target
 from proxy.sip.caller_id import replace_identity_header
@@ -37,10 +46,12 @@ from proxy.sip.timers import (
     TIMER_H,
     TIMER_J,
     TIMER_L,
+    Table,
     Timer,
     TimerQueue,
 )
 from proxy.sip.transactions import (
+    INVITE_SERVER,
     ClientKey,
     ClientTransaction,
     Input,
@@ -59,6 +70,36 @@ CLIENT_TIMERS = (
 )
 SERVER_TIMERS = (Timer.G, Timer.H, Timer.I, Timer.J, Timer.L)
 DEFAULT_FAILOVER_STATUSES = frozenset((408, 500, 502, 503, 504))
+
+# The timer queue holds letters (str), not Timer members: an entry of atoms only is untracked by
+# the garbage collector, one holding an Enum member never is.
+_TIMER_OF = {timer.value: timer for timer in Timer}
+_LETTER = {timer: timer.value for timer in Timer}  # a dict look-up: Enum.value is Python code
+_LIVE_CLIENT_LETTERS = tuple(t.value for t in CLIENT_TIMERS if t not in (Timer.D, Timer.K))
+_SERVER_LETTERS = tuple(t.value for t in SERVER_TIMERS)
+_RETIRED_CLIENT_TIMERS = (Timer.D, Timer.K)
+_FIRST_PROVISIONAL_STOPS = (Timer.A.value, Timer.B.value, Timer.NO_ANSWER.value)
+_ACKED_STATES = (State.COMPLETED.value, State.CONFIRMED.value)  # an ACK is theirs (17.2.1)
+
+# A server transaction that sent its final answer (Completed, Confirmed or Accepted): its state's
+# name, the last response, where it went (transport, host, port, connection), Timer G's interval,
+# when the request came in, whether a response went upstream already, and its INVITE client's
+# branch ("" if none). Atoms only: the collector stops tracking it.
+ServerRecord = tuple[str, bytes, str, str, int, int | None, float, float, bool, str]
+_STATE: Final = 0
+_LAST: Final = 1
+_TRANSPORT: Final = 2
+_HOST: Final = 3
+_PORT: Final = 4
+_CONNECTION: Final = 5
+_INTERVAL: Final = 6
+_STARTED: Final = 7
+_RESPONDED: Final = 8
+_BRANCH: Final = 9
+# A client transaction that got its final answer or timed out (Completed: Timers D, K): our ACK
+# for a retransmitted non-2xx final as the bytes before and after its To value (empty for a
+# non-INVITE), and the next hop (transport, host, port, TLS name).
+ClientRecord = tuple[bytes, bytes, str, str, int, str | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,10 +141,13 @@ class TransactionLayer:
         self._failover_statuses = failover_statuses
         self._no_answer_timeout = no_answer_timeout
         self._timers = TimerQueue()
-        self._servers: dict[ServerKey, ServerTransaction] = {}
-        self._pending: set[ServerKey] = set()  # servers that have not sent a final yet
+        # Live transactions, as objects: servers still waiting for a final answer (the calls
+        # being set up), clients still waiting for one. The retired ones are records.
+        self._servers: Table[ServerKey, ServerTransaction] = Table()
+        self._clients: Table[ClientKey, ClientTransaction] = Table()
+        self._retired_servers: Table[ServerKey, ServerRecord] = Table()
+        self._retired_clients: Table[ClientKey, ClientRecord] = Table()
         self._unestablished: list[tuple[str, str]] = []
-        self._clients: dict[ClientKey, ClientTransaction] = {}
         self._outbox: list[Outgoing] = []
         self._events: list[Event] = []
         self._actions: list[Action] = []
@@ -117,6 +161,19 @@ class TransactionLayer:
         events, self._events = self._events, []
         return events
 
+    def take_into(
+        self, outbox: list[Outgoing], events: list[Event]
+    ) -> Sequence[tuple[str, str]]:
+        """What `take_outgoing` and `take_events` give, appended to the core's own lists (one
+        call per message, nothing allocated when there is nothing), and `take_unestablished`."""
+        if self._outbox:
+            outbox += self._outbox
+            self._outbox.clear()
+        if self._events:
+            events += self._events
+            self._events.clear()
+        return self.take_unestablished() if self._unestablished else ()
+
     def take_unestablished(self) -> list[tuple[str, str]]:
         """Dialog-memory keys of INVITEs answered upstream with a non-2xx final since the last
         call: those calls never got a dialog to remember."""
@@ -129,18 +186,22 @@ class TransactionLayer:
 
     @property
     def count(self) -> int:
-        return len(self._servers) + len(self._clients)
+        return (
+            len(self._servers) + len(self._retired_servers)
+            + len(self._clients) + len(self._retired_clients)
+        )  # fmt: skip
 
     @property
     def server_count(self) -> int:
-        return len(self._servers)
+        return len(self._servers) + len(self._retired_servers)
 
     @property
     def pending_server_count(self) -> int:
         """Server transactions still waiting for a final answer: the calls being set up. Those
         that answered and only linger for retransmissions (Timers G/H/I/J/L, RFC 3261 17.2 and
-        RFC 6026) hold no parsed request and are not load: the overload bound counts these."""
-        return len(self._pending)
+        RFC 6026) are records holding no parsed request, not load: the overload bound counts
+        these."""
+        return len(self._servers)
 
     @property
     def timer_count(self) -> int:
@@ -150,28 +211,46 @@ class TransactionLayer:
         return self._timers.next_deadline()
 
     def server(self, key: ServerKey) -> ServerTransaction | None:
+        """A live server transaction (no final answer sent yet)."""
         return self._servers.get(key)
+
+    def retired_server(self, key: ServerKey) -> ServerRecord | None:
+        return self._retired_servers.get(key)
+
+    def retired_client(self, branch: str, method: str) -> ClientRecord | None:
+        return self._retired_clients.get((branch, method))
 
     # ----------------------------------------------------------------- server side
     def absorb(self, msg: Message, now: float) -> bool:
         """A retransmitted request (answered with the last response) or the ACK of a non-2xx
         final (RFC 3261 17.2.1): the transaction owns it and nothing goes further."""
         if msg.method == "ACK":
-            server = self._servers.get(server_key(msg, "INVITE"))
-            if server is None or server.state not in (State.COMPLETED, State.CONFIRMED):
-                return False  # an ACK for a 2xx is its own end-to-end transaction
-            if server.state is State.COMPLETED:
-                server.state = next_state(server.machine, server.state, Input.ACK)
-                self._timers.cancel_all(server.key, (Timer.G, Timer.H))
-                self._timers.arm(server.key, Timer.I, now + (0 if _reliable(server) else T4))
-            self.counters["ack_absorbed"] += 1
+            return self._absorb_ack(server_key(msg, "INVITE"), now)
+        key = server_key(msg)
+        server = self._servers.get(key)
+        if server is not None:  # Proceeding: the last provisional again (17.2.1); Trying: none
+            self.counters["retransmissions_absorbed"] += 1
+            if server.last_response is not None:
+                self._reply(server, server.last_response)
             return True
-        server = self._servers.get(server_key(msg))
-        if server is None:
+        record = self._retired_servers.get(key)
+        if record is None:
             return False
         self.counters["retransmissions_absorbed"] += 1
-        if server.last_response is not None and server.state is not State.ACCEPTED:
-            self._reply(server, server.last_response)
+        if record[_STATE] != State.ACCEPTED.value:  # RFC 6026 7.1: Accepted absorbs silently
+            self._reply_record(record, record[_LAST])
+        return True
+
+    def _absorb_ack(self, key: ServerKey, now: float) -> bool:
+        record = self._retired_servers.get(key)
+        if record is None or record[_STATE] not in _ACKED_STATES:
+            return False  # an ACK for a 2xx is its own end-to-end transaction
+        if record[_STATE] == State.COMPLETED.value:
+            state = next_state(INVITE_SERVER, State.COMPLETED, Input.ACK)  # Confirmed
+            self._retired_servers[key] = (state.value, *record[_LAST:])
+            self._timers.cancel_all(key, (Timer.G.value, Timer.H.value))
+            self._arm(key, Timer.I, now + (0 if record[_TRANSPORT] != "udp" else T4))
+        self.counters["ack_absorbed"] += 1
         return True
 
     def open_server(self, msg: Message, source: Source, now: float) -> ServerTransaction:
@@ -179,26 +258,50 @@ class TransactionLayer:
             key=server_key(msg), method=msg.method, source=source, request=msg, started=now
         )
         self._servers[server.key] = server
-        self._pending.add(server.key)
         if msg.method == "INVITE":  # RFC 3261 17.2.1: 100 Trying at once, Proceeding
             server.state = State.PROCEEDING
-            server.last_response = build_response(msg.wire, 100, "Trying")
+            server.trying_base = ResponseBase.of(msg.wire)
+            server.last_response = server.trying_base.render(100, "Trying")
             self._reply(server, server.last_response)
         return server
 
     def invite_server_for_cancel(self, cancel: Message) -> ServerTransaction | None:
+        """The live INVITE server transaction a CANCEL is for, if it went on downstream."""
         invite = self._servers.get(server_key(cancel, "INVITE"))
         return invite if invite is not None and invite.client_key is not None else None
+
+    def cancel_invite(self, cancel: Message, source: Source, now: float) -> bool:
+        """Hop-by-hop CANCEL (RFC 3261 16.10) of the INVITE it matches, live or already
+        answered upstream (then only its 200 here, and a CANCEL to a trunk still pending);
+        False when no forwarded INVITE matches (the core forwards it statelessly)."""
+        key = server_key(cancel, "INVITE")
+        invite = self._servers.get(key)
+        if invite is not None:
+            if invite.client_key is None:
+                return False
+            self.cancel(invite, cancel, source, now)
+            return True
+        record = self._retired_servers.get(key)
+        if record is None or not record[_BRANCH]:
+            return False
+        self._answer_cancel(cancel, source, now)
+        self._cancel_downstream(self._clients.get((record[_BRANCH], "INVITE")), now)
+        return True
 
     def cancel(
         self, invite: ServerTransaction, cancel: Message, source: Source, now: float
     ) -> None:
         """Hop-by-hop CANCEL (RFC 3261 16.10): 200 here, CANCEL downstream once it may be sent."""
         invite.cancelled = True  # no failover to another trunk after this
+        self._answer_cancel(cancel, source, now)
+        if invite.client_key is not None:
+            self._cancel_downstream(self._clients.get(invite.client_key), now)
+
+    def _answer_cancel(self, cancel: Message, source: Source, now: float) -> None:
         cancel_server = ServerTransaction(server_key(cancel), "CANCEL", source, cancel, now)
-        self._servers[cancel_server.key] = cancel_server
         self._send_final(cancel_server, build_response(cancel.wire, 200, "OK"), 200, now)
-        client = self._clients.get(invite.client_key) if invite.client_key else None
+
+    def _cancel_downstream(self, client: ClientTransaction | None, now: float) -> None:
         if client is None:
             return
         if client.state is State.PROCEEDING:
@@ -211,7 +314,7 @@ class TransactionLayer:
         be sent there at all)."""
         if server.final_sent:
             return
-        base = server.answer_base
+        base = server.answer_base or server.trying_base
         if base is None and server.request is not None:
             base = ResponseBase.of(server.request.wire)
         if base is None:
@@ -223,61 +326,84 @@ class TransactionLayer:
         our own answer copies from it (issue 7: a pending call's memory, and GC-tracked objects,
         issue 6)."""
         if server.request is not None and not server.alternatives:
-            server.answer_base = ResponseBase.of(server.request.wire)
-            server.request, server.plan = None, None
+            server.answer_base = server.trying_base or ResponseBase.of(server.request.wire)
+            server.request, server.plan, server.trying_base = None, None, None
 
     def _reply(self, server: ServerTransaction, data: bytes) -> None:
-        source = server.source
-        self._outbox.append(Outgoing(data, source.reply_target(), source.connection))
+        self._outbox.append(Outgoing(data, server.reply_to, server.source.connection))
+
+    def _reply_record(self, record: ServerRecord, data: bytes) -> None:
+        target = Target(record[_TRANSPORT], record[_HOST], record[_PORT])
+        self._outbox.append(Outgoing(data, target, record[_CONNECTION]))
 
     def _send_final(
         self, server: ServerTransaction, data: bytes, status: int, now: float
     ) -> None:
+        """The final answer upstream; the transaction is retired to a record for its timers."""
         server.last_response = data
-        self._pending.discard(server.key)
         if server.dialog is not None:
             if status >= 300:
                 self._unestablished.append(server.dialog)
             server.dialog = None
         server.state = next_state(server.machine, server.state, response_input(status))
         server.request, server.plan = None, None  # nothing more to build from them
-        server.answer_base = None
+        server.answer_base = server.trying_base = None
         server.alternatives.clear()
         self._reply(server, data)
+        key, reliable = server.key, _reliable(server)
         if server.state is State.ACCEPTED:
-            self._timers.arm(server.key, Timer.L, now + TIMER_L)
+            self._arm(key, Timer.L, now + TIMER_L)
         elif server.method == "INVITE":
-            if not _reliable(server):
+            if not reliable:
                 server.retransmit_interval = T1
-                self._timers.arm(server.key, Timer.G, now + T1)
-            self._timers.arm(server.key, Timer.H, now + TIMER_H)
+                self._arm(key, Timer.G, now + T1)
+            self._arm(key, Timer.H, now + TIMER_H)
         else:
-            self._timers.arm(server.key, Timer.J, now + (0 if _reliable(server) else TIMER_J))
+            self._arm(key, Timer.J, now + (0 if reliable else TIMER_J))
+        self._retire_server(server)
+
+    def _retire_server(self, server: ServerTransaction) -> None:
+        self._servers.pop(server.key, None)
+        source = server.source
+        self._retired_servers[server.key] = (
+            server.state.value,
+            server.last_response or b"",
+            source.transport,
+            source.host,
+            source.port,
+            source.connection,
+            server.retransmit_interval,
+            server.started,
+            server.responded,
+            server.client_key[0] if server.client_key is not None else "",
+        )
 
     # ----------------------------------------------------------------- client side
     def start_client(self, client: ClientTransaction, now: float, side: str = "") -> None:
         server = self._servers.get(client.server_key) if client.server_key else None
         if server is not None and client.method != "CANCEL":
             server.client_key = client.key
-        self._clients[client.key] = client
+        key = client.key
+        self._clients[key] = client
         self.counters["forwarded"] += 1
         self._events.append(Forwarded(client.method, client.target, side))
         self._outbox.append(Outgoing(client.request, client.target))
+        invite = client.method == "INVITE"
         if not client.reliable:
             client.retransmit_interval = T1
-            first = Timer.A if client.method == "INVITE" else Timer.E
-            self._timers.arm(client.key, first, now + T1)
-        if client.method == "INVITE":
-            self._timers.arm(client.key, Timer.B, now + TIMER_B)
+            self._arm(key, Timer.A if invite else Timer.E, now + T1)
+        if invite:
+            self._arm(key, Timer.B, now + TIMER_B)
             timeout = self._no_answer_timeout
             if timeout is not None and server is not None and server.alternatives:
-                self._timers.arm(client.key, Timer.NO_ANSWER, now + timeout)
+                self._arm(key, Timer.NO_ANSWER, now + timeout)
         else:
-            self._timers.arm(client.key, Timer.F, now + TIMER_F)
+            self._arm(key, Timer.F, now + TIMER_F)
             if client.probe is not None and self._no_answer_timeout is not None:
-                self._timers.arm(client.key, Timer.NO_ANSWER, now + self._no_answer_timeout)
+                self._arm(key, Timer.NO_ANSWER, now + self._no_answer_timeout)
 
     def client_for(self, branch: str, method: str) -> ClientTransaction | None:
+        """A live client transaction (no final response yet, or a 2xx not yet relayed)."""
         return self._clients.get((branch, method))
 
     def on_response(self, client: ClientTransaction, msg: Message, now: float) -> list[Action]:
@@ -286,6 +412,35 @@ class TransactionLayer:
         else:
             self._on_final(client, msg, now)
         return self._take_actions()
+
+    def on_response_to(
+        self, branch: str, method: str, msg: Message, now: float
+    ) -> list[Action] | None:
+        """A response for our `branch`: to its live client transaction, or absorbed by a retired
+        one (RFC 3261 17.1.1.2: a retransmitted non-2xx final is ACKed again; 17.1.2.2: a
+        non-INVITE's absorbed); None when no transaction knows it (stateless from here)."""
+        key = (branch, method)
+        client = self._clients.get(key)
+        if client is not None:
+            return self.on_response(client, msg, now)
+        record = self._retired_clients.get(key)
+        if record is None:
+            return None
+        status = msg.wire.status
+        if method != "INVITE" or status < 200:
+            return []
+        if status < 300:  # a 2xx retransmission: end to end (RFC 3261 16.7 step 5)
+            return [RelayStateless(msg)]
+        self._ack_again(record, msg)
+        return []
+
+    def _ack_again(self, record: ClientRecord, response: Message) -> None:
+        head, tail, transport, host, port, name = record
+        if not head:
+            return
+        to_header = response.wire.one("to")
+        to_value = response.raw[to_header.value_start : to_header.value_end]
+        self._outbox.append(Outgoing(head + to_value + tail, Target(transport, host, port, name)))
 
     def _send_cancel(self, invite: ClientTransaction, now: float) -> None:
         assert invite.sent is not None
@@ -302,18 +457,19 @@ class TransactionLayer:
     def _on_provisional(self, client: ClientTransaction, msg: Message, now: float) -> None:
         before = client.state
         client.state = next_state(client.machine, before, Input.PROVISIONAL)
+        key = client.key
         if before in (State.CALLING, State.TRYING):
-            self._timers.cancel_all(client.key, (Timer.A, Timer.B, Timer.NO_ANSWER))
+            self._timers.cancel_all(key, _FIRST_PROVISIONAL_STOPS)
             if client.method == "INVITE":
-                self._timers.arm(client.key, Timer.C, now + TIMER_C)
+                self._arm(key, Timer.C, now + TIMER_C)
             elif not client.reliable:
                 client.retransmit_interval = T2  # Timer E continues at T2 (17.1.2.2)
         elif (
             client.method == "INVITE"
             and msg.wire.status > 100
-            and self._timers.is_armed(client.key, Timer.C)
+            and self._timers.is_armed(key, Timer.C.value)
         ):
-            self._timers.arm(client.key, Timer.C, now + TIMER_C)  # RFC 3261 16.7 step 2: reset
+            self._arm(key, Timer.C, now + TIMER_C)  # RFC 3261 16.7 step 2: reset
         if client.cancel_pending:
             self._send_cancel(client, now)
         if msg.wire.status == 100 or not self._is_current(client):
@@ -329,19 +485,23 @@ class TransactionLayer:
             elif invite:
                 self._actions.append(RelayStateless(msg))  # 2xx retransmission: end to end
             return
-        self._timers.cancel_all(client.key, CLIENT_TIMERS)
+        self._timers.cancel_all(client.key, _LIVE_CLIENT_LETTERS)
         client.state = next_state(client.machine, client.state, response_input(status))
         if invite and status >= 300:
-            self._outbox.append(Outgoing(_ack_for(client, msg), client.target))
-            self._timers.arm(client.key, Timer.D, now + (0 if client.reliable else TIMER_D))
+            head, to_value, tail = _ack_parts(client, msg)
+            self._outbox.append(Outgoing(head + to_value + tail, client.target))
+            wait = 0 if client.reliable else TIMER_D
+            self._retire_client(client, Timer.D, now + wait, head, tail)
         elif invite:
             self._end_client(client)
         else:
-            self._timers.arm(client.key, Timer.K, now + (0 if client.reliable else T4))
+            self._retire_client(client, Timer.K, now + (0 if client.reliable else T4))
         if client.probe is not None:
             self._actions.append(ProbeResult(client.probe, status))
         server = self._server_of(client)
         if server is None:
+            if invite and status < 300:
+                self._relay_late_2xx(client, msg, now)
             return
         if not self._is_current(client) and status >= 300:
             return  # a trunk we already failed over from: ACKed, not the caller's answer
@@ -358,16 +518,15 @@ class TransactionLayer:
         return server is not None and server.client_key == client.key
 
     def _relay_to_server(self, client: ClientTransaction, msg: Message, now: float) -> None:
+        """A response upstream along a live server transaction (one answered upstream is a
+        record, and only a late 2xx still goes there: `_relay_late_2xx`)."""
         server = self._server_of(client)
         if server is None:
             return
         status = msg.wire.status
-        late_2xx = server.final_sent and server.method == "INVITE" and 200 <= status < 300
-        if server.final_sent and not late_2xx:
-            return  # upstream already has its final answer (e.g. our own 408)
         data = self._upstream_bytes(msg, client.restore)
         if data is None:
-            if status >= 200 and not late_2xx:  # unrelayable final: still end the transaction
+            if status >= 200:  # unrelayable final: still end the transaction
                 self._answer_upstream(server, client, 502, "Bad Gateway", now)
             return
         self.counters["responses_relayed"] += 1
@@ -376,14 +535,31 @@ class TransactionLayer:
         self._events.append(
             ResponseRelayed(server.method, status, client.target, now - server.started, first)
         )
-        if late_2xx:  # RFC 3261 16.7 step 5: a 2xx goes upstream even after our own final
-            self._reply(server, data)
-        elif status < 200:
+        if status < 200:
             server.state = next_state(server.machine, server.state, Input.PROVISIONAL)
             server.last_response = data
             self._reply(server, data)
         else:
             self._send_final(server, data, status, now)
+
+    def _relay_late_2xx(self, client: ClientTransaction, msg: Message, now: float) -> None:
+        """RFC 3261 16.7 step 5: a 2xx goes upstream even after a final went there (another
+        trunk's 2xx, or our own 408)."""
+        key = client.server_key
+        record = self._retired_servers.get(key) if key is not None else None
+        if record is None or key is None or key[-1] != "INVITE":
+            return
+        data = self._upstream_bytes(msg, client.restore)
+        if data is None:
+            return
+        self.counters["responses_relayed"] += 1
+        started, responded = record[_STARTED], record[_RESPONDED]
+        self._events.append(
+            ResponseRelayed("INVITE", msg.wire.status, client.target, now - started, not responded)
+        )
+        if not responded:
+            self._retired_servers[key] = (*record[:_RESPONDED], True, record[_BRANCH])
+        self._reply_record(record, data)
 
     def _upstream_bytes(self, msg: Message, restore: Restore | None) -> bytes | None:
         data = upstream_bytes(msg, restore)
@@ -393,9 +569,25 @@ class TransactionLayer:
         return data
 
     def _end_client(self, client: ClientTransaction) -> None:
-        self._timers.cancel_all(client.key, CLIENT_TIMERS)
+        self._timers.cancel_all(client.key, _LIVE_CLIENT_LETTERS)
         client.state = State.TERMINATED
         self._clients.pop(client.key, None)
+
+    def _retire_client(
+        self,
+        client: ClientTransaction,
+        timer: Timer,
+        deadline: float,
+        ack_head: bytes = b"",
+        ack_tail: bytes = b"",
+    ) -> None:
+        """Completed (after its final or a timeout): only Timer D or K left, as a record."""
+        self._clients.pop(client.key, None)
+        target = client.target
+        self._retired_clients[client.key] = (
+            ack_head, ack_tail, target.transport, target.host, target.port, target.name
+        )
+        self._arm(client.key, timer, deadline)
 
     def _answer_upstream(
         self,
@@ -433,16 +625,17 @@ class TransactionLayer:
         return self._take_actions()
 
     def handle_timer(self, now: float) -> list[Action]:
-        for owner, name in self._timers.pop_due(now):
-            timer = cast(Timer, name)
-            # Client keys are (branch, method); server keys are longer tuples: no collision.
-            client = self._clients.get(cast(ClientKey, owner))
-            if client is not None:
-                self._client_timer(client, timer, now)
-                continue
-            server = self._servers.get(cast(ServerKey, owner))
-            if server is not None:
-                self._server_timer(server, timer, now)
+        for owner, letter in self._timers.pop_due(now):
+            timer = _TIMER_OF[letter]
+            if timer in SERVER_TIMERS:
+                self._server_timer(cast(ServerKey, owner), timer, now)
+            elif timer in _RETIRED_CLIENT_TIMERS:
+                # Timer D or K: the transaction has absorbed its retransmissions (Terminated).
+                self._retired_clients.pop(cast(ClientKey, owner), None)
+            else:
+                client = self._clients.get(cast(ClientKey, owner))
+                if client is not None:
+                    self._client_timer(client, timer, now)
         return self._take_actions()
 
     def _client_timer(self, client: ClientTransaction, timer: Timer, now: float) -> None:
@@ -460,10 +653,7 @@ class TransactionLayer:
             self._answer_upstream(
                 self._server_of(client), client, 408, "Request Timeout", now, Timer.C
             )
-            self._timers.arm(client.key, Timer.B, now + TIMER_B)
-        else:  # D, K: the transaction has absorbed its retransmissions
-            client.state = next_state(client.machine, client.state, Input.END)
-            self._end_client(client)
+            self._arm(client.key, Timer.B, now + TIMER_B)
 
     def _retransmit(self, client: ClientTransaction, timer: Timer, now: float) -> None:
         """Timer A doubles without bound (Timer B ends it); Timer E is capped at T2, and stays
@@ -474,7 +664,7 @@ class TransactionLayer:
         if timer is Timer.E:
             interval = T2 if client.state is State.PROCEEDING else min(interval, T2)
         client.retransmit_interval = interval
-        self._timers.arm(client.key, timer, now + interval)
+        self._arm(client.key, timer, now + interval)
 
     def _time_out(self, client: ClientTransaction, timer: Timer, now: float) -> None:
         """408 upstream (or the next trunk, if this one never answered at all), but the
@@ -484,9 +674,12 @@ class TransactionLayer:
         if client.probe is not None:
             self._actions.append(ProbeResult(client.probe, None))
         silent = client.state in (State.CALLING, State.TRYING)
-        self._timers.cancel_all(client.key, CLIENT_TIMERS)
+        self._timers.cancel_all(client.key, _LIVE_CLIENT_LETTERS)
         client.state = next_state(client.machine, client.state, Input.TIMEOUT)
-        self._timers.arm(client.key, Timer.D, now + TIMER_D)
+        head = tail = b""
+        if client.method == "INVITE" and client.sent is not None:
+            head, _, tail = hop_request_parts(client.sent, "ACK")
+        self._retire_client(client, Timer.D, now + TIMER_D, head, tail)
         if not self._is_current(client):
             return  # superseded by a failover: nothing to answer
         server = self._server_of(client)
@@ -504,7 +697,7 @@ class TransactionLayer:
         if client.state is not State.CALLING or server is None or not self._is_current(client):
             return
         if self._try_next_hop(server, client, None, "no answer"):
-            self._timers.cancel(client.key, Timer.A)
+            self._timers.cancel(client.key, Timer.A.value)
             client.cancel_pending = True
 
     def _probe_unanswered(self, client: ClientTransaction) -> None:
@@ -536,19 +729,23 @@ class TransactionLayer:
         self._actions.append(Retarget(server.key, target, server.attempt))
         return True
 
-    def _server_timer(self, server: ServerTransaction, timer: Timer, now: float) -> None:
-        if timer is Timer.G and server.state is State.COMPLETED and server.last_response:
-            self._reply(server, server.last_response)
-            server.retransmit_interval = min(server.retransmit_interval * 2, T2)
-            self._timers.arm(server.key, Timer.G, now + server.retransmit_interval)
+    def _server_timer(self, key: ServerKey, timer: Timer, now: float) -> None:
+        """Timers of a server transaction that answered upstream: G resends a non-2xx final
+        (17.2.1, doubling up to T2) until the ACK; H, I, J and L end it (Terminated)."""
+        record = self._retired_servers.get(key)
+        if record is None:
             return
-        self._timers.cancel_all(server.key, SERVER_TIMERS)
-        server.state = State.TERMINATED
-        self._servers.pop(server.key, None)
-        self._pending.discard(server.key)
-        client = self._clients.get(server.client_key) if server.client_key else None
-        if client is not None and client.state is State.TERMINATED:
-            self._clients.pop(client.key, None)
+        if timer is Timer.G and record[_STATE] == State.COMPLETED.value and record[_LAST]:
+            self._reply_record(record, record[_LAST])
+            interval = min(record[_INTERVAL] * 2, T2)
+            self._retired_servers[key] = (*record[:_INTERVAL], interval, *record[_STARTED:])
+            self._arm(key, Timer.G, now + interval)
+            return
+        self._timers.cancel_all(key, _SERVER_LETTERS)
+        del self._retired_servers[key]
+
+    def _arm(self, owner: ServerKey | ClientKey, timer: Timer, deadline: float) -> None:
+        self._timers.arm(owner, _LETTER[timer], deadline)
 
 
 def _reliable(server: ServerTransaction) -> bool:
@@ -567,13 +764,18 @@ def upstream_bytes(msg: Message, restore: Restore | None) -> bytes | None:
 
 
 def _ack_for(client: ClientTransaction, response: Message) -> bytes:
-    """The ACK a proxy sends itself for a non-2xx final (RFC 3261 17.1.1.3): its To is the
+    """The ACK a proxy sends itself for a non-2xx final (RFC 3261 17.1.1.3)."""
+    head, to_value, tail = _ack_parts(client, response)
+    return head + to_value + tail
+
+
+def _ack_parts(client: ClientTransaction, response: Message) -> tuple[bytes, bytes, bytes]:
+    """That ACK as the bytes before its To value, the value and the bytes after: its To is the
     response's, as the next hop sent it (the restore is for the copy going upstream)."""
     assert client.sent is not None
+    head, _, tail = hop_request_parts(client.sent, "ACK")
     to_header = response.wire.one("to")
-    return hop_request(
-        client.sent, "ACK", response.raw[to_header.value_start : to_header.value_end]
-    )
+    return head, response.raw[to_header.value_start : to_header.value_end], tail
 
 
 # ----------------------------------------------------------------- CANCEL and ACK from fields
@@ -582,6 +784,13 @@ def hop_request(sent: SentRequest, method: str, to_value: bytes | None = None) -
     Request-URI, top Via (ours), Route set, From, Call-ID, To and CSeq number as sent, read from
     the incoming message with our edits applied to those spans only (the sent bytes are never
     parsed again)."""
+    head, sent_to, tail = hop_request_parts(sent, method)
+    return head + (sent_to if to_value is None else to_value) + tail
+
+
+def hop_request_parts(sent: SentRequest, method: str) -> tuple[bytes, bytes, bytes]:
+    """`hop_request` as the bytes up to the To value, the To value as sent, and the rest: an
+    ACK for a retransmitted final is the same bytes around that response's To."""
     wire = sent.wire
     request_line = _edited_span(wire.raw, sent.edits, 0, wire.raw.index(b"\n") + 1)
     uri = request_line.split(b" ", 2)[1]
@@ -596,14 +805,12 @@ def hop_request(sent: SentRequest, method: str, to_value: bytes | None = None) -
         if found is not None:
             lines.append(label + b": " + _edited_value(wire.raw, sent.edits, found) + b"\r\n")
     to_header = wire.get("to")
-    if to_value is None and to_header is not None:
-        to_value = _edited_value(wire.raw, sent.edits, to_header)
+    to_value = b"" if to_header is None else _edited_value(wire.raw, sent.edits, to_header)
     cseq = wire.get("cseq")
     number = wire.raw[cseq.value_start : cseq.value_end].split()[0] if cseq else b"1"
-    lines.append(b"To: " + (to_value or b"") + b"\r\n")
-    lines.append(b"CSeq: " + number + b" " + method.encode() + b"\r\n")
-    lines.append(b"Content-Length: 0\r\n\r\n")
-    return b"".join(lines)
+    lines.append(b"To: ")
+    tail = b"\r\nCSeq: " + number + b" " + method.encode() + b"\r\nContent-Length: 0\r\n\r\n"
+    return b"".join(lines), to_value, tail
 
 
 def _edited_span(raw: bytes, edits: tuple[Edit, ...], start: int, end: int) -> bytes:

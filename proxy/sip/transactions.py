@@ -182,6 +182,8 @@ class ServerTransaction:
     # What our own final answer copies from the request, once the request itself is released
     # (no other trunk left to build it for): the pending call then holds bytes, not a parse.
     answer_base: ResponseBase | None = None
+    # The same, made once for the 100 Trying of an INVITE (RFC 3261 17.2.1) and reused then.
+    trying_base: ResponseBase | None = None
     # The dialog memory's key (Call-ID, PBX tag) of an outbound INVITE, until its final answer:
     # a call that never got a 2xx is forgotten then (issue 7: no memory for failed calls).
     dialog: tuple[str, str] | None = None
@@ -195,6 +197,10 @@ class ServerTransaction:
     plan: ForwardPlan | None = None
     alternatives: list[Target] = field(default_factory=list)
     attempt: int = 0
+    reply_to: Target = field(init=False)  # where responses go (made once: RFC 3261 18.2.2)
+
+    def __post_init__(self) -> None:
+        self.reply_to = self.source.reply_target()
 
     @property
     def final_sent(self) -> bool:
@@ -218,14 +224,12 @@ class ClientTransaction:
     state: State = State.TRYING
     cancel_pending: bool = False
     retransmit_interval: float = 0.0
+    key: ClientKey = field(init=False)  # (branch, method): made once, looked up per response
 
     def __post_init__(self) -> None:
+        self.key = (self.branch, self.method)
         if self.method == "INVITE" and self.state is State.TRYING:
             self.state = State.CALLING
-
-    @property
-    def key(self) -> ClientKey:
-        return (self.branch, self.method)
 
     @property
     def reliable(self) -> bool:

@@ -1,4 +1,5 @@
-"""TimerQueue: deadlines keyed by (owner, name); re-arming replaces, cancelling is lazy."""
+"""TimerQueue: deadlines keyed by (owner, name); re-arming replaces, cancelling is lazy. Owners
+are tuples (transaction keys); what the queue holds is tuples of atoms the collector untracks."""
 
 from __future__ import annotations
 
@@ -17,60 +18,60 @@ def test_empty_queue_has_no_deadline() -> None:
 
 def test_pop_due_returns_what_is_due_in_deadline_order() -> None:
     queue = TimerQueue()
-    queue.arm("t1", "B", 32.0)
-    queue.arm("t1", "A", 0.5)
-    queue.arm("t2", "E", 0.5)
-    queue.arm("t3", "F", 10.0)
+    queue.arm(("t1",), "B", 32.0)
+    queue.arm(("t1",), "A", 0.5)
+    queue.arm(("t2",), "E", 0.5)
+    queue.arm(("t3",), "F", 10.0)
     assert queue.next_deadline() == 0.5
     assert queue.pop_due(0.49) == []
-    assert queue.pop_due(10.0) == [("t1", "A"), ("t2", "E"), ("t3", "F")]
+    assert queue.pop_due(10.0) == [(("t1",), "A"), (("t2",), "E"), (("t3",), "F")]
     assert queue.next_deadline() == 32.0
     assert len(queue) == 1
 
 
 def test_a_deadline_equal_to_now_is_due() -> None:
     queue = TimerQueue()
-    queue.arm("t", "A", 1.0)
-    assert queue.pop_due(1.0) == [("t", "A")]
+    queue.arm(("t",), "A", 1.0)
+    assert queue.pop_due(1.0) == [(("t",), "A")]
 
 
 def test_same_deadline_fires_in_arming_order() -> None:
     queue = TimerQueue()
     for name in ("X", "Y", "Z"):
-        queue.arm("t", name, 5.0)
-    assert queue.pop_due(5.0) == [("t", "X"), ("t", "Y"), ("t", "Z")]
+        queue.arm(("t",), name, 5.0)
+    assert queue.pop_due(5.0) == [(("t",), "X"), (("t",), "Y"), (("t",), "Z")]
 
 
 def test_rearming_replaces_the_previous_deadline() -> None:
     queue = TimerQueue()
-    queue.arm("t", "A", 1.0)
-    queue.arm("t", "A", 3.0)
+    queue.arm(("t",), "A", 1.0)
+    queue.arm(("t",), "A", 3.0)
     assert queue.next_deadline() == 3.0
     assert queue.pop_due(2.0) == []
-    assert queue.pop_due(3.0) == [("t", "A")]
+    assert queue.pop_due(3.0) == [(("t",), "A")]
     assert queue.pop_due(100.0) == []
 
 
 def test_rearming_earlier_replaces_too() -> None:
     queue = TimerQueue()
-    queue.arm("t", "A", 3.0)
-    queue.arm("t", "A", 1.0)
-    assert queue.pop_due(10.0) == [("t", "A")]
+    queue.arm(("t",), "A", 3.0)
+    queue.arm(("t",), "A", 1.0)
+    assert queue.pop_due(10.0) == [(("t",), "A")]
 
 
 def test_cancel_and_cancel_all() -> None:
     queue = TimerQueue()
-    queue.arm("t", "A", 1.0)
-    queue.arm("t", "B", 2.0)
-    queue.arm("t", "C", 3.0)
-    queue.arm("u", "A", 4.0)
-    queue.cancel("t", "A")
-    assert not queue.is_armed("t", "A")
+    queue.arm(("t",), "A", 1.0)
+    queue.arm(("t",), "B", 2.0)
+    queue.arm(("t",), "C", 3.0)
+    queue.arm(("u",), "A", 4.0)
+    queue.cancel(("t",), "A")
+    assert not queue.is_armed(("t",), "A")
     assert queue.next_deadline() == 2.0
-    queue.cancel_all("t", ("B", "C", "D"))
+    queue.cancel_all(("t",), ("B", "C", "D"))
     assert queue.next_deadline() == 4.0
-    assert queue.pop_due(10.0) == [("u", "A")]
-    queue.cancel("nobody", "A")  # cancelling what is not armed is harmless
+    assert queue.pop_due(10.0) == [(("u",), "A")]
+    queue.cancel(("nobody",), "A")  # cancelling what is not armed is harmless
     assert len(queue) == 0
 
 
@@ -87,7 +88,7 @@ def test_is_armed_and_len_follow_the_live_timers() -> None:
 
 def test_a_timer_may_be_rearmed_from_what_fired() -> None:
     queue = TimerQueue()
-    queue.arm("t", "G", 0.5)
+    queue.arm(("t",), "G", 0.5)
     fired = []
     now = 0.0
     interval = timers.T1
@@ -103,9 +104,9 @@ def test_a_timer_may_be_rearmed_from_what_fired() -> None:
 def test_many_stale_entries_are_skipped() -> None:
     queue = TimerQueue()
     for i in range(1000):
-        queue.arm("t", "A", float(i))
+        queue.arm(("t",), "A", float(i))
     assert queue.next_deadline() == 999.0
-    assert queue.pop_due(1000.0) == [("t", "A")]
+    assert queue.pop_due(1000.0) == [(("t",), "A")]
     assert queue.next_deadline() is None
 
 
@@ -142,9 +143,9 @@ def test_cancelled_timers_do_not_grow_the_queue() -> None:
 def test_rearming_the_same_timer_does_not_grow_the_queue() -> None:
     queue = TimerQueue()
     for i in range(100_000):
-        queue.arm("t", "A", float(i))
+        queue.arm(("t",), "A", float(i))
     assert queue.heap_size <= 2 * 1 + 64 + 1
-    assert queue.pop_due(1e9) == [("t", "A")]
+    assert queue.pop_due(1e9) == [(("t",), "A")]
 
 
 def test_timer_names_are_the_rfc_letters() -> None:
