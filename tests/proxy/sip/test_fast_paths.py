@@ -186,6 +186,40 @@ def test_the_via_stack_agrees_with_a_split_of_every_line(
     assert outcome(parse_vias, wire, top) == reference
 
 
+URI_PIECES = st.sampled_from(
+    ["sip:", "sips:", "SIP:", "tel:", "alice", "+4420", "a;b", "@", ":", "pw", "host.example",
+     "10.0.0.1", "[::1]", "[::1", ":5060", ":0", ":99999", ";lr", ";transport=TCP", ";x=",
+     ";;", "?h=1", "%41", " ", "\n", "-", "."]
+)
+URIS = st.lists(URI_PIECES, min_size=1, max_size=7).map("".join)
+
+
+def general_sip_uri(uri: str) -> object:
+    """`parse_sip_uri` with its usual-URI fast regex out of the way."""
+    saved = grammar._USUAL_SIP_URI
+    grammar._USUAL_SIP_URI = re.compile(r"(?!)")  # matches nothing
+    try:
+        return outcome(grammar.parse_sip_uri, uri)
+    finally:
+        grammar._USUAL_SIP_URI = saved
+
+
+@EXAMPLES
+@given(uri=URIS)
+def test_the_usual_sip_uri_agrees_with_the_general_grammar(uri: str) -> None:
+    assert outcome(grammar.parse_sip_uri, uri) == general_sip_uri(uri)
+
+
+@pytest.mark.parametrize(
+    "uri",
+    ["sip:callee@127.0.0.1:5080", "sip:00442079460007@127.0.0.1:5060;user=phone",
+     "sips:[::1]:5061;lr;transport=tls", "sip:host.example"],
+)
+def test_usual_sip_uris_take_the_fast_path(uri: str) -> None:
+    assert grammar._USUAL_SIP_URI.fullmatch(uri) is not None
+    assert grammar.parse_sip_uri(uri) == general_sip_uri(uri)
+
+
 LIST_TEXT = st.text(alphabet='<>,;" \tab\\', max_size=40)
 
 
