@@ -112,6 +112,18 @@ def test_the_spans_are_those_of_the_original_parser(head: str) -> None:
     assert list(wire.headers) == list(general_split(data).headers)
 
 
+@EXAMPLES
+@given(lines=HEAD_LINES)
+def test_every_header_is_built_as_the_original_parser_built_it(lines: list[str]) -> None:
+    data = ("OPTIONS sip:a@b SIP/2.0\r\n" + "".join(line + "\r\n" for line in lines)
+            + "\r\n").encode("latin-1")
+    for split in (split_message, general_split):
+        wire = outcome(split, data)
+        if isinstance(wire, SipMessage):
+            reference = reference_headers(wire._text, wire.first_header_start)
+            assert list(wire.headers) == reference
+
+
 def test_a_usual_header_block_takes_the_crlf_path(monkeypatch: pytest.MonkeyPatch) -> None:
     def general(data: bytes) -> SipMessage:
         raise AssertionError("the general split was used")
