@@ -382,10 +382,11 @@ class ProxyCore:
     def _check_forwardable(self, msg: Message) -> SipUri | None:
         """RFC 3261 16.3 request validation a proxy must do before forwarding. The Request-URI
         parsed (None for a tel: URI), for what reads it next."""
-        scheme = uri_scheme(msg.wire.uri)
+        uri = msg.wire.uri
+        scheme = "sip" if uri[:4] == "sip:" else uri_scheme(uri)  # the usual one, no regex
         if scheme not in ROUTABLE_SCHEMES:
             raise UnsupportedUriScheme(f"cannot route a {scheme!r} Request-URI")
-        request_uri = parse_sip_uri(msg.wire.uri) if scheme != "tel" else None
+        request_uri = parse_sip_uri(uri) if scheme != "tel" else None
         if request_uri is not None and request_uri.has_headers:
             raise BadRequest("Request-URI carries URI headers ('?'), which a request must not")
         if msg.max_forwards == 0 and msg.method != "ACK":

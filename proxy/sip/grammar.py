@@ -264,8 +264,23 @@ def uri_scheme(uri: str) -> str:
     return match.group(1).lower()
 
 
+# The usual SIP URI, whole: lower-case scheme, no password, no `?headers`, one `@` at most (the
+# user's). When it matches, the answer is `_SIP_URI`'s (a property test holds them together).
+_USUAL_SIP_URI = re.compile(
+    r"(sips?):(?:([^@:;?]*)@)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-.]+)(?::([0-9]{1,5}))?"
+    r"((?:;[^;?@]*)*)"
+)
+
+
 def parse_sip_uri(uri: str) -> SipUri:
     """Parse a sip:/sips: URI; tel: and other schemes give host '' and the opaque part as user."""
+    usual = _USUAL_SIP_URI.fullmatch(uri)
+    if usual is not None:
+        scheme, user, host, port_text, param_text = usual.groups()
+        port = int(port_text) if port_text else None
+        if port is None or 0 < port < 65536:  # else refused below
+            params = _uri_params(param_text) if param_text else {}
+            return _new(SipUri, (scheme, user, host.lower(), port, params, False))
     scheme = uri_scheme(uri)
     if scheme not in ("sip", "sips"):
         opaque = uri[len(scheme) + 1 :]

@@ -212,11 +212,11 @@ class SipMessage:
 
     def get_all(self, name: str) -> list[Header]:
         """Every `name` field in order; the list is shared: read it, do not change it."""
+        first = self._first.get(name)
+        if first is None:
+            return []  # most names asked for are absent: nothing to build or keep
         found = self._lists.get(name)
         if found is None:
-            first = self._first.get(name)
-            if first is None:
-                return []  # most names asked for are absent: nothing to build or keep
             repeated = self._repeated.get(name)
             positions = repeated or (first,)
             found = self._lists[name] = [self.header_at(position) for position in positions]
@@ -392,11 +392,12 @@ def _build_header(text: str, name: str, start: int, end: int) -> Header:
     or blank value starts and ends where the line ending does."""
     value_start = text.index(":", start) + 1  # a name never holds a colon
     stop = end - 2 if text[end - 2] == "\r" else end - 1
-    value = text[value_start:stop]
-    if value[:1] == " " and value[1:2] not in _SPACE:  # the usual single space, then text
+    # The usual single space, then text: skipped before the one slice. (A line ending follows
+    # the value, so a space at `value_start` has a character after it.)
+    if text[value_start] == " " and text[value_start + 1] not in _SPACE:
         value_start += 1
-        value = value[1:]
-    elif value[:1] in _SPACE:  # "" too: an empty value
+    value = text[value_start:stop]
+    if value[:1] in _SPACE:  # "" too: an empty value
         stripped = value.lstrip(_SPACE)
         value_start += len(value) - len(stripped)
         value = stripped

@@ -230,13 +230,20 @@ def parse_vias(wire: SipMessage, top: Via | None = None) -> list[Via]:
     vias: list[Via] = []
     for position in wire.positions("via"):
         header = wire.header_at(position)
-        for start, end in split_comma_values(header.value):
+        value = header.value
+        if "," not in value and '"' not in value:  # the usual Via line: one value, no scan
+            if top is not None:
+                vias.append(top)
+                top = None
+            else:
+                vias.append(parse_via_value(value, header.value_start, position))
+            continue
+        for start, end in split_comma_values(value):
             if top is not None:
                 vias.append(top)
                 top = None
                 continue
-            value = header.value[start:end]
-            vias.append(parse_via_value(value, header.value_start + start, position))
+            vias.append(parse_via_value(value[start:end], header.value_start + start, position))
     return vias
 
 

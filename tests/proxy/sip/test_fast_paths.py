@@ -20,7 +20,7 @@ from proxy.sip.core import ProxyCore
 from proxy.sip.errors import SipError
 from proxy.sip.events import Shed
 from proxy.sip.message import Header, SipMessage, split_message
-from proxy.sip.parse import parse_message
+from proxy.sip.parse import parse_message, parse_vias
 from proxy.sip.responses import build_response
 from proxy.sip.untrusted import shed_glance, shed_response
 from tests.proxy.sip.support import (
@@ -112,6 +112,18 @@ def test_the_spans_are_those_of_the_original_parser(head: str) -> None:
     assert list(wire.headers) == list(general_split(data).headers)
 
 
+@EXAMPLES
+@given(lines=HEAD_LINES)
+def test_every_header_is_built_as_the_original_parser_built_it(lines: list[str]) -> None:
+    data = ("OPTIONS sip:a@b SIP/2.0\r\n" + "".join(line + "\r\n" for line in lines)
+            + "\r\n").encode("latin-1")
+    for split in (split_message, general_split):
+        wire = outcome(split, data)
+        if isinstance(wire, SipMessage):
+            reference = reference_headers(wire._text, wire.first_header_start)
+            assert list(wire.headers) == reference
+
+
 def test_a_usual_header_block_takes_the_crlf_path(monkeypatch: pytest.MonkeyPatch) -> None:
     def general(data: bytes) -> SipMessage:
         raise AssertionError("the general split was used")
@@ -158,6 +170,66 @@ def general_via(value: str, offset: int) -> object:
 @given(value=VIAS, offset=st.integers(0, 500))
 def test_the_usual_via_agrees_with_the_general_grammar(value: str, offset: int) -> None:
     assert outcome(grammar.parse_via_value, value, offset, 3) == general_via(value, offset)
+
+
+def reference_vias(wire: SipMessage) -> list[grammar.Via]:
+    """The Via stack as the original parser read it: every line split at its commas."""
+    vias = []
+    for position in wire.positions("via"):
+        header = wire.header_at(position)
+        for start, end in grammar.split_comma_values(header.value):
+            value = header.value[start:end]
+            vias.append(grammar.parse_via_value(value, header.value_start + start, position))
+    return vias
+
+
+@EXAMPLES
+@given(lines=st.lists(VIAS, min_size=1, max_size=4), parse_top=st.booleans())
+def test_the_via_stack_agrees_with_a_split_of_every_line(
+    lines: list[str], parse_top: bool
+) -> None:
+    data = ("OPTIONS sip:a@b SIP/2.0\r\n" + "".join(f"Via: {line}\r\n" for line in lines)
+            + "\r\n").encode("latin-1")
+    wire = outcome(split_message, data)
+    if not isinstance(wire, SipMessage):
+        return  # the split refused it (a folded first line...): nothing to compare
+    reference = outcome(reference_vias, wire)
+    top = reference[0] if parse_top and isinstance(reference, list) else None
+    assert outcome(parse_vias, wire, top) == reference
+
+
+URI_PIECES = st.sampled_from(
+    ["sip:", "sips:", "SIP:", "tel:", "alice", "+4420", "a;b", "@", ":", "pw", "host.example",
+     "10.0.0.1", "[::1]", "[::1", ":5060", ":0", ":99999", ";lr", ";transport=TCP", ";x=",
+     ";;", "?h=1", "%41", " ", "\n", "-", "."]
+)
+URIS = st.lists(URI_PIECES, min_size=1, max_size=7).map("".join)
+
+
+def general_sip_uri(uri: str) -> object:
+    """`parse_sip_uri` with its usual-URI fast regex out of the way."""
+    saved = grammar._USUAL_SIP_URI
+    grammar._USUAL_SIP_URI = re.compile(r"(?!)")  # matches nothing
+    try:
+        return outcome(grammar.parse_sip_uri, uri)
+    finally:
+        grammar._USUAL_SIP_URI = saved
+
+
+@EXAMPLES
+@given(uri=URIS)
+def test_the_usual_sip_uri_agrees_with_the_general_grammar(uri: str) -> None:
+    assert outcome(grammar.parse_sip_uri, uri) == general_sip_uri(uri)
+
+
+@pytest.mark.parametrize(
+    "uri",
+    ["sip:callee@127.0.0.1:5080", "sip:00442079460007@127.0.0.1:5060;user=phone",
+     "sips:[::1]:5061;lr;transport=tls", "sip:host.example"],
+)
+def test_usual_sip_uris_take_the_fast_path(uri: str) -> None:
+    assert grammar._USUAL_SIP_URI.fullmatch(uri) is not None
+    assert grammar.parse_sip_uri(uri) == general_sip_uri(uri)
 
 
 LIST_TEXT = st.text(alphabet='<>,;" \tab\\', max_size=40)
