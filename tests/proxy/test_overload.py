@@ -112,8 +112,19 @@ def test_cpu_at_its_limit_sheds_only_when_it_lasts() -> None:
     burst = [{"busy": STEP} for _ in range(6)]  # 0.3 s at 100%: a burst
     assert not any(run([*quiet(20), *burst, *quiet(20)]))
     saturated = [{"busy": STEP} for _ in range(80)]  # 4 s at 100%
-    states = run([*saturated, {"busy": 0.0}, *[{"busy": 0.0}] * 10])
-    assert states[79] and not states[-1]
+    states = run(saturated)
+    assert 55 <= states.index(True) < 70  # ~3 s at 100%: the share smoothed over 1 s passes 0.95
+    assert not states[-1]  # no queue behind it: it keeps up, the steering admits all again
+    growing = [{"busy": STEP, "sojourns": (0.02 + 0.01 * i,)} for i in range(80)]
+    assert all(run(growing)[-20:])  # a queue growing behind it: the share stays
+
+
+def test_a_single_stall_seen_by_a_probe_still_in_flight_does_not_shed() -> None:
+    # the loop stalled 0.6 s: the check runs first, late by 0.6 s, and sees the probe sent just
+    # before the stall still outstanding (0.65 s); the probe then comes back at once
+    stall = [{"lag": 0.6, "elapsed": 0.65, "outstanding": 0.65, "busy": 0.05}]
+    after = [{"sojourns": (0.6,), "busy": STEP}, *quiet(10)]
+    assert not any(run([*quiet(5), *stall, *after]))
 
 
 def test_a_cpu_bound_just_under_the_limit_keeps_admitting() -> None:
