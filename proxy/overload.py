@@ -17,8 +17,8 @@ Either one starts shedding a fraction of new INVITEs (`fraction`, ENTRY at first
 sample toward a queueing delay of TARGET times the bound, like PIE's drop probability (RFC 8033):
 up while the delay is over the target or growing, down while it is under it or falling. The CPU
 share never sheds everything by itself: at capacity the loop is busy all the time while it keeps
-up, and shedding all until the smoothed share falls made the admitted rate swing far under
-capacity (measured: 16% of 2,000 calls/s admitted against 78% of 1,000). All or nothing would
+up, so only the queue can tell how much to shed; shedding all until the smoothed share fell
+(1 s) admitted nothing for seconds at a time. All or nothing would
 swing between a long queue (new INVITEs admitted until it is seen) and an empty one (every new
 INVITE refused while it drains); steering keeps the queue, and so the wait for a 503, short, and
 admits what the process can take. At fraction 0 every new INVITE is admitted again at once; the
@@ -36,7 +36,7 @@ BUSY_RECOVERY = 0.85  # and the smoothed busy share under this fraction of its b
 PROBE_RUN = 3  # probe sojourns in a row over the bound, the last not below the first: it grows
 STUCK = 5.0  # a probe outstanding this many times the bound: overloaded without waiting
 FALLING = 0.9  # a value under this fraction of where its streak started is falling
-TARGET = 0.2  # the queueing delay steered to while shedding a share, times the bound
+TARGET = 0.4  # the queueing delay steered to while shedding a share, times the bound
 GAIN = 2.0  # fraction added per sample and second of delay over the target
 TREND = 2.0  # fraction added per sample and second the delay grew since the last sample
 ENTRY = 0.5  # the share shed when a growing queue is first seen, before steering
