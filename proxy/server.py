@@ -481,7 +481,9 @@ class ProxyServer:
             self._udp_for(target).send(outgoing.data, target)
             return
         connection = self._connection_for(outgoing)
-        if connection is None:
+        if connection is None or (outgoing.connection is None and target in self._dialling):
+            # While a dial is pending its queue keeps the order: the connection can be made
+            # (and found by peer) before `_connect` resumes to send what was queued first.
             self._dial(outgoing)
             return
         if outgoing.data:
