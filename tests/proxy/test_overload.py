@@ -14,9 +14,8 @@ from typing import Any
 from bench.bench_calls import PBX, invite
 from bench.bench_glue import make_server
 from proxy.overload import OverloadDetector, OverloadLimits, Sample
-from proxy.sip.addresses import Source, Target
-from proxy.sip.framing import Frame
-from proxy.transport import TcpConnection, UdpEndpoint
+from proxy.transport import UdpEndpoint
+from tests.proxy.recording_sink import Sink
 
 STEP = 0.05  # the server's check interval
 LIMITS = OverloadLimits(max_delay=0.1, max_busy=0.95, sustain=0.2, busy_window=1.0)
@@ -132,22 +131,6 @@ def test_a_cpu_bound_just_under_the_limit_keeps_admitting() -> None:
 
 
 # ------------------------------------------------------------------ the probe, on a socket
-class Sink:
-    def __init__(self) -> None:
-        self.messages: list[bytes] = []
-
-    def on_message(self, data: bytes, source: Source) -> None:
-        self.messages.append(data)
-
-    def on_broken_stream(self, frame: Frame, source: Source) -> None: ...
-
-    def on_connection_made(self, connection: TcpConnection) -> None: ...
-
-    def on_connection_closed(self, connection: TcpConnection) -> None: ...
-
-    def on_unreachable(self, target: Target) -> None: ...
-
-
 async def _probe_round_trip() -> tuple[list[float], list[bytes], float]:
     loop = asyncio.get_running_loop()
     sink = Sink()

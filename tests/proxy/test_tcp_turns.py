@@ -9,28 +9,11 @@ import asyncio
 import itertools
 import socket
 
-from proxy.sip.addresses import Source, Target
-from proxy.sip.framing import Frame
 from proxy.transport import FRAMES_PER_TURN, TcpConnection
+from tests.proxy.recording_sink import Sink
 
 MESSAGE = b"OPTIONS sip:x SIP/2.0\r\nCall-ID: %d\r\nContent-Length: 0\r\n\r\n"
 BURST = 5 * FRAMES_PER_TURN + 3
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.messages: list[bytes] = []
-
-    def on_message(self, data: bytes, source: Source) -> None:
-        self.messages.append(data)
-
-    def on_broken_stream(self, frame: Frame, source: Source) -> None: ...
-
-    def on_connection_made(self, connection: TcpConnection) -> None: ...
-
-    def on_connection_closed(self, connection: TcpConnection) -> None: ...
-
-    def on_unreachable(self, target: Target) -> None: ...
 
 
 async def _burst() -> tuple[Sink, list[int], list[bool], int]:
