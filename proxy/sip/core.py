@@ -480,11 +480,10 @@ class ProxyCore:
         seen = shed_glance(data)
         if seen is None or self._transactions.server(seen.key) is not None:
             return False
-        cause = self._shed_cause()
-        if cause is None or (not self._trunks.up() and side_of(self.config, source) == PBX):
-            return False  # every trunk down: the usual path says so (its own 503)
-        self.counters["shed"] += 1
-        self._events.append(Shed(source, cause, self.config.retry_after))
+        cause = self._early_shed_cause(source)
+        if cause is None:
+            return False
+        self._count_shed(source, cause)
         response = shed_response(seen, self.config.retry_after)
         self._outbox.append(Outgoing(response, source.reply_target(), source.connection))
         return True
@@ -495,9 +494,7 @@ class ProxyCore:
         tag) has to parse, so the refusal costs a fraction of an admitted call. A re-INVITE (To
         tag) and a retransmission of an admitted INVITE (its transaction answers it) go on;
         with every trunk down the usual path says so (its own 503)."""
-        if self._shed_cause() is None or msg.to_addr.tag is not None:
-            return False
-        if not self._trunks.up() and side_of(self.config, source) == PBX:
+        if self._early_shed_cause(source) is None or msg.to_addr.tag is not None:
             return False
         if self._transactions.absorb(msg, now):
             return True  # what _on_request does first: the admitted call's transaction answers
@@ -511,10 +508,21 @@ class ProxyCore:
         cause = self._shed_cause()
         if cause is None:
             return False
-        self.counters["shed"] += 1
-        self._events.append(Shed(source, cause, self.config.retry_after))
+        self._count_shed(source, cause)
         self._answer_503(msg, source)
         return True
+
+    def _early_shed_cause(self, source: Source) -> str | None:
+        """`_shed_cause` for a refusal before the usual path: none while every trunk is down
+        for a call from the PBX (the usual path says so, with its own 503)."""
+        cause = self._shed_cause()
+        if cause is None or (not self._trunks.up() and side_of(self.config, source) == PBX):
+            return None
+        return cause
+
+    def _count_shed(self, source: Source, cause: str) -> None:
+        self.counters["shed"] += 1
+        self._events.append(Shed(source, cause, self.config.retry_after))
 
     def _plan_edits(
         self,
