@@ -336,6 +336,11 @@ class ProxyServer:
         """Accepted or dialled: replies and relayed messages find it by id or by peer address."""
         self._connections[connection.id] = connection
         self._by_peer[connection.peer] = connection
+        if connection.dialled is not None:
+            # What waited for the dial goes first, in order, in the same step that makes the
+            # connection findable by peer: nothing sent from now on can overtake it.
+            for queued in self._dialling.pop(connection.dialled, []):
+                connection.send(queued.data)
 
     # ----------------------------------------------------------------- output
     def _flush(self) -> None:
@@ -481,9 +486,7 @@ class ProxyServer:
             self._udp_for(target).send(outgoing.data, target)
             return
         connection = self._connection_for(outgoing)
-        if connection is None or (outgoing.connection is None and target in self._dialling):
-            # While a dial is pending its queue keeps the order: the connection can be made
-            # (and found by peer) before `_connect` resumes to send what was queued first.
+        if connection is None:
             self._dial(outgoing)
             return
         if outgoing.data:
@@ -534,7 +537,7 @@ class ProxyServer:
     async def _connect(self, target: Target) -> None:
         connection_class = TlsConnection if target.transport == "tls" else TcpConnection
         try:
-            _, connection = await asyncio.wait_for(
+            await asyncio.wait_for(
                 self._loop.create_connection(
                     lambda: connection_class(
                         self,
@@ -558,8 +561,7 @@ class ProxyServer:
             self.core.transport_failed(target, self._loop.time())
             self._flush()
             return
-        for queued in self._dialling.pop(target, []):
-            connection.send(queued.data)
+        self._dialling.pop(target, None)  # sent by on_connection_made, unless it was gone
 
     def _arm_timer(self) -> None:
         """One loop timer for the whole core, moved only when the core's next deadline comes
