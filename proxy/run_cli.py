@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from proxy import control, log_summary, logs
+from proxy import CORE_BUILD, control, log_summary, logs
 from proxy.active_rules import ActiveRules
 from proxy.admin import ADMIN_TOKEN_ENV, AdminConfigError, check_binding
 from proxy.dns import TrunkResolver, TrunkSpec, parse_trunk_spec
@@ -308,6 +308,7 @@ async def _serve(config: ProxyConfig, active: ActiveRules, settings: ServerSetti
     summary = log_summary.install()  # refusals and drops: one example, then a summary line
     server.ticker.add(summary.flush)
     await server.start()
+    log.info("SIP core: %s", CORE_BUILD.describe())
     control.sd_notify("READY=1")  # under systemd Type=notify: listening, rules loaded
     # Start-up objects (rules, phonenumbers metadata, the core's tables) never die: keep them out
     # of every GC pass, and collect young objects every 50 ms so that no pause gets long.

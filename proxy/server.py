@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from proxy import control, logs
+from proxy import CORE_BUILD, control, logs
 from proxy.active_rules import ActiveRules, ReloadOutcome
 from proxy.admin import AdminServer
 from proxy.dns import TrunkResolver
@@ -218,6 +218,7 @@ class ProxyServer:
     def status(self) -> dict[str, Any]:
         return {
             "active_version": self.rules.current.version,
+            "sip_core": CORE_BUILD.describe(),
             "rules_path": str(self.rules.path),
             "reload_seq": self._reload_seq,
             "last_reload": {

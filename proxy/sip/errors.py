@@ -5,7 +5,7 @@ A request that raises gets a stateless response with `status_code`; a response i
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
     from proxy.sip.message import SipMessage
@@ -14,8 +14,10 @@ if TYPE_CHECKING:
 class SipError(Exception):
     """Base of every SIP-level refusal. `status_code` is the response to send to a request."""
 
-    status_code: int = 400
-    default_reason: str = "Bad Request"
+    # Class-level defaults (ClassVar: a compiled core keeps them on the class, per subclass);
+    # `status_code` and `reason` are the instance's, overridable per raise.
+    default_status: ClassVar[int] = 400
+    default_reason: ClassVar[str] = "Bad Request"
 
     def __init__(
         self,
@@ -27,8 +29,7 @@ class SipError(Exception):
     ) -> None:
         super().__init__(detail)
         self.detail = detail
-        if status_code is not None:
-            self.status_code = status_code
+        self.status_code: int = self.default_status if status_code is None else status_code
         self.reason = reason or self.default_reason
         self.extra_headers = extra_headers
         # The message as split so far, when the refusal came after the split: enough to answer.
@@ -40,35 +41,35 @@ class UnparseableMessage(SipError):
 
 
 class BadRequest(SipError):
-    status_code = 400
+    default_status = 400
     default_reason = "Bad Request"
 
 
 class VersionNotSupported(SipError):
-    status_code = 505
+    default_status = 505
     default_reason = "Version Not Supported"
 
 
 class UnsupportedUriScheme(SipError):
-    status_code = 416
+    default_status = 416
     default_reason = "Unsupported URI Scheme"
 
 
 class TooManyHops(SipError):
-    status_code = 483
+    default_status = 483
     default_reason = "Too Many Hops"
 
 
 class Forbidden(SipError):
-    status_code = 403
+    default_status = 403
     default_reason = "Forbidden"
 
 
 class BadExtension(SipError):
-    status_code = 420
+    default_status = 420
     default_reason = "Bad Extension"
 
 
 class MessageTooLarge(SipError):
-    status_code = 513
+    default_status = 513
     default_reason = "Message Too Large"

@@ -124,6 +124,7 @@ def test_every_header_is_built_as_the_original_parser_built_it(lines: list[str])
             assert list(wire.headers) == reference
 
 
+@pytest.mark.source_build
 def test_a_usual_header_block_takes_the_crlf_path(monkeypatch: pytest.MonkeyPatch) -> None:
     def general(data: bytes) -> SipMessage:
         raise AssertionError("the general split was used")
@@ -320,6 +321,7 @@ def test_the_glance_leaves_what_it_cannot_tell_to_the_parse(request_bytes: bytes
     assert shed_glance(request_bytes) is None
 
 
+@pytest.mark.source_build
 def test_a_shed_invite_is_answered_from_the_glance_without_a_parse(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -79,6 +79,7 @@ def no_full_parse(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- never parsed
+@pytest.mark.source_build
 def test_a_4600_via_datagram_from_an_outsider_never_reaches_the_parser(
     no_full_parse: list[str],
 ) -> None:
@@ -90,6 +91,7 @@ def test_a_4600_via_datagram_from_an_outsider_never_reaches_the_parser(
     assert core.counters["dropped_untrusted"] == 1
 
 
+@pytest.mark.source_build
 def test_an_answerable_via_flood_gets_only_the_top_via_back(no_full_parse: list[str]) -> None:
     flood = via_flood(4600, dialog_headers_first=True)
     core = make_core()
@@ -188,6 +190,7 @@ def test_a_refusal_over_tcp_closes_the_connection() -> None:
     assert (out.connection, out.close_after) == (42, True)
 
 
+@pytest.mark.source_build
 def test_an_unframeable_stream_from_an_outsider_is_judged_the_same_way(
     no_full_parse: list[str],
 ) -> None:
