@@ -264,6 +264,8 @@ def print_recovery(result: RecoveryResult) -> None:
         return "-" if value is None else f"{round(value, digits):g}"
 
     over, after = result.overload, result.recovery
+    last = result.last_failed_after_s
+    last_failed = "none" if last is None else f"+{show(last)} s"
     print(
         f"  {result.transport} recovery {result.system:<18} overload {over.rate:g}/s: attempted "
         f"{show(over.attempted)} ok {show(over.ok)} 503 shed {show(over.shed)} failed among "
@@ -271,8 +273,7 @@ def print_recovery(result: RecoveryResult) -> None:
         f"+{show(result.started_after_s)} s: attempted {show(after.attempted)} ok "
         f"{show(after.ok)} failed {show(after.failed)} 503s {show(after.shed)} retrans "
         f"{show(after.retransmissions)} inv200 p99 {show(after.invite_200_p99_ms, 2)} ms, "
-        f"first ok +{show(result.first_ok_after_s)} s, last failed "
-        f"+{show(result.last_failed_after_s)} s"
+        f"first ok +{show(result.first_ok_after_s)} s, last failed {last_failed}"
         + (f"  [{after.notes}]" if after.notes else ""),
         flush=True,
     )
