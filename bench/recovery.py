@@ -16,9 +16,9 @@ second part; this run keeps ONE started process (no restart) for two phases:
 "After the overload" is timed from when phase 1's PBX side had placed its last call (its first
 -trace_stat row with every call created; both pairs write a row every 0.1 s, so the times below
 are known to 0.1 s): phase 2 placed its first call `started_after_s` later (the time phase 1's
-calls in flight took to end, plus ~0.3 s to swap the pair); `first_ok_after_s` is when both
-sides had completed a phase-2 call, `last_failed_after_s` when either side counted its last
-failed phase-2 call (None: none failed).
+calls in flight took to end, plus about 0.5 s to swap the pair); `first_ok_after_s` is when
+both sides had completed a phase-2 call, `last_failed_after_s` when either side counted its
+last failed phase-2 call (None: none failed).
 """
 
 from __future__ import annotations

@@ -26,7 +26,8 @@ COLUMNS = (
 
 RECOVERY_COLUMNS = (
     "transport", "system", "overload calls/s", "overload attempted", "overload ok",
-    "overload 503 shed", "overload failed among admitted", "then calls/s x s",
+    "overload 503 shed", "overload failed among admitted", "overload INVITE→503 p99 ms",
+    "then calls/s x s",
     "started s after", "attempted", "ok", "failed", "503s", "retrans", "INVITE→200 p99 ms",
     "first ok s after", "last failed s after",
 )  # fmt: skip
@@ -102,7 +103,7 @@ def recovery_row(result: RecoveryResult) -> list[str]:
     p99 = after.invite_200_p99_ms
     return [
         result.transport, result.system, _num(over.rate), _num(over.attempted), _num(over.ok),
-        _num(over.shed), _num(over.failed_admitted),
+        _num(over.shed), _num(over.failed_admitted), _num(over.invite_503_p99_ms, 2),
         f"{_num(after.rate)} x {after.duration_s:g}", _num(result.started_after_s, 1),
         _num(after.attempted), _num(after.ok), _num(after.failed), _num(after.shed),
         _num(after.retransmissions), _num(p99, digits) + (mark if p99 is not None else ""),

@@ -101,7 +101,8 @@ def test_overload_rate_needs_a_ladder_run_of_the_system() -> None:
 
 # ------------------------------------------------------------------ report
 def _recovery(last_failed: float | None) -> RecoveryResult:
-    over = dataclasses.replace(_run("callerid-proxy", "udp", 1000, 300), shed=300)
+    over = dataclasses.replace(_run("callerid-proxy", "udp", 1000, 300), shed=300,
+                               invite_503_p99_ms=41.234)  # fmt: skip
     after = dataclasses.replace(
         _run("callerid-proxy", "udp", 250, 0 if last_failed is None else 2), shed=0,
         invite_200_p99_ms=6.5, latency_source="capture",
@@ -122,6 +123,7 @@ def test_recovery_table_json_and_readme(tmp_path: Path) -> None:
     assert cells[0][column("overload calls/s")] == "1,000"
     assert cells[0][column("overload 503 shed")] == "300"
     assert cells[0][column("overload failed among admitted")] == "0"
+    assert cells[0][column("overload INVITE→503 p99 ms")] == "41.23"
     assert cells[0][column("then calls/s x s")] == "250 x 10"
     assert cells[0][column("started s after")] == "0.3"
     assert cells[0][column("INVITE→200 p99 ms")] == "6.50"
