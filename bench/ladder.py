@@ -88,6 +88,28 @@ def baseline_calls(source: Path, target: Path) -> Path:
     return target
 
 
+@dataclass(frozen=True)
+class Load:
+    """What a SIPp pair offers: `rate` calls/s for `duration_s` seconds over `transport`."""
+
+    transport: str
+    rate: float
+    duration_s: float
+
+    @property
+    def calls(self) -> int:
+        return max(1, round(self.rate * self.duration_s))
+
+
+@dataclass(frozen=True)
+class Measured:
+    """A run's numbers and what its two SIPp instances left (their stat timelines)."""
+
+    result: RunResult
+    pbx: SippOutcome
+    trunk: SippOutcome
+
+
 def run_one(
     system: System, transport: str, rate: float, duration_s: float, workdir: Path,
     capture_latency: bool = False,
@@ -97,36 +119,41 @@ def run_one(
     `capture_latency` (UDP only, needs CAP_NET_RAW) times the PBX leg on the loopback interface
     instead of with SIPp's coarse clock."""
     workdir.mkdir(parents=True, exist_ok=True)
-    calls = max(1, round(rate * duration_s))
     trunk_port, pbx_port = free_port(), free_port()
     inject = CALLS_FILE
     if isinstance(system, Baseline):
         inject = baseline_calls(CALLS_FILE, workdir / "calls-baseline.csv")
     running = system.start(transport, trunk_port, pbx_port, workdir)
     try:
-        return _measure(system, running, transport, rate, duration_s, calls,
-                        (trunk_port, pbx_port), inject, workdir,
-                        capture_latency and transport == "udp")  # fmt: skip
+        return measure(system, running, Load(transport, rate, duration_s),
+                       (trunk_port, pbx_port), workdir, inject=inject,
+                       capture_latency=capture_latency).result  # fmt: skip
     finally:
         code = running.stop()
         if code not in (0, None) and running.process is not None:
             print(f"  {system.name} exited with {code} on SIGTERM", flush=True)
 
 
-def _measure(
-    system: System, running: Running, transport: str, rate: float, duration_s: float,
-    calls: int, ports: tuple[int, int], inject: Path, workdir: Path, capture_latency: bool,
-) -> RunResult:  # fmt: skip
+def measure(
+    system: System, running: Running, load: Load, ports: tuple[int, int], workdir: Path, *,
+    inject: Path = CALLS_FILE, capture_latency: bool = False, drain_s: float = DRAIN_S,
+    stat_period: str = "1",
+) -> Measured:  # fmt: skip
+    """Place `load` through the already running system with a new SIPp pair: the trunk side
+    on ports[0] (where the system sends), the PBX side on ports[1]; the pair's files go to
+    `workdir`. The system is left running. `stat_period`: SIPp's -fd (stat rows' spacing)."""
     trunk_port, pbx_port = ports
+    transport, rate, duration_s = load.transport, load.rate, load.duration_s
     uac_timeout = int(duration_s) + UAC_MARGIN_S
     uas = SippInstance(
         SippSpec("trunk", UAS_SCENARIO, trunk_port, transport, timeout_s=uac_timeout + 30,
-                 expected_host=running.expected_host),
+                 expected_host=running.expected_host, stat_period=stat_period),
         workdir,
     )  # fmt: skip
     uac = SippInstance(
         SippSpec("pbx", UAC_SCENARIO, pbx_port, transport, timeout_s=uac_timeout,
-                 remote=running.remote, calls=calls, rate=rate, inject=inject),
+                 remote=running.remote, calls=load.calls, rate=rate, inject=inject,
+                 stat_period=stat_period),
         workdir,
     )  # fmt: skip
     notes: list[str] = list(running.notes)
@@ -134,7 +161,7 @@ def _measure(
     uas.start()
     try:
         uas.wait_bound()
-        if capture_latency:
+        if capture_latency and transport == "udp":
             captured = capture.LoopbackCapture(pbx_port)
             captured.start()
         before = proc_stats.sample(running.root_pid) if running.root_pid else None
@@ -144,7 +171,7 @@ def _measure(
             notes.append("PBX SIPp did not finish in time")
             uac.quit()
         wall_s = time.perf_counter() - started
-        time.sleep(DRAIN_S)
+        time.sleep(drain_s)
         after = proc_stats.sample(running.root_pid) if running.root_pid else None
         metrics = running.metrics()
     finally:
@@ -157,8 +184,9 @@ def _measure(
     lat = latencies(pbx.rtt_texts, RTD_NAMES)
     if pbx_leg is not None:
         lat = {name: Latency.of(pbx_leg[name]) for name in (*RTD_NAMES, "invite_503")}
-    return _result(system, transport, rate, duration_s, wall_s, pbx, trunk,
-                   (before, after), metrics, notes, (lat, "capture" if pbx_leg else "sipp"))
+    result = _result(system, transport, rate, duration_s, wall_s, pbx, trunk,
+                     (before, after), metrics, notes, (lat, "capture" if pbx_leg else "sipp"))
+    return Measured(result, pbx, trunk)
 
 
 def _result(

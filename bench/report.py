@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.ladder import RunResult
+from bench.recovery import RecoveryResult
 
 BASELINE = "baseline"
 README_BEGIN = "<!-- BEGIN performance table -->"
@@ -21,6 +22,22 @@ COLUMNS = (
     "p99 INVITE→200 added ms", "CPU s per 1,000 calls", "peak RSS MB", "max GC pause ms",
     "GC pauses > 5 ms",
 )  # fmt: skip
+
+
+RECOVERY_COLUMNS = (
+    "transport", "system", "overload calls/s", "overload attempted", "overload ok",
+    "overload 503 shed", "overload failed among admitted", "overload INVITE→503 p99 ms",
+    "then calls/s x s",
+    "started s after", "attempted", "ok", "failed", "503s", "retrans", "INVITE→200 p99 ms",
+    "first ok s after", "last failed s after",
+)  # fmt: skip
+RECOVERY_INTRO = (
+    "Recovery after overload: one process of each system (no restart) takes the overload "
+    "rate for the ladder's duration, then, once that SIPp PBX side has ended, a fresh SIPp "
+    "pair offers the normal rate; the columns from \"started s after\" on are that second "
+    "phase alone, its times in seconds after the overload's last call was placed (to 0.1 s; "
+    "\"-\" under \"last failed\": none failed)."
+)
 
 
 def _num(value: float | int | None, digits: int = 0) -> str:
@@ -79,7 +96,48 @@ def notes_of(runs: Sequence[RunResult]) -> list[str]:
     return [f"- {r.system} {r.transport} {r.rate:g}/s: {r.notes}" for r in runs if r.notes]
 
 
-def markdown(runs: Sequence[RunResult], meta: Mapping[str, Any]) -> str:
+def recovery_row(result: RecoveryResult) -> list[str]:
+    over, after = result.overload, result.recovery
+    digits = 2 if after.latency_source == "capture" else 0
+    mark = "" if after.latency_source == "capture" else " (SIPp)"
+    p99 = after.invite_200_p99_ms
+    return [
+        result.transport, result.system, _num(over.rate), _num(over.attempted), _num(over.ok),
+        _num(over.shed), _num(over.failed_admitted), _num(over.invite_503_p99_ms, 2),
+        f"{_num(after.rate)} x {after.duration_s:g}", _num(result.started_after_s, 1),
+        _num(after.attempted), _num(after.ok), _num(after.failed), _num(after.shed),
+        _num(after.retransmissions), _num(p99, digits) + (mark if p99 is not None else ""),
+        _num(result.first_ok_after_s, 1), _num(result.last_failed_after_s, 1),
+    ]  # fmt: skip
+
+
+def recovery_table(results: Sequence[RecoveryResult]) -> str:
+    lines = ["| " + " | ".join(RECOVERY_COLUMNS) + " |", "|" + "---|" * len(RECOVERY_COLUMNS)]
+    lines += ["| " + " | ".join(recovery_row(result)) + " |" for result in results]
+    return "\n".join(lines)
+
+
+def recovery_notes(results: Sequence[RecoveryResult]) -> list[str]:
+    lines = [f"- {r.system} {r.transport}: overload {r.overload_why}" for r in results]
+    for r in results:
+        for phase, run in (("overload", r.overload), ("then", r.recovery)):
+            if run.notes:
+                lines.append(f"- {r.system} {r.transport} {phase}: {run.notes}")
+    return lines
+
+
+def tables(runs: Sequence[RunResult], recoveries: Sequence[RecoveryResult] = ()) -> str:
+    """The ladder table, and the recovery table with its notes when there are recovery runs."""
+    text = markdown_table(runs)
+    if recoveries:
+        notes = "\n".join(recovery_notes(recoveries))
+        text += f"\n\n{RECOVERY_INTRO}\n\n{recovery_table(recoveries)}\n\n{notes}"
+    return text
+
+
+def markdown(
+    runs: Sequence[RunResult], meta: Mapping[str, Any], recoveries: Sequence[RecoveryResult] = ()
+) -> str:
     lines = [
         "# callerid-proxy vs Kamailio",
         "",
@@ -90,21 +148,47 @@ def markdown(runs: Sequence[RunResult], meta: Mapping[str, Any]) -> str:
         *[f"- {line}" for line in meta.get("remarks", [])],
         *notes_of(runs),
     ]
+    if recoveries:
+        lines += ["", "## Recovery after overload", "", RECOVERY_INTRO, "",
+                  recovery_table(recoveries), "", *recovery_notes(recoveries)]  # fmt: skip
     return "\n".join(lines).rstrip() + "\n"
 
 
-def write_json(path: Path, runs: Sequence[RunResult], meta: Mapping[str, Any]) -> None:
-    data = {"meta": dict(meta), "runs": [
-        asdict(r) | {"failed_pct": r.failed_pct, "failed_admitted": r.failed_admitted}
-        for r in runs
-    ]}  # fmt: skip
+def _run_json(run: RunResult) -> dict[str, Any]:
+    return asdict(run) | {"failed_pct": run.failed_pct, "failed_admitted": run.failed_admitted}
+
+
+def write_json(
+    path: Path, runs: Sequence[RunResult], meta: Mapping[str, Any],
+    recoveries: Sequence[RecoveryResult] = (),
+) -> None:  # fmt: skip
+    data = {
+        "meta": dict(meta),
+        "runs": [_run_json(r) for r in runs],
+        "recovery": [asdict(r) | {"overload": _run_json(r.overload),
+                                  "recovery": _run_json(r.recovery)} for r in recoveries],
+    }  # fmt: skip
     path.write_text(json.dumps(data, indent=2) + "\n")
 
 
-def runs_from_json(text: str) -> list[RunResult]:
+def _run_of(item: Mapping[str, Any]) -> RunResult:
     fields = set(RunResult.__dataclass_fields__)
-    return [RunResult(**{k: v for k, v in item.items() if k in fields})
-            for item in json.loads(text)["runs"]]  # fmt: skip
+    return RunResult(**{k: v for k, v in item.items() if k in fields})
+
+
+def runs_from_json(text: str) -> list[RunResult]:
+    return [_run_of(item) for item in json.loads(text)["runs"]]
+
+
+def recoveries_from_json(text: str) -> list[RecoveryResult]:
+    """The recovery runs of a results file (none in files written before they existed)."""
+    fields = set(RecoveryResult.__dataclass_fields__)
+    out = []
+    for item in json.loads(text).get("recovery", []):
+        values = {k: v for k, v in item.items() if k in fields}
+        values |= {"overload": _run_of(item["overload"]), "recovery": _run_of(item["recovery"])}
+        out.append(RecoveryResult(**values))
+    return out
 
 
 def plot(path: Path, runs: Sequence[RunResult]) -> None:

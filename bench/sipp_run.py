@@ -12,7 +12,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.sipp_stats import SippCounters, final_counters
+from bench.sipp_stats import SippCounters, StatRow, final_counters, timeline
 from tests.e2e.ports import free_port, is_bound, wait_until
 from tests.e2e.sipp import SIPP
 
@@ -41,6 +41,7 @@ class SippSpec:
     rate: float | None = None
     inject: Path | None = None
     expected_host: str | None = None
+    stat_period: str = "1"  # SIPp's -fd: a -trace_stat row every second ("100ms": ten)
 
     def command(self, sipp: str, prefix: Path) -> list[str]:
         cmd = [sipp, "-sf", str(self.scenario)]
@@ -59,7 +60,7 @@ class SippSpec:
             cmd += ["-inf", str(self.inject)]
         if self.expected_host is not None:
             cmd += ["-set", "expected_host", self.expected_host]
-        cmd += ["-trace_stat", "-stf", f"{prefix}.stat.csv", "-fd", "1"]
+        cmd += ["-trace_stat", "-stf", f"{prefix}.stat.csv", "-fd", self.stat_period]
         cmd += ["-trace_err", "-error_file", f"{prefix}.errors.log"]
         return cmd
 
@@ -71,6 +72,7 @@ class SippOutcome:
     counters: SippCounters | None
     rtt_texts: tuple[str, ...]
     errors_tail: str
+    timeline: tuple[StatRow, ...] = ()  # every -trace_stat row, for when counters changed
 
 
 class SippInstance:
@@ -127,9 +129,10 @@ class SippInstance:
     def outcome(self) -> SippOutcome:
         code = None if self._process is None or self._killed else self._process.returncode
         stat = Path(f"{self.prefix}.stat.csv")
-        counters = final_counters(stat.read_text(errors="replace")) if stat.exists() else None
+        text = stat.read_text(errors="replace") if stat.exists() else ""
         rtt = tuple(p.read_text(errors="replace") for p in sorted(self.directory.glob("*_rtt.csv")))
-        return SippOutcome(self.spec.name, code, counters, rtt, self.tail())
+        return SippOutcome(self.spec.name, code, final_counters(text), rtt, self.tail(),
+                           timeline(text))  # fmt: skip
 
     def tail(self, lines: int = 6) -> str:
         texts = []

@@ -1,5 +1,6 @@
-"""What a SIPp run of the benchmark left behind: final counters (-trace_stat) and per-call
-response times (-trace_rtt), read into plain numbers. Pure functions of the files' text."""
+"""What a SIPp run of the benchmark left behind: final counters (-trace_stat), their timeline
+(one -trace_stat row per -fd period) and per-call response times (-trace_rtt), read into plain
+numbers. Pure functions of the files' text."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import csv
 import io
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 # SIPp counts a failed check (check_it / check_it_inverse on a regexp or a strcmp) in these.
@@ -48,13 +49,59 @@ class SippCounters:
         )
 
 
-def final_counters(stat_csv: str) -> SippCounters | None:
-    """The last row of a `-trace_stat` CSV (';'-separated, header first), or None if empty."""
+def _stat_rows(stat_csv: str) -> list[dict[str, str]]:
     rows = [row for row in csv.reader(io.StringIO(stat_csv), delimiter=";") if any(row)]
     if len(rows) < 2:
+        return []
+    header = rows[0]
+    return [dict(zip(header, row, strict=False)) for row in rows[1:]]
+
+
+def final_counters(stat_csv: str) -> SippCounters | None:
+    """The last row of a `-trace_stat` CSV (';'-separated, header first), or None if empty."""
+    rows = _stat_rows(stat_csv)
+    return SippCounters.from_row(rows[-1]) if rows else None
+
+
+@dataclass(frozen=True)
+class StatRow:
+    """One `-trace_stat` row: the cumulative counters at `at` (Unix time, s)."""
+
+    at: float
+    counters: SippCounters
+
+
+def _unix_time(stamp: str) -> float | None:
+    """SIPp writes a time as "2026-12-02<TAB>02:11:32.183830<TAB>1796177492.183830"."""
+    try:
+        return float(stamp.split("\t")[-1])
+    except ValueError:
         return None
-    header, last = rows[0], rows[-1]
-    return SippCounters.from_row(dict(zip(header, last, strict=False)))
+
+
+def timeline(stat_csv: str) -> tuple[StatRow, ...]:
+    """Every row of a `-trace_stat` CSV in order: SIPp writes one per -fd period and one at
+    its end, so a counter's change is known to within that period."""
+    out = []
+    for row in _stat_rows(stat_csv):
+        at = _unix_time(row.get("CurrentTime", ""))
+        if at is not None:
+            out.append(StatRow(at, SippCounters.from_row(row)))
+    return tuple(out)
+
+
+def first_at(rows: Sequence[StatRow], holds: Callable[[SippCounters], bool]) -> float | None:
+    """The time of the first row whose counters satisfy `holds` (None: no such row)."""
+    return next((row.at for row in rows if holds(row.counters)), None)
+
+
+def last_rise_at(rows: Sequence[StatRow], value: Callable[[SippCounters], int]) -> float | None:
+    """The time of the row where `value` (a cumulative counter) reached its final figure, i.e.
+    when it last grew; None if it never rose above 0."""
+    if not rows or value(rows[-1].counters) == 0:
+        return None
+    final = value(rows[-1].counters)
+    return first_at(rows, lambda counters: value(counters) >= final)
 
 
 def response_times(rtt_csv: str) -> dict[str, list[float]]:

@@ -69,10 +69,15 @@ def gc_figures(metrics_text: str) -> GcFigures | None:
 
 def shed_count(metrics_text: str) -> int | None:
     """INVITEs answered 503 by the proxy's overload shedding: its shed counter, or (a `--workers`
-    supervisor, which sums the workers' core counters) the core's `shed` event count."""
+    supervisor, which sums the workers' core counters) the core's `shed` event count; 0 when
+    the family is there without a sample (nothing shed yet), None when neither is there."""
     shed: float | None = None
     events: float | None = None
     for family in text_string_to_metric_families(metrics_text):
+        if family.name == "callerid_proxy_shed":
+            shed = shed or 0.0
+        elif family.name == "callerid_proxy_events":
+            events = events or 0.0
         for item in family.samples:
             if item.name == "callerid_proxy_shed_total":
                 shed = (shed or 0.0) + item.value

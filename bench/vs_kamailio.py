@@ -2,6 +2,7 @@
 
     python3 bench/vs_kamailio.py [--rates 250,500,1000,2000,3000] [--duration 10]
         [--transports udp,tcp] [--workers 1,2] [--out bench/results] [--update-readme]
+        [--recovery-overload RATE] [--recovery-rate 250] [--recovery-duration 10] [--no-recovery]
 
 For every transport and rate it runs, each on fresh free loopback ports:
   - baseline: the PBX SIPp straight to the trunk SIPp (no proxy), for the latency added;
@@ -14,6 +15,14 @@ The PBX side (bench/scenarios/pbx_uac.xml) places rate x duration calls of 100 m
 responses do not carry its own From; the trunk side (bench/scenarios/trunk_uas.xml) fails a call
 whose From or P-Asserted-Identity do not carry the expected number.
 
+Then, unless --no-recovery, the recovery run (bench/recovery.py) for every transport and every
+system but the baseline: ONE started process takes the overload rate (--recovery-overload, by
+default 2x the highest ladder rate at which that system had 0 failed calls over that
+transport) for --duration, then, once that PBX SIPp has ended, a fresh SIPp pair (trunk side on
+the same port, PBX side on a new one) offers --recovery-rate for --recovery-duration through the
+same process; for that second phase: attempted/ok/failed, 503s, retransmissions, INVITE->200
+p99, and how long after the overload's last call the first call succeeded and the last failed.
+
 Per run: calls attempted/ok/failed (PBX side), retransmissions (both sides), caller-ID check
 failures (both sides' failed regexp/strcmp checks), INVITE->100 and INVITE->200 p50/p99 (SIPp
 -trace_rtt; SIPp's clock ticks in 4 ms steps here), the p99 INVITE->200 added over the baseline,
@@ -21,7 +30,7 @@ CPU seconds per 1,000 calls (utime+stime from /proc of the system's process tree
 Kamailio process), peak RSS (sum of VmHWM over the tree; Kamailio's shared memory is counted in
 each process that touched it) and, for callerid-proxy, the max GC pause and the pauses over
 5 ms (its /metrics, proxy/gc_monitor.py). Writes <out>/<UTC time>.md/.json/.png and
-<out>/latest.md/.json/.png; --update-readme puts the table in README.md's Performance section.
+<out>/latest.md/.json/.png; --update-readme puts the tables in README.md's Performance section.
 Loopback only; SIPp runs on the same cores. Prints numbers, asserts nothing.
 """
 
@@ -44,8 +53,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `python3 bench/vs_kamailio.py` puts bench/, not the repo, first
     sys.path.insert(0, str(REPO))
 
-from bench import capture, report  # noqa: E402
-from bench.ladder import RunResult, run_one  # noqa: E402
+from bench import capture, recovery, report  # noqa: E402
+from bench.ladder import Load, RunResult, run_one  # noqa: E402
+from bench.recovery import RecoveryPlan, RecoveryResult, overload_rate, run_recovery  # noqa: E402
 from bench.systems import (  # noqa: E402
     Baseline,
     CallerIdProxy,
@@ -88,6 +98,13 @@ def _rates(text: str) -> list[float]:
     if any(rate > MAX_RATE for rate in rates):
         raise argparse.ArgumentTypeError(f"rates are at most {MAX_RATE:g} calls/s")
     return rates
+
+
+def _rate(text: str) -> float:
+    rates = _rates(text)
+    if len(rates) != 1:
+        raise argparse.ArgumentTypeError(f"one rate, not a list: {text}")
+    return rates[0]
 
 
 def _workers(text: str) -> list[int]:
@@ -135,6 +152,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--proxy-arg", action="append", default=[], metavar="ARG",
                         help="pass ARG to `proxy run` (repeat it; e.g. --proxy-arg=--max-busy "
                              "--proxy-arg=1)")
+    parser.add_argument("--recovery-overload", type=_rate, metavar="RATE",
+                        help="calls/s of the recovery run's overload phase (default: per system "
+                             "and transport, 2x the highest ladder rate with 0 failed calls)")
+    parser.add_argument("--recovery-rate", type=_rate, default=recovery.DEFAULT_RATE,
+                        help=f"calls/s after the overload (default {recovery.DEFAULT_RATE:g})")
+    parser.add_argument("--recovery-duration", type=_duration,
+                        default=recovery.DEFAULT_DURATION_S,
+                        help="seconds after the overload (default "
+                             f"{recovery.DEFAULT_DURATION_S:g})")
+    parser.add_argument("--no-recovery", action="store_true",
+                        help="skip the recovery runs (overload, then a normal rate, one process)")
     parser.add_argument("--keep", type=Path,
                         help="keep SIPp and system logs here (default: a temporary directory)")
     return parser.parse_args(argv)  # fmt: skip
@@ -231,12 +259,76 @@ def ladder(args: argparse.Namespace, chosen: Sequence[System], workdir: Path) ->
     return runs
 
 
-def write_results(out: Path, runs: Sequence[RunResult], meta: dict[str, Any]) -> Path:
+def print_recovery(result: RecoveryResult) -> None:
+    def show(value: float | int | None, digits: int = 1) -> str:
+        return "-" if value is None else f"{round(value, digits):g}"
+
+    over, after = result.overload, result.recovery
+    last = result.last_failed_after_s
+    last_failed = "none" if last is None else f"+{show(last)} s"
+    print(
+        f"  {result.transport} recovery {result.system:<18} overload {over.rate:g}/s: attempted "
+        f"{show(over.attempted)} ok {show(over.ok)} 503 shed {show(over.shed)} failed among "
+        f"admitted {show(over.failed_admitted)}; then {after.rate:g}/s from "
+        f"+{show(result.started_after_s)} s: attempted {show(after.attempted)} ok "
+        f"{show(after.ok)} failed {show(after.failed)} 503s {show(after.shed)} retrans "
+        f"{show(after.retransmissions)} inv200 p99 {show(after.invite_200_p99_ms, 2)} ms, "
+        f"first ok +{show(result.first_ok_after_s)} s, last failed {last_failed}"
+        + (f"  [{after.notes}]" if after.notes else ""),
+        flush=True,
+    )
+
+
+def recovery_plans(
+    args: argparse.Namespace, chosen: Sequence[System], runs: Sequence[RunResult]
+) -> list[RecoveryPlan]:
+    """One recovery run per transport and system but the baseline."""
+    plans = []
+    for transport in args.transports:
+        for system in chosen:
+            if isinstance(system, Baseline):
+                continue
+            rate, why = overload_rate(runs, system.name, transport)
+            if args.recovery_overload is not None:
+                rate, why = args.recovery_overload, f"{args.recovery_overload:g}/s (given)"
+            plans.append(RecoveryPlan(
+                system, Load(transport, rate, args.duration),
+                Load(transport, args.recovery_rate, args.recovery_duration), why,
+            ))  # fmt: skip
+    return plans
+
+
+def recovery_runs(
+    args: argparse.Namespace, chosen: Sequence[System], runs: Sequence[RunResult], workdir: Path
+) -> list[RecoveryResult]:
+    results: list[RecoveryResult] = []
+    if args.no_recovery:
+        return results
+    for plan in recovery_plans(args, chosen, runs):
+        time.sleep(args.pause)
+        name = f"recovery-{plan.overload.transport}-{plan.system.name.replace(' ', '')}"
+        result = run_recovery(plan, workdir / name, args.capture_limit)
+        print_recovery(result)
+        results.append(result)
+    return results
+
+
+def measure_all(
+    args: argparse.Namespace, chosen: Sequence[System], workdir: Path
+) -> tuple[list[RunResult], list[RecoveryResult]]:
+    runs = ladder(args, chosen, workdir)
+    return runs, recovery_runs(args, chosen, runs, workdir)
+
+
+def write_results(
+    out: Path, runs: Sequence[RunResult], meta: dict[str, Any],
+    recovered: Sequence[RecoveryResult] = (),
+) -> Path:  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     markdown = out / f"{stamp}.md"
-    markdown.write_text(report.markdown(runs, meta))
-    report.write_json(out / f"{stamp}.json", runs, meta)
+    markdown.write_text(report.markdown(runs, meta, recovered))
+    report.write_json(out / f"{stamp}.json", runs, meta, recovered)
     try:
         report.plot(out / f"{stamp}.png", runs)
     except ImportError:
@@ -261,17 +353,17 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"code: {meta['proxy_code']}", flush=True)  # fmt: skip
     try:
         if args.keep is not None:
-            runs = ladder(args, chosen, args.keep)
+            runs, recovered = measure_all(args, chosen, args.keep)
         else:
             with tempfile.TemporaryDirectory(prefix="vs_kamailio-") as directory:
-                runs = ladder(args, chosen, Path(directory))
+                runs, recovered = measure_all(args, chosen, Path(directory))
     except KeyboardInterrupt:
         print("interrupted; every system started was stopped", file=sys.stderr)
         return 130
-    markdown = write_results(args.out, runs, meta)
-    print(f"\n{report.markdown_table(runs)}\n\nwrote {markdown} (and .json, .png, latest.*)")
-    if args.update_readme and not report.update_readme(REPO / "README.md",
-                                                       report.markdown_table(runs), meta):
+    markdown = write_results(args.out, runs, meta, recovered)
+    tables = report.tables(runs, recovered)
+    print(f"\n{tables}\n\nwrote {markdown} (and .json, .png, latest.*)")
+    if args.update_readme and not report.update_readme(REPO / "README.md", tables, meta):
         print("README.md has no performance table markers", file=sys.stderr)  # fmt: skip
     return 0
 

@@ -130,6 +130,10 @@ def test_shed_count_from_a_proxy_and_from_a_workers_supervisor() -> None:
     )
     assert shed_count(supervisor) == 7
     assert shed_count("# nothing shed, nothing known\n") is None
+    declared = "# HELP callerid_proxy_shed New INVITEs shed\n# TYPE callerid_proxy_shed counter\n"
+    assert shed_count(declared) == 0  # the family without a sample: nothing shed yet
+    events = '# TYPE callerid_proxy_events counter\ncallerid_proxy_events_total{event="x"} 2.0\n'
+    assert shed_count(events) == 0
 
 
 # ------------------------------------------------------------------ the same rules everywhere
