@@ -215,10 +215,13 @@ def metadata(argv: Sequence[str], remarks: list[str]) -> dict[str, Any]:
     }
 
 
-def print_run(run: RunResult) -> None:
-    def show(value: float | int | None, unit: str = "", digits: int = 2) -> str:
-        return "?" if value is None else f"{round(value, digits):g}{unit}"
+def shown(value: float | int | None, unit: str = "", digits: int = 2, missing: str = "?") -> str:
+    """A figure for the progress lines: rounded, or `missing` when it could not be measured."""
+    return missing if value is None else f"{round(value, digits):g}{unit}"
 
+
+def print_run(run: RunResult) -> None:
+    show = shown
     print(
         f"  {run.transport} {run.rate:>6g}/s {run.system:<18} attempted {show(run.attempted)} "
         f"ok {show(run.ok)} failed {show(run.failed)} (503 shed {show(run.shed)}, admitted "
@@ -261,7 +264,7 @@ def ladder(args: argparse.Namespace, chosen: Sequence[System], workdir: Path) ->
 
 def print_recovery(result: RecoveryResult) -> None:
     def show(value: float | int | None, digits: int = 1) -> str:
-        return "-" if value is None else f"{round(value, digits):g}"
+        return shown(value, digits=digits, missing="-")
 
     over, after = result.overload, result.recovery
     last = result.last_failed_after_s
