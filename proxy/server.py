@@ -72,6 +72,9 @@ class ProxyServer:
         self.settings = settings
         self._loop = asyncio.get_running_loop()
         self._udp: list[tuple[str, UdpEndpoint]] = []
+        # (host, port) -> the socket that sends there: worked out once per next hop (a few
+        # peers), not per datagram; emptied when it would grow past UDP_ROUTES (stray hosts).
+        self._udp_routes: dict[tuple[str, int], UdpEndpoint] = {}
         self._servers: list[asyncio.Server] = []
         self._connections: dict[int, TcpConnection] = {}
         self._by_peer: dict[tuple[str, int], TcpConnection] = {}
@@ -127,6 +130,7 @@ class ProxyServer:
             )
             _enlarge_socket_buffers(transport.get_extra_info("socket"))
             self._udp.append((host, endpoint))
+            self._udp_routes.clear()
             acceptor = Acceptor(self._budget, self._accepted_connection, self.transport_counters)
             acceptor.listen(host, port)
             self._acceptors.append(acceptor)
@@ -500,6 +504,15 @@ class ProxyServer:
         return config.facing(config.side_of_target(target), transport, target.host).host
 
     def _udp_for(self, target: Target) -> UdpEndpoint:
+        key = (target.host, target.port)
+        endpoint = self._udp_routes.get(key)
+        if endpoint is None:
+            if len(self._udp_routes) >= UDP_ROUTES:
+                self._udp_routes.clear()
+            endpoint = self._udp_routes[key] = self._udp_route(target)
+        return endpoint
+
+    def _udp_route(self, target: Target) -> UdpEndpoint:
         """The socket bound to the address this side is shown, so that replies come back to it;
         else the first one of the target's address family."""
         facing = self._facing_host(target, "udp")
@@ -589,6 +602,7 @@ class ProxyServer:
 
 
 UDP_BUFFER_BYTES = 4 * 1024 * 1024
+UDP_ROUTES = 1024  # next hops whose sending socket is remembered (proxy peers: a handful)
 FLUSH_ROUNDS = 8  # bounded: each round is a failover step's output
 
 
