@@ -156,8 +156,8 @@ class LineHandler(logging.StreamHandler[IO[str]]):
         fields: Mapping[str, Any],
     ) -> bool:
         """Log `template % args` with `fields` (a record's `extra`) from logger `name` as this
-        handler would, formatted only if the filters let it through. False: a formatter or
-        filter of ours it is not, which needs a real record (the caller logs normally)."""
+        handler would, formatted only if the filters let it through. False when its formatter
+        or one of its filters is not ours (they need a real record): the caller logs normally."""
         formatter = self.formatter
         if not isinstance(formatter, (TextFormatter, JsonFormatter)):
             return False
