@@ -22,8 +22,9 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 DEFAULT_INTERVAL = 10.0
 PREFIX = "callerid_proxy"
@@ -89,8 +90,14 @@ class SummaryFilter(logging.Filter):
         for budget in self._budgets:
             budget.flush()
 
+    @staticmethod
+    def passes_level(levelno: int) -> bool:
+        """Records of this level pass whatever else they carry (proxy/logs.py asks, to write
+        a line without a LogRecord)."""
+        return not logging.WARNING <= levelno <= logging.ERROR
+
     def _applies(self, record: logging.LogRecord) -> bool:
-        if not logging.WARNING <= record.levelno <= logging.ERROR:
+        if self.passes_level(record.levelno):
             return False
         if not record.name.startswith(PREFIX):
             return False
@@ -173,11 +180,22 @@ class AuditBudget(logging.Filter):
         decided = getattr(record, "_callerid_audit", None)
         if decided is not None:  # the same record reaching a second handler
             return bool(decided)
-        decision = self._admit(record)
+        decision = self._admit(
+            getattr(record, "call_id", ""), getattr(record, "rule", "?"),
+            getattr(record, "shown", "?"),
+        )  # fmt: skip
         record._callerid_audit = decision
         return decision
 
-    def _admit(self, record: logging.LogRecord) -> bool:
+    def admits(self, fields: Mapping[str, Any]) -> bool:
+        """`filter` for a line given as the `extra` fields of its record (proxy/logs.py
+        `LineHandler.write_direct`): the same verdict, counted the same way."""
+        if self.budget <= 0 or fields.get("event") != AUDIT_EVENT:
+            return True
+        return self._admit(fields.get("call_id", ""), fields.get("rule", "?"),
+                           fields.get("shown", "?"))
+
+    def _admit(self, call_id: object, rule: object, shown: object) -> bool:
         now = self._clock()
         window = self._window
         if window is None or now - window.started >= self.interval:
@@ -186,12 +204,11 @@ class AuditBudget(logging.Filter):
         if window.written < self.budget:
             window.written += 1
             return True
-        call_id = str(getattr(record, "call_id", "") or "")
+        call = str(call_id or "")
         if not window.skipped:
-            window.first_skipped = call_id
+            window.first_skipped = call
         window.skipped += 1
-        window.last_skipped = call_id
-        rule, shown = getattr(record, "rule", "?"), getattr(record, "shown", "?")
+        window.last_skipped = call
         window.decisions[(str(rule), str(shown))] += 1
         return False
 

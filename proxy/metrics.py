@@ -14,6 +14,8 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from proxy import logs
+from proxy.log_summary import AUDIT_EVENT
 from proxy.sip.addresses import Source
 from proxy.sip.events import (
     Answered,
@@ -32,6 +34,7 @@ from proxy.sip.events import (
 
 core_log = logging.getLogger("callerid_proxy.core")
 transactions_log = logging.getLogger("callerid_proxy.transactions")
+AUDIT_LINE = "call-id=%s user=%s destination=%s shown=%s step=%s privacy=%s reason=%r rules=%s"
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 
 
@@ -177,7 +180,21 @@ def decision_step(step: str) -> str:
 
 
 class EventLog:
-    """Log lines for the events that deserve one; each formatted only when its level is on."""
+    """Log lines for the events that deserve one; each formatted only when its level is on.
+
+    The audit line goes straight to the output handler when it can (proxy/logs.py
+    `LineHandler.write_direct`: the same text, no LogRecord), which keeps it until `flush` (the
+    server's loop tick and stop), its next record or exit: a process killed outright loses at
+    most one tick of audit lines."""
+
+    def __init__(self) -> None:
+        self._pending: logs.LineHandler | None = None  # holds direct lines since the last flush
+
+    def flush(self) -> None:
+        """Write the audit lines kept since the last flush."""
+        handler, self._pending = self._pending, None
+        if handler is not None:
+            handler.write_pending()
 
     def handle(self, events: Iterable[Event]) -> None:
         for event in events:
@@ -213,21 +230,28 @@ class EventLog:
             else:
                 self._transaction_event(event)
 
-    @staticmethod
-    def _decided(event: CallerIdDecided) -> None:
+    def _decided(self, event: CallerIdDecided) -> None:
+        """The audit line."""
         if not core_log.isEnabledFor(logging.INFO):
             return
-        core_log.info(  # the audit line
-            "call-id=%s user=%s destination=%s shown=%s step=%s privacy=%s reason=%r rules=%s",
+        args = (
             event.call_id, event.user, event.destination, event.number, event.step,
             "id" if event.privacy else "none", event.reason, event.rules_version,
-            extra=_extra(
-                "caller_id_decided", call_id=event.call_id, user=event.user,
-                destination=event.destination, shown=event.number,
-                rule=decision_step(event.step or event.reason), rules_version=event.rules_version,
-                trunk=event.trunk.hostport(),
-            ),
-        )
+        )  # fmt: skip
+        fields = {
+            "event": AUDIT_EVENT, "call_id": event.call_id, "user": event.user,
+            "destination": event.destination, "shown": event.number,
+            "rule": decision_step(event.step or event.reason),
+            "rules_version": event.rules_version, "trunk": event.trunk.hostport(),
+        }  # fmt: skip
+        handler = logs.direct_handler(core_log, logging.INFO)
+        if handler is None or not handler.write_direct(
+            core_log.name, logging.INFO, AUDIT_LINE, args, fields,
+        ):
+            core_log.info(AUDIT_LINE, *args, extra=fields)
+        elif handler is not self._pending:
+            self.flush()
+            self._pending = handler
 
     @staticmethod
     def _transaction_event(event: Event) -> None:

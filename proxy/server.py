@@ -198,6 +198,7 @@ class ProxyServer:
         for server in self._servers:
             await server.wait_closed()
         await self._admin.stop()
+        self._event_log.flush()
         control.remove_own_files(self.settings.pid_file, os.getpid())
 
     # ----------------------------------------------------------------- rules
@@ -420,6 +421,7 @@ class ProxyServer:
             endpoint.probe(now)
         if now - self.ticker.last_tick >= TICK_INTERVAL:
             self.ticker.tick(now)
+        self._event_log.flush()  # the audit lines since the last check, in one write
         self._update_gauges()
         self._schedule_lag_check()
 
