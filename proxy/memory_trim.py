@@ -51,8 +51,10 @@ class MemoryTrimmer:
         *,
         clock: Callable[[], float] = time.monotonic,
         settle: float = SETTLE,
+        shrink: Callable[[], None] | None = None,
     ) -> None:
         self._flood = flood
+        self._shrink = shrink  # the core's tables give back their peak capacity first
         self._trim = trim if trim is not None else _malloc_trim()
         self._clock = clock
         self._settle = settle
@@ -80,6 +82,8 @@ class MemoryTrimmer:
         return self._run(live_transactions, "flood's last transactions ended")
 
     def _run(self, live_transactions: int, stage: str) -> bool:
+        if self._shrink is not None:
+            self._shrink()
         gc.collect()
         released = self._trim() if self._trim is not None else 0
         self.trims += 1

@@ -243,6 +243,12 @@ class ProxyCore:
     def dialog_count(self) -> int:
         return len(self._dialogs)
 
+    def shrink(self) -> None:
+        """Give back what a flood's peak left in the core's tables (issue 7): dict and list
+        capacity, not entries. For quiet moments: proxy/memory_trim.py calls it after a flood."""
+        self._transactions.shrink()
+        self._dialogs.shrink()
+
     def _pull(self) -> None:
         """The layer's output after ours, in the order things happened."""
         for call_id, pbx_tag in self._transactions.take_into(self._outbox, self._events):

@@ -152,6 +152,13 @@ class TransactionLayer:
         self._events: list[Event] = []
         self._actions: list[Action] = []
 
+    def shrink(self) -> None:
+        """After a flood (issue 7): the tables and the timer queue give back the capacity their
+        peak left; the live entries stay. O(live): the memory trim calls it at quiet moments."""
+        for table in (self._servers, self._clients, self._retired_servers, self._retired_clients):
+            table.shrink()
+        self._timers.shrink()
+
     # ----------------------------------------------------------------- what leaves the layer
     def take_outgoing(self) -> list[Outgoing]:
         out, self._outbox = self._outbox, []
