@@ -78,7 +78,6 @@ from proxy.sip.transactions import (
     ClientTransaction,
     ForwardPlan,
     Restore,
-    SentRequest,
     ServerTransaction,
     outgoing_branch,
     server_key,
@@ -656,17 +655,17 @@ class ProxyCore:
             return  # answered upstream meanwhile: nothing to retry
         side = self.config.side_of_target(target)
         edits, restore = prepared or self._plan_edits(msg, source, plan, target, now)
-        branch, data, via = self._built(server, msg, source, target, attempt, edits)
+        branch, data = self._built(server, msg, source, target, attempt, edits)
         if target.transport == "udp" and len(data) > UDP_PATH_MTU_LIMIT:
             if side in self.config.large_over_tcp:  # RFC 3261 18.1.1: over TCP instead
                 target = Target("tcp", target.host, target.port)
                 edits, restore = self._plan_edits(msg, source, plan, target, now)
-                branch, data, via = self._built(server, msg, source, target, attempt, edits)
+                branch, data = self._built(server, msg, source, target, attempt, edits)
             elif len(data) > UDP_MAX:
                 self._too_large(server, target, len(data), now)
                 return
-        sent = SentRequest(msg.wire, tuple(edits), via) if msg.method == "INVITE" else None
-        client = ClientTransaction(branch, msg.method, target, data, server.key, restore, sent)
+        # No parse kept for a later CANCEL or ACK: they are read from `data` (issue 7).
+        client = ClientTransaction(branch, msg.method, target, data, server.key, restore)
         self._transactions.start_client(client, now, side)
         self._transactions.release_request(server)  # when no other trunk is left to try
         self._pull()
@@ -679,13 +678,11 @@ class ProxyCore:
         target: Target,
         attempt: int,
         edits: list[Edit],
-    ) -> tuple[str, bytes, bytes]:
-        """This attempt's branch, the forwarded bytes (one copy of the untouched spans) and our
-        Via's value."""
+    ) -> tuple[str, bytes]:
+        """This attempt's branch and the forwarded bytes (one copy of the untouched spans)."""
         branch = outgoing_branch(server.key, _direction(target, attempt))
         via = self._via_edits(msg, source, target, branch)
-        data = apply_edits(msg.raw, via + edits, msg.wire.body_end)
-        return branch, data, request_edits.our_via_value(via)
+        return branch, apply_edits(msg.raw, via + edits, msg.wire.body_end)
 
     def _too_large(self, server: ServerTransaction, target: Target, size: int, now: float) -> None:
         """Nothing can carry it to the next hop (RFC 3261 18.1.1): 513 toward the sender at
