@@ -109,6 +109,7 @@ class ProxyCore:
         self.config = config
         self.policy = policy
         self.counters: Counter[str] = Counter()
+        # Drained by copy and clear (the start-up lists stay): issue 7, see TransactionLayer.
         self._outbox: list[Outgoing] = []
         self._events: list[Event] = []
         self._dialogs = DialogMemory(config.max_dialogs)
@@ -164,13 +165,15 @@ class ProxyCore:
 
     def datagrams_to_send(self) -> list[Outgoing]:
         self._pull()
-        out, self._outbox = self._outbox, []
+        out = self._outbox.copy()
+        self._outbox.clear()
         return out
 
     def events_to_handle(self) -> list[Event]:
         """What happened since the last call, in order: for logs, metrics and the audit line."""
         self._pull()
-        events, self._events = self._events, []
+        events = self._events.copy()
+        self._events.clear()
         return events
 
     def get_timer(self) -> float | None:

@@ -146,6 +146,8 @@ class TransactionLayer:
         self._clients: Table[ClientKey, ClientTransaction] = Table()
         self._retired_servers: Table[ServerKey, ServerRecord] = Table()
         self._retired_clients: Table[ClientKey, ClientRecord] = Table()
+        # Drained by copy and clear, never swapped for new lists: a list made during a flood
+        # and kept after it holds a pymalloc pool, and with it a 1 MiB arena (issue 7).
         self._unestablished: list[tuple[str, str]] = []
         self._outbox: list[Outgoing] = []
         self._events: list[Event] = []
@@ -160,11 +162,13 @@ class TransactionLayer:
 
     # ----------------------------------------------------------------- what leaves the layer
     def take_outgoing(self) -> list[Outgoing]:
-        out, self._outbox = self._outbox, []
+        out = self._outbox.copy()
+        self._outbox.clear()
         return out
 
     def take_events(self) -> list[Event]:
-        events, self._events = self._events, []
+        events = self._events.copy()
+        self._events.clear()
         return events
 
     def take_into(
@@ -183,11 +187,13 @@ class TransactionLayer:
     def take_unestablished(self) -> list[tuple[str, str]]:
         """Dialog-memory keys of INVITEs answered upstream with a non-2xx final since the last
         call: those calls never got a dialog to remember."""
-        keys, self._unestablished = self._unestablished, []
+        keys = self._unestablished.copy()
+        self._unestablished.clear()
         return keys
 
     def _take_actions(self) -> list[Action]:
-        actions, self._actions = self._actions, []
+        actions = self._actions.copy()
+        self._actions.clear()
         return actions
 
     @property

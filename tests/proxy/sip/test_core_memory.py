@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import sys
+import tracemalloc
 from collections.abc import Iterator
 
 import pytest
@@ -38,6 +39,7 @@ from tests.proxy.sip.support import (
 )
 
 CALLS = 2000
+PENDING = 500
 
 
 def _from_pbx(method: str, n: int, ok: bytes, cseq: int) -> bytes:
@@ -255,3 +257,28 @@ def test_the_tables_give_back_a_floods_capacity_when_shrunk() -> None:
     assert clocked.core._transactions._servers == servers and clocked.core.dialog_count == 1
     clocked.advance(clocked.now + 200.0)  # the live call still times out with our 408
     assert any(o.data.startswith(b"SIP/2.0 408") for _, o in clocked.fired)
+
+
+def test_a_pending_call_toward_a_silent_trunk_is_a_few_small_objects() -> None:
+    """Issue 7: a pending INVITE kept the parse of the incoming message for a later CANCEL or
+    ACK (33 tracked objects and 9.3 KB per call, measured): over a silent-trunk flood's 3,000
+    pending calls, 17 MB of small objects spread over pymalloc arenas that a few long-lived
+    objects then kept mapped. It keeps the bytes it sent instead (about 6 and 3.6 KB)."""
+    clocked = Clocked(make_core())
+    unanswered_call(clocked, -1)  # first-use allocations out of the count
+    clocked.core.events_to_handle()
+    gc.collect()
+    tracked = len(gc.get_objects())
+    tracemalloc.start()
+    try:
+        traced = tracemalloc.get_traced_memory()[0]
+        for n in range(PENDING):
+            unanswered_call(clocked, n)
+            clocked.core.events_to_handle()
+        gc.collect()
+        per_call = (tracemalloc.get_traced_memory()[0] - traced) / PENDING
+    finally:
+        tracemalloc.stop()
+    assert clocked.core.pending_transaction_count == PENDING + 1
+    assert (len(gc.get_objects()) - tracked) / PENDING < 12
+    assert per_call < 6000, per_call
