@@ -9,11 +9,20 @@ A second pass follows when the flood's last transactions are gone (under a hundr
 or `SETTLE` seconds after the first pass, by when every transaction alive at the first pass has
 ended: RFC 3261 17.1.1.2 and 17.2.1, Timers B and H are 64*T1 = 32 s): the first pass often runs
 with hundreds of transactions still alive, whose objects, freed afterwards, refill CPython's free
-lists (up to 2,000 tuples per size) and glibc's free chunks. Neither pass can return pymalloc
-arenas that still hold a few live blocks (measured after a 3,000-call flood: the live bytes back
-at idle, 14-36 extra 1 MiB arenas mapped); `PYTHONMALLOC=malloc` avoids that at a CPU cost (see
-the README's Security section). At most two passes per flood, never while traffic is high, so it
-costs nothing on the hot path.
+lists (up to 2,000 tuples per size) and glibc's free chunks. Each pass first has the core give
+back its tables' peak capacity (`ProxyCore.shrink`: a dict never shrinks on deletes; ~1.4 MB after
+the silent-trunk flood). Neither pass can return pymalloc arenas that still hold a few live
+blocks. Measured after the 20,000-INVITE silent-trunk flood (bench/flood_memory.py in-process,
+and the live proxy): the live bytes are back at idle (+0.25 MB) and glibc's [heap] too, but extra
+1 MiB arenas stay mapped, each pinned by one to a few small objects allocated during the flood
+and still alive: counter values (`counters["received"] += 1` makes a new int each time; the last
+one lives on, in a pool of the flood's), metric counters and floats, gauges, timer-handle
+deadlines. Re-allocating those values afterwards does not help (pymalloc serves the copy from
+the first partly used pool of its size, the very pool it pinned). What bounds the damage is how
+many arenas the flood spreads over: a pending INVITE keeps its sent bytes, not a parse (3.6 KB
+a call instead of 9.3; 14 extra arenas at the peak instead of 28). `PYTHONMALLOC=malloc`
+avoids that at a CPU cost (see the README's Security section). At most two passes per flood,
+never while traffic is high, so it costs nothing on the hot path.
 """
 
 from __future__ import annotations
@@ -51,8 +60,10 @@ class MemoryTrimmer:
         *,
         clock: Callable[[], float] = time.monotonic,
         settle: float = SETTLE,
+        shrink: Callable[[], None] | None = None,
     ) -> None:
         self._flood = flood
+        self._shrink = shrink  # the core's tables give back their peak capacity first
         self._trim = trim if trim is not None else _malloc_trim()
         self._clock = clock
         self._settle = settle
@@ -80,6 +91,8 @@ class MemoryTrimmer:
         return self._run(live_transactions, "flood's last transactions ended")
 
     def _run(self, live_transactions: int, stage: str) -> bool:
+        if self._shrink is not None:
+            self._shrink()
         gc.collect()
         released = self._trim() if self._trim is not None else 0
         self.trims += 1

@@ -108,7 +108,7 @@ class ProxyServer:
         self._acceptors: list[Acceptor] = []
         self.reloader = Reloader(rules, self._reloaded)
         self.ticker = LoopTicker()
-        self.trimmer = MemoryTrimmer()
+        self.trimmer = MemoryTrimmer(shrink=self.core.shrink)
         self.ticker.add(self._trim_after_flood)
         self._admin = AdminServer(
             self.status, self._reload_for_admin, token=settings.admin_token,

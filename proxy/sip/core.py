@@ -78,7 +78,6 @@ from proxy.sip.transactions import (
     ClientTransaction,
     ForwardPlan,
     Restore,
-    SentRequest,
     ServerTransaction,
     outgoing_branch,
     server_key,
@@ -110,6 +109,7 @@ class ProxyCore:
         self.config = config
         self.policy = policy
         self.counters: Counter[str] = Counter()
+        # Drained by copy and clear (the start-up lists stay): issue 7, see TransactionLayer.
         self._outbox: list[Outgoing] = []
         self._events: list[Event] = []
         self._dialogs = DialogMemory(config.max_dialogs)
@@ -165,13 +165,15 @@ class ProxyCore:
 
     def datagrams_to_send(self) -> list[Outgoing]:
         self._pull()
-        out, self._outbox = self._outbox, []
+        out = self._outbox.copy()
+        self._outbox.clear()
         return out
 
     def events_to_handle(self) -> list[Event]:
         """What happened since the last call, in order: for logs, metrics and the audit line."""
         self._pull()
-        events, self._events = self._events, []
+        events = self._events.copy()
+        self._events.clear()
         return events
 
     def get_timer(self) -> float | None:
@@ -242,6 +244,12 @@ class ProxyCore:
     @property
     def dialog_count(self) -> int:
         return len(self._dialogs)
+
+    def shrink(self) -> None:
+        """Give back what a flood's peak left in the core's tables (issue 7): dict and list
+        capacity, not entries. For quiet moments: proxy/memory_trim.py calls it after a flood."""
+        self._transactions.shrink()
+        self._dialogs.shrink()
 
     def _pull(self) -> None:
         """The layer's output after ours, in the order things happened."""
@@ -650,17 +658,17 @@ class ProxyCore:
             return  # answered upstream meanwhile: nothing to retry
         side = self.config.side_of_target(target)
         edits, restore = prepared or self._plan_edits(msg, source, plan, target, now)
-        branch, data, via = self._built(server, msg, source, target, attempt, edits)
+        branch, data = self._built(server, msg, source, target, attempt, edits)
         if target.transport == "udp" and len(data) > UDP_PATH_MTU_LIMIT:
             if side in self.config.large_over_tcp:  # RFC 3261 18.1.1: over TCP instead
                 target = Target("tcp", target.host, target.port)
                 edits, restore = self._plan_edits(msg, source, plan, target, now)
-                branch, data, via = self._built(server, msg, source, target, attempt, edits)
+                branch, data = self._built(server, msg, source, target, attempt, edits)
             elif len(data) > UDP_MAX:
                 self._too_large(server, target, len(data), now)
                 return
-        sent = SentRequest(msg.wire, tuple(edits), via) if msg.method == "INVITE" else None
-        client = ClientTransaction(branch, msg.method, target, data, server.key, restore, sent)
+        # No parse kept for a later CANCEL or ACK: they are read from `data` (issue 7).
+        client = ClientTransaction(branch, msg.method, target, data, server.key, restore)
         self._transactions.start_client(client, now, side)
         self._transactions.release_request(server)  # when no other trunk is left to try
         self._pull()
@@ -673,13 +681,11 @@ class ProxyCore:
         target: Target,
         attempt: int,
         edits: list[Edit],
-    ) -> tuple[str, bytes, bytes]:
-        """This attempt's branch, the forwarded bytes (one copy of the untouched spans) and our
-        Via's value."""
+    ) -> tuple[str, bytes]:
+        """This attempt's branch and the forwarded bytes (one copy of the untouched spans)."""
         branch = outgoing_branch(server.key, _direction(target, attempt))
         via = self._via_edits(msg, source, target, branch)
-        data = apply_edits(msg.raw, via + edits, msg.wire.body_end)
-        return branch, data, request_edits.our_via_value(via)
+        return branch, apply_edits(msg.raw, via + edits, msg.wire.body_end)
 
     def _too_large(self, server: ServerTransaction, target: Target, size: int, now: float) -> None:
         """Nothing can carry it to the next hop (RFC 3261 18.1.1): 513 toward the sender at

@@ -65,6 +65,13 @@ class DialogMemory:
         self._entries.move_to_end(key)
         return RememberedDialog(DialogIdentity(original, rewritten), trunk_index, expires)
 
+    def shrink(self) -> None:
+        """Give back the capacity a flood left (issue 7: an OrderedDict keeps its hash table and
+        node index at their peak size), keeping the order. O(len): for quiet moments."""
+        entries = list(self._entries.items())
+        self._entries.clear()
+        self._entries.update(entries)
+
     def _evict(self, now: float) -> None:
         """Oldest first: over capacity, or idle past the TTL (the order is last use)."""
         while self._entries:

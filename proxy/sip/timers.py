@@ -62,6 +62,15 @@ class Table(dict[K, V]):
 
     __slots__ = ()
 
+    def shrink(self) -> None:
+        """Give back the capacity a flood left (issue 7): a dict's hash table never shrinks when
+        items are deleted, so 6,000 transactions leave 150 KB per table behind them. In place,
+        the object stays the frozen start-up one: `clear()` frees the table and re-adding the
+        live items sizes a new one for them. O(len): for quiet moments (the memory trim)."""
+        items = list(self.items())
+        self.clear()
+        self.update(items)
+
 
 class TimerQueue:
     """Deadlines keyed by (owner, name). Re-arming replaces; cancelled entries are skipped when
@@ -121,6 +130,13 @@ class TimerQueue:
         """Entries held, live and stale: what the queue costs in memory."""
         return len(self._heap)
 
+    def shrink(self) -> None:
+        """After a flood: drop the stale entries and give back the heap's and the armed table's
+        capacity (a list keeps its size when entries are popped until it is half empty, a dict
+        forever). O(live timers): for quiet moments (the memory trim)."""
+        self._compact()
+        self._armed.shrink()
+
     def _drop_stale(self) -> None:
         heap, armed = self._heap, self._armed
         while heap:
@@ -133,5 +149,5 @@ class TimerQueue:
         """In place: the heap stays the one long-lived list (a new list of 100,000 entries
         would be a young object that the next collections walk)."""
         armed, heap = self._armed, self._heap
-        heap[:] = [e for e in heap if armed.get(e[2:]) == e[1]]
+        heap[:] = [e for e in heap if armed.get(e[2:]) == e[1]]  # also shrinks its capacity
         heapq.heapify(heap)

@@ -22,7 +22,7 @@ from typing import Final, cast
 
 from proxy.sip.addresses import Outgoing, Source, Target
 from proxy.sip.caller_id import replace_identity_header
-from proxy.sip.edits import Edit, apply_edits, remove_via_value
+from proxy.sip.edits import apply_edits, remove_via_value
 from proxy.sip.events import (
     Answered,
     Dropped,
@@ -32,7 +32,7 @@ from proxy.sip.events import (
     ResponseRelayed,
     TimedOut,
 )
-from proxy.sip.message import Header
+from proxy.sip.message import split_message
 from proxy.sip.parse import Message
 from proxy.sip.responses import ResponseBase, build_response
 from proxy.sip.timers import (
@@ -56,7 +56,6 @@ from proxy.sip.transactions import (
     ClientTransaction,
     Input,
     Restore,
-    SentRequest,
     ServerKey,
     ServerTransaction,
     State,
@@ -147,18 +146,29 @@ class TransactionLayer:
         self._clients: Table[ClientKey, ClientTransaction] = Table()
         self._retired_servers: Table[ServerKey, ServerRecord] = Table()
         self._retired_clients: Table[ClientKey, ClientRecord] = Table()
+        # Drained by copy and clear, never swapped for new lists: a list made during a flood
+        # and kept after it holds a pymalloc pool, and with it a 1 MiB arena (issue 7).
         self._unestablished: list[tuple[str, str]] = []
         self._outbox: list[Outgoing] = []
         self._events: list[Event] = []
         self._actions: list[Action] = []
 
+    def shrink(self) -> None:
+        """After a flood (issue 7): the tables and the timer queue give back the capacity their
+        peak left; the live entries stay. O(live): the memory trim calls it at quiet moments."""
+        for table in (self._servers, self._clients, self._retired_servers, self._retired_clients):
+            table.shrink()
+        self._timers.shrink()
+
     # ----------------------------------------------------------------- what leaves the layer
     def take_outgoing(self) -> list[Outgoing]:
-        out, self._outbox = self._outbox, []
+        out = self._outbox.copy()
+        self._outbox.clear()
         return out
 
     def take_events(self) -> list[Event]:
-        events, self._events = self._events, []
+        events = self._events.copy()
+        self._events.clear()
         return events
 
     def take_into(
@@ -177,11 +187,13 @@ class TransactionLayer:
     def take_unestablished(self) -> list[tuple[str, str]]:
         """Dialog-memory keys of INVITEs answered upstream with a non-2xx final since the last
         call: those calls never got a dialog to remember."""
-        keys, self._unestablished = self._unestablished, []
+        keys = self._unestablished.copy()
+        self._unestablished.clear()
         return keys
 
     def _take_actions(self) -> list[Action]:
-        actions, self._actions = self._actions, []
+        actions = self._actions.copy()
+        self._actions.clear()
         return actions
 
     @property
@@ -443,12 +455,11 @@ class TransactionLayer:
         self._outbox.append(Outgoing(head + to_value + tail, Target(transport, host, port, name)))
 
     def _send_cancel(self, invite: ClientTransaction, now: float) -> None:
-        assert invite.sent is not None
         cancel = ClientTransaction(
             branch=invite.branch,
             method="CANCEL",
             target=invite.target,
-            request=hop_request(invite.sent, "CANCEL"),
+            request=hop_request(invite.request, "CANCEL"),
             server_key=None,
         )
         invite.cancel_pending = False
@@ -677,8 +688,8 @@ class TransactionLayer:
         self._timers.cancel_all(client.key, _LIVE_CLIENT_LETTERS)
         client.state = next_state(client.machine, client.state, Input.TIMEOUT)
         head = tail = b""
-        if client.method == "INVITE" and client.sent is not None:
-            head, _, tail = hop_request_parts(client.sent, "ACK")
+        if client.method == "INVITE":
+            head, _, tail = hop_request_parts(client.request, "ACK")
         self._retire_client(client, Timer.D, now + TIMER_D, head, tail)
         if not self._is_current(client):
             return  # superseded by a failover: nothing to answer
@@ -772,70 +783,47 @@ def _ack_for(client: ClientTransaction, response: Message) -> bytes:
 def _ack_parts(client: ClientTransaction, response: Message) -> tuple[bytes, bytes, bytes]:
     """That ACK as the bytes before its To value, the value and the bytes after: its To is the
     response's, as the next hop sent it (the restore is for the copy going upstream)."""
-    assert client.sent is not None
-    head, _, tail = hop_request_parts(client.sent, "ACK")
+    head, _, tail = hop_request_parts(client.request, "ACK")
     to_header = response.wire.one("to")
     return head, response.raw[to_header.value_start : to_header.value_end], tail
 
 
-# ----------------------------------------------------------------- CANCEL and ACK from fields
-def hop_request(sent: SentRequest, method: str, to_value: bytes | None = None) -> bytes:
+# ----------------------------------------------------------------- CANCEL and ACK from the bytes
+def hop_request(request: bytes, method: str, to_value: bytes | None = None) -> bytes:
     """CANCEL (RFC 3261 9.1) or ACK for a non-2xx (17.1.1.3) for a request we forwarded: its
-    Request-URI, top Via (ours), Route set, From, Call-ID, To and CSeq number as sent, read from
-    the incoming message with our edits applied to those spans only (the sent bytes are never
-    parsed again)."""
-    head, sent_to, tail = hop_request_parts(sent, method)
+    Request-URI, top Via (ours), Route set, From, Call-ID, To and CSeq number as sent."""
+    head, sent_to, tail = hop_request_parts(request, method)
     return head + (sent_to if to_value is None else to_value) + tail
 
 
-def hop_request_parts(sent: SentRequest, method: str) -> tuple[bytes, bytes, bytes]:
+def hop_request_parts(request: bytes, method: str) -> tuple[bytes, bytes, bytes]:
     """`hop_request` as the bytes up to the To value, the To value as sent, and the rest: an
-    ACK for a retransmitted final is the same bytes around that response's To."""
-    wire = sent.wire
-    request_line = _edited_span(wire.raw, sent.edits, 0, wire.raw.index(b"\n") + 1)
-    uri = request_line.split(b" ", 2)[1]
-    lines = [method.encode() + b" " + uri + b" SIP/2.0\r\n", b"Via: " + sent.via + b"\r\n"]
-    for header in wire.get_all("route"):
-        value = _edited_value(wire.raw, sent.edits, header)
-        if value:
-            lines.append(b"Route: " + value + b"\r\n")
+    ACK for a retransmitted final is the same bytes around that response's To.
+
+    Read from the request as we sent it (the client transaction keeps those bytes to resend
+    them), split again only when a CANCEL or such an ACK is needed. A pending INVITE keeping
+    the incoming message's parse for this instead held some 5.6 KB of small objects per call:
+    17 MB across a silent-trunk flood's 3,000 pending calls, spread over pymalloc arenas that a
+    few long-lived objects then kept mapped after the flood (issue 7)."""
+    sent = split_message(request)
+    raw = sent.raw
+    uri = raw[: raw.index(b"\n")].split(b" ", 2)[1]
+    lines = [method.encode() + b" " + uri + b" SIP/2.0\r\n"]
+    via = sent.get("via")
+    if via is not None:  # ours, on its own line: the first value is all of it
+        value = raw[via.value_start : via.value_end]
+        lines.append(b"Via: " + value.split(b",", 1)[0].strip() + b"\r\n")
+    for header in sent.get_all("route"):
+        lines.append(b"Route: " + raw[header.value_start : header.value_end] + b"\r\n")
     lines.append(b"Max-Forwards: 70\r\n")
     for name, label in (("from", b"From"), ("call-id", b"Call-ID")):
-        found = wire.get(name)
+        found = sent.get(name)
         if found is not None:
-            lines.append(label + b": " + _edited_value(wire.raw, sent.edits, found) + b"\r\n")
-    to_header = wire.get("to")
-    to_value = b"" if to_header is None else _edited_value(wire.raw, sent.edits, to_header)
-    cseq = wire.get("cseq")
-    number = wire.raw[cseq.value_start : cseq.value_end].split()[0] if cseq else b"1"
+            lines.append(label + b": " + raw[found.value_start : found.value_end] + b"\r\n")
+    to_header = sent.get("to")
+    to_value = b"" if to_header is None else raw[to_header.value_start : to_header.value_end]
+    cseq = sent.get("cseq")
+    number = raw[cseq.value_start : cseq.value_end].split()[0] if cseq else b"1"
     lines.append(b"To: ")
     tail = b"\r\nCSeq: " + number + b" " + method.encode() + b"\r\nContent-Length: 0\r\n\r\n"
     return b"".join(lines), to_value, tail
-
-
-def _edited_span(raw: bytes, edits: tuple[Edit, ...], start: int, end: int) -> bytes:
-    """raw[start:end] with the edits inside it applied (insertions at its edges are other
-    header lines, not part of it)."""
-    inside = [
-        e
-        for e in edits
-        if start <= e.start and e.end <= end and not (e.start == e.end and e.start in (start, end))
-    ]
-    if not inside:
-        return raw[start:end]
-    pieces: list[bytes] = []
-    position = start
-    for edit in sorted(inside, key=lambda e: (e.start, e.end)):
-        pieces += [raw[position : edit.start], edit.data]
-        position = edit.end
-    pieces.append(raw[position:end])
-    return b"".join(pieces)
-
-
-def _edited_value(raw: bytes, edits: tuple[Edit, ...], header: Header) -> bytes:
-    """A header's value as sent: its whole line(s) edited, then the value after the colon; empty
-    when the edits removed the header."""
-    line = _edited_span(raw, edits, header.start, header.end)
-    if b":" not in line:
-        return b""
-    return line.split(b":", 1)[1].strip()

@@ -58,3 +58,17 @@ def test_the_second_pass_also_comes_after_the_settle_time_under_steady_traffic()
     assert trimmer.tick(300) is True and trimmer.trims == 2
     now[0] = 100.0
     assert trimmer.tick(300) is False  # until the next flood
+
+
+def test_each_pass_first_has_the_core_give_back_its_tables_capacity() -> None:
+    """Issue 7: the core's tables keep their peak capacity until told to shrink."""
+    order: list[str] = []
+
+    def trim() -> int:
+        order.append("trim")
+        return 1
+
+    trimmer = MemoryTrimmer(flood=100, trim=trim, shrink=lambda: order.append("shrink"))
+    trimmer.tick(500)
+    assert trimmer.tick(0) is True
+    assert order == ["shrink", "trim"]

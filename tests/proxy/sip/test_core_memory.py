@@ -8,10 +8,13 @@ timers must be empty once the calls are over (issue 7: memory back after a flood
 from __future__ import annotations
 
 import gc
+import sys
+import tracemalloc
 from collections.abc import Iterator
 
 import pytest
 
+from proxy.sip.core import ProxyCore
 from proxy.sip.dialogs import DialogMemory
 from proxy.sip.identity import DialogIdentity
 from proxy.sip.parse import parse_message
@@ -36,6 +39,7 @@ from tests.proxy.sip.support import (
 )
 
 CALLS = 2000
+PENDING = 500
 
 
 def _from_pbx(method: str, n: int, ok: bytes, cseq: int) -> bytes:
@@ -212,3 +216,69 @@ def test_a_call_that_never_got_a_2xx_is_not_remembered() -> None:
     assert clocked.core.dialog_count == 1
     clocked.receive(invite(branch="z9hG4bK-inv-4", call_id="next@pbx"), PBX_SOURCE)
     assert clocked.core.dialog_count == 2  # the answered call and the new one
+
+
+def _capacity(core: ProxyCore) -> dict[str, int]:
+    """Bytes held by the core's long-lived tables, whatever they contain."""
+    layer = core._transactions
+    tables = {
+        "servers": layer._servers, "clients": layer._clients,
+        "retired servers": layer._retired_servers, "retired clients": layer._retired_clients,
+        "timers": layer._timers._armed, "timer heap": layer._timers._heap,
+        "dialogs": core._dialogs._entries,
+    }  # fmt: skip
+    return {name: sys.getsizeof(table) for name, table in tables.items()}
+
+
+def test_the_tables_give_back_a_floods_capacity_when_shrunk() -> None:
+    """Issue 7: a dict never shrinks when its items go, so a flood of pending calls left its
+    peak tables (about 1.4 MB after 6,000 transactions) once every call had ended. The memory
+    trim's `shrink()` returns them to the size of a quiet proxy, in place, keeping live ones."""
+    clocked = Clocked(make_core())
+    unanswered_call(clocked, -1)
+    clocked.advance(clocked.now + 200.0)
+    quiet = _capacity(clocked.core)
+    for n in range(CALLS):
+        unanswered_call(clocked, n)
+        clocked.advance(clocked.now + 0.0005)
+    clocked.advance(clocked.now + 200.0)
+    assert clocked.core.transaction_count == 0
+    grown = _capacity(clocked.core)
+    assert all(grown[name] > 4 * quiet[name] for name in grown if name != "timer heap"), grown
+    live = invite(branch="z9hG4bK-live", call_id="live@pbx")
+    clocked.receive(live, PBX_SOURCE)  # one call in progress across the shrink
+    servers = dict(clocked.core._transactions._servers)
+    tables = (clocked.core._transactions._servers, clocked.core._dialogs._entries)
+    clocked.core.shrink()
+    shrunk = _capacity(clocked.core)
+    assert all(size <= 2 * quiet[name] for name, size in shrunk.items()), (shrunk, quiet)
+    layer = clocked.core._transactions  # the same (frozen at start-up) objects, in place
+    assert tables[0] is layer._servers and tables[1] is clocked.core._dialogs._entries
+    assert clocked.core._transactions._servers == servers and clocked.core.dialog_count == 1
+    clocked.advance(clocked.now + 200.0)  # the live call still times out with our 408
+    assert any(o.data.startswith(b"SIP/2.0 408") for _, o in clocked.fired)
+
+
+def test_a_pending_call_toward_a_silent_trunk_is_a_few_small_objects() -> None:
+    """Issue 7: a pending INVITE kept the parse of the incoming message for a later CANCEL or
+    ACK (33 tracked objects and 9.3 KB per call, measured): over a silent-trunk flood's 3,000
+    pending calls, 17 MB of small objects spread over pymalloc arenas that a few long-lived
+    objects then kept mapped. It keeps the bytes it sent instead (about 6 and 3.6 KB)."""
+    clocked = Clocked(make_core())
+    unanswered_call(clocked, -1)  # first-use allocations out of the count
+    clocked.core.events_to_handle()
+    gc.collect()
+    tracked = len(gc.get_objects())
+    tracemalloc.start()
+    try:
+        traced = tracemalloc.get_traced_memory()[0]
+        for n in range(PENDING):
+            unanswered_call(clocked, n)
+            clocked.core.events_to_handle()
+        gc.collect()
+        per_call = (tracemalloc.get_traced_memory()[0] - traced) / PENDING
+    finally:
+        tracemalloc.stop()
+    assert clocked.core.pending_transaction_count == PENDING + 1
+    assert (len(gc.get_objects()) - tracked) / PENDING < 12
+    assert per_call < 6000, per_call
