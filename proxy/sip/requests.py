@@ -6,7 +6,6 @@ Our Record-Route carries the signed dialog identity in its `cid` parameter (see 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from proxy.sip.addresses import Source, Target, normalise_host
 from proxy.sip.edits import (
@@ -25,6 +24,7 @@ from proxy.sip.our_address import OurAddress
 from proxy.sip.parse import Message
 from proxy.sip.policy import ProxyConfig
 from proxy.sip.transactions import Restore
+from proxy.sip.values import FrozenValue
 
 IDENTITY_PARAM = "cid"
 TRUNK_PARAM = "tr"
@@ -176,13 +176,25 @@ def _comma_values(value: str) -> list[tuple[int, int]]:
     return split_comma_values(value)
 
 
-@dataclass(frozen=True, slots=True)
-class OurRoute:
+class OurRoute(FrozenValue):
     """What our Route entries said: the edits removing them, the dialog's identity, its trunk."""
+
+    __match_args__ = ("edits", "identity", "trunk_index")
+    __slots__ = __match_args__
 
     edits: list[Edit]
     identity: DialogIdentity | None
     trunk_index: int
+
+    def __init__(
+        self,
+        edits: list[Edit],
+        identity: DialogIdentity | None,
+        trunk_index: int,
+    ) -> None:
+        object.__setattr__(self, "edits", edits)
+        object.__setattr__(self, "identity", identity)
+        object.__setattr__(self, "trunk_index", trunk_index)
 
 
 def pop_our_routes(msg: Message, config: ProxyConfig) -> OurRoute:
