@@ -279,7 +279,7 @@ class ServerTransaction:
     def __repr__(self) -> str:
         return (
             f"ServerTransaction(key={self.key!r}, method={self.method!r}, "
-            f"state={self.state}, source={self.source!r})"
+            f"state={self.state!r}, source={self.source!r})"
         )
 
     @property
@@ -341,7 +341,7 @@ class ClientTransaction:
     def __repr__(self) -> str:
         return (
             f"ClientTransaction(branch={self.branch!r}, method={self.method!r}, "
-            f"state={self.state}, target={self.target!r})"
+            f"state={self.state!r}, target={self.target!r})"
         )
 
     @property
