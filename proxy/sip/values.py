@@ -41,6 +41,11 @@ class FrozenValue:
     def __hash__(self) -> int:
         return hash(self._values())
 
+    def __reduce__(self) -> tuple[type[FrozenValue], tuple[object, ...]]:
+        """copy, deepcopy and pickle rebuild the value with its `__init__` (a slotted class's
+        default would set the fields one by one, which `__setattr__` refuses)."""
+        return (type(self), tuple([getattr(self, name) for name in self.__match_args__]))
+
     def __repr__(self) -> str:
         fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__match_args__)
         return f"{type(self).__qualname__}({fields})"

@@ -5,7 +5,10 @@ field equality and hash, immutability, a repr naming every field, `__match_args_
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import pickle
+from collections.abc import Callable
 from types import MappingProxyType
 
 import pytest
@@ -137,6 +140,30 @@ def test_frozen_and_slotted(
         value.unknown = 1
     assert getattr(value, changed) == kwargs[changed]
     assert not hasattr(value, "__dict__")
+
+
+def _pickled(value: object) -> object:
+    return pickle.loads(pickle.dumps(value))
+
+
+@pytest.mark.parametrize("how", [copy.copy, copy.deepcopy, _pickled])
+@pytest.mark.parametrize(("cls", "kwargs", "changed", "other"), EXAMPLES, ids=IDS)
+def test_copies_and_pickles_are_equal_values(
+    cls: type[FrozenValue],
+    kwargs: dict[str, object],
+    changed: str,
+    other: object,
+    how: Callable[[object], object],
+) -> None:
+    """Wherever the fields themselves copy (a mappingproxy does not), so does the value."""
+    fields = tuple(kwargs.values())
+    try:
+        how(fields)
+    except TypeError:
+        pytest.skip("a field of this example does not copy, as with a dataclass")
+    value = cls(**kwargs)
+    copied = how(value)
+    assert copied == value and type(copied) is cls
 
 
 def test_defaults_are_the_dataclass_defaults() -> None:
