@@ -86,7 +86,7 @@ def rewrite_caller_id(
     for header in wire.get_all("p-asserted-identity") + wire.get_all("p-preferred-identity"):
         edits.append(remove_header(header))
     pai_line = b"P-Asserted-Identity: " + identity + b"\r\n"
-    edits.append(Edit(from_header.end, from_header.end, pai_line))
+    edits.append(replace_span(from_header.end, from_header.end, pai_line))
     edits.extend(_privacy_edits(msg, shown.privacy, from_header.end))
     if shown.privacy:
         # Remote-Party-ID would show the number PAI and Privacy: id are there to hide.
@@ -118,7 +118,7 @@ def _privacy_edits(msg: Message, withheld: bool, at: int) -> list[Edit]:
         if withheld or "id" in _privacy_values(header.value):
             edits.append(remove_header(header))
     if withheld:
-        edits.append(Edit(at, at, b"Privacy: id\r\n"))
+        edits.append(replace_span(at, at, b"Privacy: id\r\n"))
     return edits
 
 
