@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from proxy.sip.edits import Edit, remove_header, replace_span, replace_value
@@ -19,6 +18,7 @@ from proxy.sip.grammar import parse_name_addr, parse_sip_uri, split_comma_values
 from proxy.sip.identity import DialogIdentity
 from proxy.sip.parse import Message
 from proxy.sip.policy import CallerIdDecision, TrunkIdentity
+from proxy.sip.values import FrozenValue
 
 # RFC 3323 4.1.1.3: the From of an anonymous request; ".invalid" (RFC 2606) never resolves.
 ANONYMOUS_FROM = b'"Anonymous" <sip:anonymous@anonymous.invalid>'
@@ -27,17 +27,33 @@ _QUOTED_PAIR = re.compile(r"\\(.)")
 _NO_TRUNKS: Mapping[int, TrunkIdentity] = MappingProxyType({})
 
 
-@dataclass(frozen=True, slots=True)
-class ShownIdentity:
+class ShownIdentity(FrozenValue):
+    __match_args__ = ("number", "name", "privacy", "trunks", "other_trunks")
+    __slots__ = __match_args__
+
     number: str  # E.164, validated by the rules engine (no CR/LF/<>";)
     name: str | None
-    privacy: bool = False
-    trunks: Mapping[int, TrunkIdentity] = field(default_factory=lambda: _NO_TRUNKS)
-    other_trunks: TrunkIdentity | None = None
+    privacy: bool
+    trunks: Mapping[int, TrunkIdentity]
+    other_trunks: TrunkIdentity | None
+
+    def __init__(
+        self,
+        number: str,
+        name: str | None,
+        privacy: bool = False,
+        trunks: Mapping[int, TrunkIdentity] = _NO_TRUNKS,
+        other_trunks: TrunkIdentity | None = None,
+    ) -> None:
+        object.__setattr__(self, "number", number)
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "privacy", privacy)
+        object.__setattr__(self, "trunks", trunks)
+        object.__setattr__(self, "other_trunks", other_trunks)
 
     @classmethod
     def from_decision(cls, decision: CallerIdDecision) -> ShownIdentity:
-        return cls(
+        return ShownIdentity(  # by name: a direct native call under mypyc
             decision.number,
             decision.name,
             decision.privacy,
@@ -70,7 +86,7 @@ def rewrite_caller_id(
     for header in wire.get_all("p-asserted-identity") + wire.get_all("p-preferred-identity"):
         edits.append(remove_header(header))
     pai_line = b"P-Asserted-Identity: " + identity + b"\r\n"
-    edits.append(Edit(from_header.end, from_header.end, pai_line))
+    edits.append(replace_span(from_header.end, from_header.end, pai_line))
     edits.extend(_privacy_edits(msg, shown.privacy, from_header.end))
     if shown.privacy:
         # Remote-Party-ID would show the number PAI and Privacy: id are there to hide.
@@ -102,7 +118,7 @@ def _privacy_edits(msg: Message, withheld: bool, at: int) -> list[Edit]:
         if withheld or "id" in _privacy_values(header.value):
             edits.append(remove_header(header))
     if withheld:
-        edits.append(Edit(at, at, b"Privacy: id\r\n"))
+        edits.append(replace_span(at, at, b"Privacy: id\r\n"))
     return edits
 
 

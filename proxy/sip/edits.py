@@ -22,6 +22,7 @@ class Edit(NamedTuple):
     data: bytes
 
 
+_new = tuple.__new__  # a NamedTuple's own __new__ is a Python function (a lambda): skip it
 _SPAN = itemgetter(0, 1)  # (start, end): a stable sort keeps inserts at one offset in order
 
 
@@ -43,41 +44,43 @@ def apply_edits(raw: bytes, edits: Iterable[Edit], stop: int | None = None) -> b
 
 
 def remove_header(header: Header) -> Edit:
-    return Edit(header.start, header.end, b"")
+    return _new(Edit, (header.start, header.end, b""))
 
 
 def replace_value(header: Header, value: bytes) -> Edit:
-    return Edit(header.value_start, header.value_end, value)
+    return _new(Edit, (header.value_start, header.value_end, value))
 
 
 def replace_span(start: int, end: int, value: bytes) -> Edit:
-    return Edit(start, end, value)
+    """Any span (an insert when start == end); `Edit(...)` itself, made without the
+    NamedTuple's Python-level constructor."""
+    return _new(Edit, (start, end, value))
 
 
 def insert_header_before(header: Header, name: str, value: bytes) -> Edit:
-    return Edit(header.start, header.start, name.encode() + b": " + value + b"\r\n")
+    return _new(Edit, (header.start, header.start, name.encode() + b": " + value + b"\r\n"))
 
 
 def insert_line_before(header: Header, line: bytes) -> Edit:
     """A whole header line (name, value and CRLF, built by the caller) before `header`."""
-    return Edit(header.start, header.start, line)
+    return _new(Edit, (header.start, header.start, line))
 
 
 def insert_first_header(wire: SipMessage, name: str, value: bytes) -> Edit:
     """A header right after the start line (a new Via or Record-Route goes on top)."""
     first = wire.first_header_start
-    return Edit(first, first, name.encode() + b": " + value + b"\r\n")
+    return _new(Edit, (first, first, name.encode() + b": " + value + b"\r\n"))
 
 
 def insert_first_line(wire: SipMessage, line: bytes) -> Edit:
     """A whole header line (name, value and CRLF, built by the caller) after the start line."""
     first = wire.first_header_start
-    return Edit(first, first, line)
+    return _new(Edit, (first, first, line))
 
 
 def append_header(wire: SipMessage, name: str, value: bytes) -> Edit:
     end = wire.headers_end
-    return Edit(end, end, name.encode() + b": " + value + b"\r\n")
+    return _new(Edit, (end, end, name.encode() + b": " + value + b"\r\n"))
 
 
 def remove_via_value(wire: SipMessage, vias: list[Via], via: Via) -> Edit:
@@ -88,5 +91,5 @@ def remove_via_value(wire: SipMessage, vias: list[Via], via: Via) -> Edit:
         return remove_header(header)
     position = siblings.index(via)
     if position + 1 < len(siblings):
-        return Edit(via.start, siblings[position + 1].start, b"")
-    return Edit(siblings[position - 1].end, via.end, b"")
+        return _new(Edit, (via.start, siblings[position + 1].start, b""))
+    return _new(Edit, (siblings[position - 1].end, via.end, b""))

@@ -8,7 +8,8 @@ the connection must then be closed, because the rest of the stream can no longer
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+
+from proxy.sip.values import FrozenValue
 
 DEFAULT_MAX_MESSAGE = 64 * 1024
 
@@ -17,12 +18,25 @@ _HEADER_END = re.compile(rb"\r?\n\r?\n")
 _CONTENT_LENGTH = re.compile(rb"\n(?:content-length|l)[ \t]*:[ \t]*([^\r\n]*)")
 
 
-@dataclass(frozen=True, slots=True)
-class Frame:
+class Frame(FrozenValue):
+    __match_args__ = ("data", "fatal", "reason", "status")
+    __slots__ = __match_args__
     data: bytes
-    fatal: bool = False  # framing failed: answer it if possible, then close the connection
-    reason: str = ""
-    status: int = 400  # what to answer: 400, or 513 Message Too Large over the size cap
+    fatal: bool  # framing failed: answer it if possible, then close the connection
+    reason: str
+    status: int  # what to answer: 400, or 513 Message Too Large over the size cap
+
+    def __init__(
+        self,
+        data: bytes,
+        fatal: bool = False,
+        reason: str = "",
+        status: int = 400,
+    ) -> None:
+        object.__setattr__(self, "data", data)
+        object.__setattr__(self, "fatal", fatal)
+        object.__setattr__(self, "reason", reason)
+        object.__setattr__(self, "status", status)
 
 
 class StreamFramer:

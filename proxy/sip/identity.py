@@ -18,9 +18,9 @@ from __future__ import annotations
 import binascii
 import hashlib
 import hmac
-from dataclasses import dataclass
 
 from proxy.sip.errors import BadRequest
+from proxy.sip.values import FrozenValue
 
 _SEPARATOR = b"\x00"
 _IV_BYTES = 18  # 144 bits; base64url: 24 characters
@@ -34,10 +34,16 @@ _PADDING = (b"", b"", b"==", b"=")  # by length % 4 (1 cannot be canonical base6
 _CANONICAL_LAST = {2: "AQgw", 3: "AEIMQUYcgkosw048"}
 
 
-@dataclass(frozen=True, slots=True)
-class DialogIdentity:
+class DialogIdentity(FrozenValue):
+    __match_args__ = ("original_from", "rewritten_from")
+    __slots__ = __match_args__
+
     original_from: bytes  # the From value the PBX sent (display name, URI, tag, params)
     rewritten_from: bytes  # the From value the trunk saw
+
+    def __init__(self, original_from: bytes, rewritten_from: bytes) -> None:
+        object.__setattr__(self, "original_from", original_from)
+        object.__setattr__(self, "rewritten_from", rewritten_from)
 
 
 def _b64(data: bytes) -> str:

@@ -11,46 +11,88 @@ from typing import Protocol
 from proxy.sip.addresses import Target
 from proxy.sip.identity import IdentitySeal
 from proxy.sip.our_address import OurAddress
+from proxy.sip.values import FrozenValue
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 PBX_SIDE, TRUNK_SIDE = "pbx", "trunk"
 
 
-@dataclass(frozen=True, slots=True)
-class TrunkIdentity:
+class TrunkIdentity(FrozenValue):
     """How one trunk wants the shown number written (issue 9 item 4)."""
+
+    __match_args__ = ("user", "host", "keep_pbx_host")
+    __slots__ = __match_args__
 
     user: str
     """The user part of From/P-Asserted-Identity: +442071234567, 442071234567, 02071234567..."""
-    host: str | None = None
+    host: str | None
     """A fixed domain (the provider's realm); None: the trunk's host or, with keep_pbx_host,
     the host of the PBX's From URI."""
-    keep_pbx_host: bool = False
+    keep_pbx_host: bool
+
+    def __init__(self, user: str, host: str | None = None, keep_pbx_host: bool = False) -> None:
+        object.__setattr__(self, "user", user)
+        object.__setattr__(self, "host", host)
+        object.__setattr__(self, "keep_pbx_host", keep_pbx_host)
 
 
-@dataclass(frozen=True, slots=True)
-class CallerIdDecision:
+_NO_TRUNKS: Mapping[int, TrunkIdentity] = MappingProxyType({})
+
+
+class CallerIdDecision(FrozenValue):
+    __match_args__ = (
+        "number",
+        "name",
+        "reason",
+        "rules_version",
+        "step",
+        "privacy",
+        "user",
+        "trunks",
+        "other_trunks",
+    )
+    __slots__ = __match_args__
+
     number: str
     """E.164. For a withheld call (`privacy`), the number P-Asserted-Identity carries."""
     name: str | None
     reason: str
     rules_version: str
-    step: str = ""
-    privacy: bool = False
+    step: str
+    privacy: bool
     """Withhold the caller ID: anonymous From, Privacy: id (RFC 3323), the number in PAI."""
-    user: str = ""
+    user: str
     """The calling user the rules decided for (read from where user_source says)."""
-    trunks: Mapping[int, TrunkIdentity] = field(default_factory=lambda: _NO_TRUNKS)
+    trunks: Mapping[int, TrunkIdentity]
     """Per trunk index (0 = the first trunk); a trunk not in it gets `other_trunks`."""
-    other_trunks: TrunkIdentity | None = None
+    other_trunks: TrunkIdentity | None
     """None: the E.164 number at the trunk's host."""
+
+    def __init__(
+        self,
+        number: str,
+        name: str | None,
+        reason: str,
+        rules_version: str,
+        step: str = "",
+        privacy: bool = False,
+        user: str = "",
+        trunks: Mapping[int, TrunkIdentity] = _NO_TRUNKS,
+        other_trunks: TrunkIdentity | None = None,
+    ) -> None:
+        object.__setattr__(self, "number", number)
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "reason", reason)
+        object.__setattr__(self, "rules_version", rules_version)
+        object.__setattr__(self, "step", step)
+        object.__setattr__(self, "privacy", privacy)
+        object.__setattr__(self, "user", user)
+        object.__setattr__(self, "trunks", trunks)
+        object.__setattr__(self, "other_trunks", other_trunks)
 
     def for_trunk(self, index: int) -> TrunkIdentity:
         identity = self.trunks.get(index, self.other_trunks)
         return identity if identity is not None else TrunkIdentity(self.number)
-
-
-_NO_TRUNKS: Mapping[int, TrunkIdentity] = MappingProxyType({})
 
 
 class CallFacts(Protocol):

@@ -6,7 +6,6 @@ Our Record-Route carries the signed dialog identity in its `cid` parameter (see 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from proxy.sip.addresses import Source, Target, normalise_host
 from proxy.sip.edits import (
@@ -15,6 +14,7 @@ from proxy.sip.edits import (
     insert_first_line,
     insert_line_before,
     remove_header,
+    replace_span,
     replace_value,
 )
 from proxy.sip.errors import BadRequest, SipError
@@ -25,6 +25,7 @@ from proxy.sip.our_address import OurAddress
 from proxy.sip.parse import Message
 from proxy.sip.policy import ProxyConfig
 from proxy.sip.transactions import Restore
+from proxy.sip.values import FrozenValue
 
 IDENTITY_PARAM = "cid"
 TRUNK_PARAM = "tr"
@@ -32,6 +33,7 @@ _USERLESS_SIP_URI = re.compile(
     r"(sips?):(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-.]+)(?::([0-9]{1,5}))?", re.IGNORECASE
 )
 _VALUELESS_RPORT = re.compile(r";[ \t]*rport(?=[ \t]*(?:;|$))", re.IGNORECASE)
+_new = tuple.__new__  # a NamedTuple's own __new__ is a Python function (a lambda): skip it
 
 
 def uri_user(uri: str) -> str:
@@ -76,12 +78,13 @@ def via_edits(msg: Message, source: Source, ours: OurAddress, branch: str) -> li
         rport = _VALUELESS_RPORT.search(header.value, top.start - base, top.params_end - base)
         if rport is not None:
             at, end = base + rport.start(), base + rport.end()
-            edits.append(Edit(at, end, b";rport=%d" % source.port))
+            edits.append(replace_span(at, end, b";rport=%d" % source.port))
     if "received" not in top.params and (
         rport is not None
         or (top.host != source.host and normalise_host(top.host) != normalise_host(source.host))
     ):
-        edits.append(Edit(top.params_end, top.params_end, f";received={source.host}".encode()))
+        received = f";received={source.host}".encode()
+        edits.append(replace_span(top.params_end, top.params_end, received))
     return edits
 
 
@@ -111,7 +114,7 @@ def _parse_route_uri(text: str) -> SipUri:
     if port is not None and not 0 < port < 65536:
         return parse_sip_uri(text)  # refused there
     found = _uri_params(params) if semicolon else {}
-    return SipUri(match[1].lower(), None, match[2].lower(), port, found, False)
+    return _new(SipUri, (match[1].lower(), None, match[2].lower(), port, found, False))
 
 
 def _uri_params(text: str) -> dict[str, str | None]:
@@ -166,7 +169,7 @@ def record_route_edits(
         return [insert_line_before(existing, line) for line in lines]
     # Not between two Via rows: some parsers only look at the first contiguous block.
     after_vias = msg.wire.header_at(msg.vias[-1].header_index).end
-    return [Edit(after_vias, after_vias, line) for line in lines]
+    return [replace_span(after_vias, after_vias, line) for line in lines]
 
 
 def _comma_values(value: str) -> list[tuple[int, int]]:
@@ -176,13 +179,25 @@ def _comma_values(value: str) -> list[tuple[int, int]]:
     return split_comma_values(value)
 
 
-@dataclass(frozen=True, slots=True)
-class OurRoute:
+class OurRoute(FrozenValue):
     """What our Route entries said: the edits removing them, the dialog's identity, its trunk."""
+
+    __match_args__ = ("edits", "identity", "trunk_index")
+    __slots__ = __match_args__
 
     edits: list[Edit]
     identity: DialogIdentity | None
     trunk_index: int
+
+    def __init__(
+        self,
+        edits: list[Edit],
+        identity: DialogIdentity | None,
+        trunk_index: int,
+    ) -> None:
+        object.__setattr__(self, "edits", edits)
+        object.__setattr__(self, "identity", identity)
+        object.__setattr__(self, "trunk_index", trunk_index)
 
 
 def pop_our_routes(msg: Message, config: ProxyConfig) -> OurRoute:
@@ -206,7 +221,7 @@ def pop_our_routes(msg: Message, config: ProxyConfig) -> OurRoute:
             continue
         if mine:
             cut_end = header.value_start + spans[mine][0]
-            edits.append(Edit(header.value_start, cut_end, b""))
+            edits.append(replace_span(header.value_start, cut_end, b""))
         break
     return OurRoute(edits, identity, trunk_index)
 
@@ -253,7 +268,7 @@ def undo_strict_routing(
     target = parse_name_addr(header.value[start:end], header.value_start + start)
     uri_start = len(msg.wire.method or "") + 1
     edits = [
-        Edit(uri_start, uri_start + len(msg.wire.uri), target.uri.encode("latin-1")),
+        replace_span(uri_start, uri_start + len(msg.wire.uri), target.uri.encode("latin-1")),
         _remove_list_value(header, spans, index),
     ]
     identity = _identity_in(request_uri.params, msg.call_id, config)
@@ -265,8 +280,8 @@ def _remove_list_value(header: Header, spans: list[tuple[int, int]], index: int)
         return remove_header(header)
     base = header.value_start
     if index == 0:
-        return Edit(base + spans[0][0], base + spans[1][0], b"")
-    return Edit(base + spans[index - 1][1], base + spans[index][1], b"")
+        return replace_span(base + spans[0][0], base + spans[1][0], b"")
+    return replace_span(base + spans[index - 1][1], base + spans[index][1], b"")
 
 
 def restore_from_record_route(msg: Message, config: ProxyConfig) -> Restore | None:

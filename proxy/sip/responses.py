@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
 
 from proxy.sip.message import SipMessage
+from proxy.sip.values import FrozenValue
 
 SERVER_NAME = b"callerid-proxy"
 OWN_TO_TAG_PREFIX = "cp"
@@ -32,18 +32,34 @@ def _copied_lines(wire: SipMessage, names: tuple[str, ...]) -> bytes:
     return b"".join(lines)
 
 
-@dataclass(frozen=True, slots=True)
-class ResponseBase:
+class ResponseBase(FrozenValue):
     """What a response of ours copies from a request (RFC 3261 8.2.6.2), kept as bytes: a
     pending server transaction holds this instead of the parsed request once nothing more has
     to be built from it (a few hundred bytes instead of the request's parse). Our To tag is
     worked out only when a final response is rendered (most calls never get one of ours)."""
+
+    __match_args__ = ("via_from", "to_value", "has_to", "call_id_cseq", "tag_seed")
+    __slots__ = __match_args__
 
     via_from: bytes  # the Via lines, then From, as the request had them
     to_value: bytes  # the To header's value, b"" when the request had none
     has_to: bool
     call_id_cseq: bytes
     tag_seed: tuple[bytes, bytes] | None  # (Call-ID, From) values when To has no tag
+
+    def __init__(
+        self,
+        via_from: bytes,
+        to_value: bytes,
+        has_to: bool,
+        call_id_cseq: bytes,
+        tag_seed: tuple[bytes, bytes] | None,
+    ) -> None:
+        object.__setattr__(self, "via_from", via_from)
+        object.__setattr__(self, "to_value", to_value)
+        object.__setattr__(self, "has_to", has_to)
+        object.__setattr__(self, "call_id_cseq", call_id_cseq)
+        object.__setattr__(self, "tag_seed", tag_seed)
 
     @classmethod
     def of(cls, wire: SipMessage) -> ResponseBase:
@@ -52,7 +68,7 @@ class ResponseBase:
         seed = None
         if header is not None and b"tag=" not in value.lower():
             seed = (_value(wire, "call-id"), _value(wire, "from"))
-        return cls(
+        return ResponseBase(  # by name: a direct native call under mypyc
             _copied_lines(wire, ("via", "from")),
             value,
             header is not None,

@@ -8,7 +8,6 @@ by key (no object points back at another), so an ended call is freed by referenc
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
 from enum import Enum
 
 from proxy.sip.addresses import Source, Target
@@ -18,6 +17,7 @@ from proxy.sip.grammar import MAGIC_COOKIE
 from proxy.sip.message import SipMessage
 from proxy.sip.parse import Message
 from proxy.sip.responses import ResponseBase
+from proxy.sip.values import FrozenValue
 
 OUR_BRANCH_PREFIX = MAGIC_COOKIE + "cp"
 
@@ -137,18 +137,26 @@ def outgoing_branch(key: ServerKey, direction: str) -> str:
     return OUR_BRANCH_PREFIX + digest.hexdigest()
 
 
-@dataclass(frozen=True, slots=True)
-class Restore:
+class Restore(FrozenValue):
     """How a response relayed upstream gets the sender's identity back: header and value."""
+
+    __match_args__ = ("header", "value")
+    __slots__ = __match_args__
 
     header: str  # "from" or "to"
     value: bytes
 
+    def __init__(self, header: str, value: bytes) -> None:
+        object.__setattr__(self, "header", header)
+        object.__setattr__(self, "value", value)
 
-@dataclass(frozen=True, slots=True)
-class ForwardPlan:
+
+class ForwardPlan(FrozenValue):
     """What the core needs to build the request again for another next hop (failover): plain
     inputs, no closure. The request and its source are the server transaction's."""
+
+    __match_args__ = ("side", "shown", "extra_edits", "restore", "in_dialog", "inbound_trunk")
+    __slots__ = __match_args__
 
     side: str  # the side the request came from
     shown: ShownIdentity | None  # the caller ID decided for the call, if any
@@ -157,50 +165,122 @@ class ForwardPlan:
     in_dialog: bool
     inbound_trunk: int  # the trunk a request from the trunk side came from
 
+    def __init__(
+        self,
+        side: str,
+        shown: ShownIdentity | None,
+        extra_edits: tuple[Edit, ...],
+        restore: Restore | None,
+        in_dialog: bool,
+        inbound_trunk: int,
+    ) -> None:
+        object.__setattr__(self, "side", side)
+        object.__setattr__(self, "shown", shown)
+        object.__setattr__(self, "extra_edits", extra_edits)
+        object.__setattr__(self, "restore", restore)
+        object.__setattr__(self, "in_dialog", in_dialog)
+        object.__setattr__(self, "inbound_trunk", inbound_trunk)
 
-@dataclass(frozen=True, slots=True)
-class SentRequest:
+
+class SentRequest(FrozenValue):
     """Enough of a forwarded request to build its CANCEL or ACK later (RFC 3261 9.1, 17.1.1.3)
     without parsing the bytes we built: the incoming message, the edits made to it and our
     Via. Only looked at when a CANCEL or a non-2xx ACK is actually needed."""
+
+    __match_args__ = ("wire", "edits", "via")
+    __slots__ = __match_args__
 
     wire: SipMessage
     edits: tuple[Edit, ...]
     via: bytes
 
+    def __init__(self, wire: SipMessage, edits: tuple[Edit, ...], via: bytes) -> None:
+        object.__setattr__(self, "wire", wire)
+        object.__setattr__(self, "edits", edits)
+        object.__setattr__(self, "via", via)
 
-@dataclass(slots=True)
+
 class ServerTransaction:
-    key: ServerKey
-    method: str
-    source: Source
-    # The parsed request, while the proxy may still have to answer it or build it again for
-    # another trunk; released with the plan once a final went upstream (what a transaction holds
-    # for Timers H/I/J/L is then a few values: cheap for memory and the garbage collector).
-    request: Message | None
-    started: float  # the `now` the request came in at (latency events)
-    # What our own final answer copies from the request, once the request itself is released
-    # (no other trunk left to build it for): the pending call then holds bytes, not a parse.
-    answer_base: ResponseBase | None = None
-    # The same, made once for the 100 Trying of an INVITE (RFC 3261 17.2.1) and reused then.
-    trying_base: ResponseBase | None = None
-    # The dialog memory's key (Call-ID, PBX tag) of an outbound INVITE, until its final answer:
-    # a call that never got a 2xx is forgotten then (issue 7: no memory for failed calls).
-    dialog: tuple[str, str] | None = None
-    state: State = State.TRYING
-    last_response: bytes | None = None
-    client_key: ClientKey | None = None
-    retransmit_interval: float = 0.0
-    cancelled: bool = False
-    responded: bool = False  # a response went upstream already (first-response latency)
-    # Failover: the next hops still to try, and the inputs to build the request for them.
-    plan: ForwardPlan | None = None
-    alternatives: list[Target] = field(default_factory=list)
-    attempt: int = 0
-    reply_to: Target = field(init=False)  # where responses go (made once: RFC 3261 18.2.2)
+    """A server transaction's record. A plain class with its own `__init__` (not a dataclass,
+    whose generated `__init__` mypyc cannot compile): one is made per request. Compared by
+    identity; the keyword arguments are the dataclass's fields, as before."""
 
-    def __post_init__(self) -> None:
-        self.reply_to = self.source.reply_target()
+    __slots__ = (
+        "alternatives",
+        "answer_base",
+        "attempt",
+        "cancelled",
+        "client_key",
+        "dialog",
+        "key",
+        "last_response",
+        "method",
+        "plan",
+        "reply_to",
+        "request",
+        "responded",
+        "retransmit_interval",
+        "source",
+        "started",
+        "state",
+        "trying_base",
+    )
+
+    def __init__(
+        self,
+        key: ServerKey,
+        method: str,
+        source: Source,
+        request: Message | None,
+        started: float,
+        answer_base: ResponseBase | None = None,
+        trying_base: ResponseBase | None = None,
+        dialog: tuple[str, str] | None = None,
+        state: State = State.TRYING,
+        last_response: bytes | None = None,
+        client_key: ClientKey | None = None,
+        retransmit_interval: float = 0.0,
+        cancelled: bool = False,
+        responded: bool = False,
+        plan: ForwardPlan | None = None,
+        alternatives: list[Target] | None = None,
+        attempt: int = 0,
+    ) -> None:
+        self.key = key
+        self.method = method
+        self.source = source
+        # The parsed request, while the proxy may still have to answer it or build it again
+        # for another trunk; released with the plan once a final went upstream (what a
+        # transaction holds for Timers H/I/J/L is then a few values: cheap for memory and the
+        # garbage collector).
+        self.request = request
+        self.started = started  # the `now` the request came in at (latency events)
+        # What our own final answer copies from the request, once the request itself is
+        # released (no other trunk left to build it for): the pending call then holds bytes.
+        self.answer_base = answer_base
+        # The same, made once for the 100 Trying of an INVITE (RFC 3261 17.2.1), reused then.
+        self.trying_base = trying_base
+        # The dialog memory's key (Call-ID, PBX tag) of an outbound INVITE, until its final
+        # answer: a call that never got a 2xx is forgotten then (issue 7: no memory for failed
+        # calls).
+        self.dialog = dialog
+        self.state = state
+        self.last_response = last_response
+        self.client_key = client_key
+        self.retransmit_interval = retransmit_interval
+        self.cancelled = cancelled
+        self.responded = responded  # a response went upstream already (first-response latency)
+        # Failover: the next hops still to try, and the inputs to build the request for them.
+        self.plan = plan
+        self.alternatives: list[Target] = [] if alternatives is None else alternatives
+        self.attempt = attempt
+        self.reply_to = source.reply_target()  # where responses go (made once: RFC 3261 18.2.2)
+
+    def __repr__(self) -> str:
+        return (
+            f"ServerTransaction(key={self.key!r}, method={self.method!r}, "
+            f"state={self.state!r}, source={self.source!r})"
+        )
 
     @property
     def final_sent(self) -> bool:
@@ -211,25 +291,58 @@ class ServerTransaction:
         return INVITE_SERVER if self.method == "INVITE" else NON_INVITE_SERVER
 
 
-@dataclass(slots=True)
 class ClientTransaction:
-    branch: str
-    method: str
-    target: Target
-    request: bytes
-    server_key: ServerKey | None
-    restore: Restore | None = None
-    sent: SentRequest | None = None
-    probe: int | None = None  # an OPTIONS keepalive to this trunk index (no server transaction)
-    state: State = State.TRYING
-    cancel_pending: bool = False
-    retransmit_interval: float = 0.0
-    key: ClientKey = field(init=False)  # (branch, method): made once, looked up per response
+    """A client transaction's record; a plain class like ServerTransaction (one per hop)."""
 
-    def __post_init__(self) -> None:
-        self.key = (self.branch, self.method)
-        if self.method == "INVITE" and self.state is State.TRYING:
-            self.state = State.CALLING
+    __slots__ = (
+        "branch",
+        "cancel_pending",
+        "key",
+        "method",
+        "probe",
+        "request",
+        "restore",
+        "retransmit_interval",
+        "sent",
+        "server_key",
+        "state",
+        "target",
+    )
+
+    def __init__(
+        self,
+        branch: str,
+        method: str,
+        target: Target,
+        request: bytes,
+        server_key: ServerKey | None,
+        restore: Restore | None = None,
+        sent: SentRequest | None = None,
+        probe: int | None = None,
+        state: State = State.TRYING,
+        cancel_pending: bool = False,
+        retransmit_interval: float = 0.0,
+    ) -> None:
+        self.branch = branch
+        self.method = method
+        self.target = target
+        self.request = request
+        self.server_key = server_key
+        self.restore = restore
+        self.sent = sent
+        self.probe = probe  # an OPTIONS keepalive to this trunk index (no server transaction)
+        if method == "INVITE" and state is State.TRYING:
+            state = State.CALLING
+        self.state = state
+        self.cancel_pending = cancel_pending
+        self.retransmit_interval = retransmit_interval
+        self.key: ClientKey = (branch, method)  # made once, looked up per response
+
+    def __repr__(self) -> str:
+        return (
+            f"ClientTransaction(branch={self.branch!r}, method={self.method!r}, "
+            f"state={self.state!r}, target={self.target!r})"
+        )
 
     @property
     def reliable(self) -> bool:

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
 from typing import NamedTuple
 
 from proxy.sip.errors import BadRequest
 from proxy.sip.grammar import MAGIC_COOKIE, parse_cseq, parse_name_addr, parse_via_value
 from proxy.sip.responses import SERVER_NAME, own_to_tag
+from proxy.sip.values import FrozenValue
 
 GLANCE_BYTES = 4096  # a normal request has its dialog headers well inside this
 GLANCE_LINES = 48
@@ -50,14 +50,21 @@ _FOLD = re.compile(rb"\r\n[ \t]")
 _TAG = re.compile(rb";[ \t]*tag[ \t]*=", re.IGNORECASE)
 
 
-@dataclass(frozen=True, slots=True)
-class Glance:
+class Glance(FrozenValue):
     """What a bounded scan found: the method (None for a response or garbage) and the first
     value of each wanted header, as the sender's bytes (folding kept)."""
 
+    __match_args__ = ("method", "fields", "clean")
+    __slots__ = __match_args__
+
     method: str | None
     fields: dict[bytes, bytes]
-    clean: bool = True  # no control octets in the fields a reply would copy
+    clean: bool  # no control octets in the fields a reply would copy
+
+    def __init__(self, method: str | None, fields: dict[bytes, bytes], clean: bool = True) -> None:
+        object.__setattr__(self, "method", method)
+        object.__setattr__(self, "fields", fields)
+        object.__setattr__(self, "clean", clean)
 
     @property
     def user_agent(self) -> str:
