@@ -88,11 +88,6 @@ def via_edits(msg: Message, source: Source, ours: OurAddress, branch: str) -> li
     return edits
 
 
-def our_via_value(edits: list[Edit]) -> bytes:
-    """The value of our Via, from the edits `via_edits` made (its first one)."""
-    return edits[0].data[len(b"Via: ") : -2]
-
-
 def _our_uri(uri_text: str, config: ProxyConfig) -> SipUri | None:
     """The URI, parsed once, if it names us or a peer instance (same secret, behind the same
     dispatcher: its Record-Route entries are ours to take out and its tokens ours to read)."""

@@ -14,7 +14,6 @@ from proxy.sip.addresses import Source, Target
 from proxy.sip.caller_id import ShownIdentity
 from proxy.sip.edits import Edit
 from proxy.sip.grammar import MAGIC_COOKIE
-from proxy.sip.message import SipMessage
 from proxy.sip.parse import Message
 from proxy.sip.responses import ResponseBase
 from proxy.sip.values import FrozenValue
@@ -182,24 +181,6 @@ class ForwardPlan(FrozenValue):
         object.__setattr__(self, "inbound_trunk", inbound_trunk)
 
 
-class SentRequest(FrozenValue):
-    """Enough of a forwarded request to build its CANCEL or ACK later (RFC 3261 9.1, 17.1.1.3)
-    without parsing the bytes we built: the incoming message, the edits made to it and our
-    Via. Only looked at when a CANCEL or a non-2xx ACK is actually needed."""
-
-    __match_args__ = ("wire", "edits", "via")
-    __slots__ = __match_args__
-
-    wire: SipMessage
-    edits: tuple[Edit, ...]
-    via: bytes
-
-    def __init__(self, wire: SipMessage, edits: tuple[Edit, ...], via: bytes) -> None:
-        object.__setattr__(self, "wire", wire)
-        object.__setattr__(self, "edits", edits)
-        object.__setattr__(self, "via", via)
-
-
 class ServerTransaction:
     """A server transaction's record. A plain class with its own `__init__` (not a dataclass,
     whose generated `__init__` mypyc cannot compile): one is made per request. Compared by
@@ -303,7 +284,6 @@ class ClientTransaction:
         "request",
         "restore",
         "retransmit_interval",
-        "sent",
         "server_key",
         "state",
         "target",
@@ -317,7 +297,6 @@ class ClientTransaction:
         request: bytes,
         server_key: ServerKey | None,
         restore: Restore | None = None,
-        sent: SentRequest | None = None,
         probe: int | None = None,
         state: State = State.TRYING,
         cancel_pending: bool = False,
@@ -329,7 +308,6 @@ class ClientTransaction:
         self.request = request
         self.server_key = server_key
         self.restore = restore
-        self.sent = sent
         self.probe = probe  # an OPTIONS keepalive to this trunk index (no server transaction)
         if method == "INVITE" and state is State.TRYING:
             state = State.CALLING
