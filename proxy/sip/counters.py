@@ -16,6 +16,10 @@ from collections.abc import Iterator
 from typing import Generic, TypeVar
 
 K = TypeVar("K")
+# Slots reserved up front: 1 KiB, past pymalloc's 512-byte blocks, so the values' buffer is one
+# malloc'd block made at start-up, never re-made (and left in a flood's pool) when a name first
+# counted during a flood (timeouts, a refusal) needs one more slot.
+RESERVED = 128
 
 
 class Counts(Generic[K]):
@@ -23,7 +27,7 @@ class Counts(Generic[K]):
 
     def __init__(self) -> None:
         self._index: dict[K, int] = {}  # name -> slot in _values, in first-count order
-        self._values: array[int] = array("q")
+        self._values: array[int] = array("q", bytes(8 * RESERVED))
 
     def __getitem__(self, name: K) -> int:
         slot = self._index.get(name)
@@ -32,10 +36,11 @@ class Counts(Generic[K]):
     def __setitem__(self, name: K, value: int) -> None:
         slot = self._index.get(name)
         if slot is None:
-            self._index[name] = len(self._values)
-            self._values.append(value)
-        else:
-            self._values[slot] = value
+            slot = len(self._index)
+            if slot == len(self._values):
+                self._values.extend(array("q", bytes(8 * slot)))  # doubled: rare, amortised
+            self._index[name] = slot
+        self._values[slot] = value
 
     def get(self, name: K, default: int = 0) -> int:
         slot = self._index.get(name)
@@ -54,10 +59,10 @@ class Counts(Generic[K]):
         return list(self._index)
 
     def values(self) -> list[int]:
-        return list(self._values)
+        return self._values[: len(self._index)].tolist()
 
     def items(self) -> list[tuple[K, int]]:
-        return list(zip(self._index, self._values, strict=True))
+        return list(zip(self._index, self._values[: len(self._index)], strict=True))
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Counts):

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.sip.counters import Counts
+from proxy.sip.counters import RESERVED, Counts
 from tests.proxy.sip.support import PBX_SOURCE, Clocked, FixedPolicy, invite, make_core
 
 NAMES = st.sampled_from(["received", "forwarded", "timeouts", "refused_403", "shed"])
@@ -51,6 +51,16 @@ def test_a_missing_name_reads_zero_and_is_not_added(
     assert callable(read)
     assert read(counts) == expected
     assert dict(counts) == {"seen": 3}
+
+
+def test_more_names_than_the_reserved_slots() -> None:
+    counts: Counts[str] = Counts()
+    names = [f"refused_{n}" for n in range(3 * RESERVED + 5)]
+    for step, name in enumerate(names):
+        counts[name] += step
+    counts[names[0]] += 7
+    assert dict(counts) == {name: step for step, name in enumerate(names)} | {names[0]: 7}
+    assert counts.values() == [7, *range(1, len(names))]
 
 
 def test_tuple_keys_as_the_metrics_use_them() -> None:
