@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import collections
 import gc
+import logging
 import os
 import re
 import sys
@@ -29,6 +30,8 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from proxy.memory_trim import _malloc_trim  # noqa: E402
+from proxy.metrics import EventLog, EventMetrics  # noqa: E402
+from proxy.sip.events import Event  # noqa: E402
 from proxy.sip.policy import CallerIdDecision  # noqa: E402
 from tests.proxy.sip.support import (  # noqa: E402
     PBX_SOURCE,
@@ -109,6 +112,20 @@ def report(label: str) -> None:
           f"anon {parts['anon'] / 1024:.1f}, other {parts['other'] / 1024:.1f})")
 
 
+class Glue:
+    """What proxy/server.py does with the core's events: metrics per event, then the log."""
+
+    def __init__(self) -> None:
+        self.metrics = EventMetrics()
+        self.log = EventLog()
+        logging.disable(logging.WARNING)  # no handler here: lines would go to stderr
+
+    def handle(self, events: list[Event]) -> None:
+        for event in events:
+            self.metrics.observe(event)
+        self.log.handle(events)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=20_000)
@@ -116,14 +133,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tracemalloc", type=int, default=0, metavar="N")
     parser.add_argument("--mallocstats", action="store_true")
     parser.add_argument("--no-shrink", action="store_true", help="skip the core's shrink()")
+    parser.add_argument("--glue", action="store_true",
+                        help="hand the events to the proxy's EventMetrics and EventLog too")
     args = parser.parse_args(argv)
     trim = _malloc_trim()
     clocked = Clocked(make_core(QuietPolicy()))
+    glue = Glue() if args.glue else None
     for n in range(50):  # first-use allocations (caches, interned names) out of the count
         clocked.receive(invite(branch=f"z9hG4bK-warm-{n}", call_id=f"warm-{n}@pbx"), PBX_SOURCE)
     clocked.advance(clocked.now + 200.0)
     clocked.fired.clear()
-    clocked.core.events_to_handle()
+    events = clocked.core.events_to_handle()
+    if glue is not None:
+        glue.handle(events)
     gc.collect()
     if trim:
         trim()
@@ -141,16 +163,21 @@ def main(argv: list[str] | None = None) -> int:
         clocked.receive(request, PBX_SOURCE)
         clocked.advance(clocked.now + step)
         clocked.fired.clear()
-        clocked.core.events_to_handle()  # the glue takes them (EventLog, metrics)
+        events = clocked.core.events_to_handle()  # the glue takes them (EventLog, metrics)
+        if glue is not None:
+            glue.handle(events)
         if n % 1000 == 0:
             peak = max(peak, rss_kb())
     print(f"  peak: RSS {max(peak, rss_kb()) / 1024:6.1f} MB, "
           f"{clocked.core.transaction_count} transactions")
     clocked.advance(clocked.now + 200.0)
     clocked.fired.clear()
-    clocked.core.events_to_handle()
+    events = clocked.core.events_to_handle()
+    if glue is not None:
+        glue.handle(events)
     print(f"  done: {clocked.core.transaction_count} transactions, "
           f"{clocked.core.dialog_count} dialogs, timer {clocked.core.get_timer()}")
+    del events  # the last batch: thousands of TimedOut
     report("ended")
     if not args.no_shrink:
         clocked.core.shrink()  # what proxy/memory_trim.py's pass does first

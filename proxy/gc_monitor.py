@@ -20,9 +20,9 @@ import bisect
 import gc
 import logging
 import time
+from array import array
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client.core import (
@@ -112,22 +112,40 @@ class GcPacer:
         self.start(loop)
 
 
-@dataclass
 class GenerationPauses:
-    """Pauses of one generation: count, total, maximum, slow ones, per-bucket counts."""
+    """Pauses of one generation: count, total, maximum, slow ones, per-bucket counts.
 
-    count: int = 0
-    total_s: float = 0.0
-    max_s: float = 0.0
-    slow: int = 0
-    buckets: list[int] = field(default_factory=lambda: [0] * (len(BUCKETS) + 1))
+    Kept unboxed (issue 7): a value re-made at each collection of a flood and kept afterwards
+    would pin a pymalloc arena of the flood's once the flood's own objects are gone."""
+
+    def __init__(self) -> None:
+        self._counts = array("q", bytes(8 * 2))  # count, slow
+        self._seconds = array("d", bytes(8 * 2))  # total, maximum
+        self.buckets = array("q", bytes(8 * (len(BUCKETS) + 1)))
+
+    @property
+    def count(self) -> int:
+        return self._counts[0]
+
+    @property
+    def slow(self) -> int:
+        return self._counts[1]
+
+    @property
+    def total_s(self) -> float:
+        return self._seconds[0]
+
+    @property
+    def max_s(self) -> float:
+        return self._seconds[1]
 
     def add(self, duration_s: float, slow_s: float) -> None:
-        self.count += 1
-        self.total_s += duration_s
-        self.max_s = max(self.max_s, duration_s)
+        self._counts[0] += 1
+        self._seconds[0] += duration_s
+        if duration_s > self._seconds[1]:
+            self._seconds[1] = duration_s
         if duration_s > slow_s:
-            self.slow += 1
+            self._counts[1] += 1
         self.buckets[bisect.bisect_left(BUCKETS, duration_s)] += 1
 
     def cumulative(self) -> list[tuple[str, float]]:

@@ -11,6 +11,7 @@ The proxy server does not `start()` its ticker: its overload check, already peri
 from __future__ import annotations
 
 import asyncio
+from array import array
 from collections.abc import Callable
 
 TICK_INTERVAL = 0.25
@@ -21,10 +22,24 @@ class LoopTicker:
     def __init__(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._on_tick: list[Callable[[], None]] = []
-        self.ticks = 0
-        self.last_tick = self._loop.time()
-        self.max_lag = 0.0  # the longest a tick came late, in seconds
+        # last tick (loop time), the longest a tick came late (s), unboxed (issue 7): a float
+        # or int re-made per tick during a flood and kept would pin a pymalloc arena of it
+        self._times = array("d", [self._loop.time(), 0.0])
+        self._ticks = array("q", [0])
         self._handle: asyncio.TimerHandle | None = None
+
+    @property
+    def ticks(self) -> int:
+        return self._ticks[0]
+
+    @property
+    def last_tick(self) -> float:
+        return self._times[0]
+
+    @property
+    def max_lag(self) -> float:
+        """The longest a tick came late, in seconds."""
+        return self._times[1]
 
     def add(self, callback: Callable[[], None]) -> None:
         """Run `callback` on every tick (cheap work only: it delays the tick)."""
@@ -50,9 +65,12 @@ class LoopTicker:
 
     def tick(self, now: float) -> None:
         """A tick at loop time `now` (driven by another periodic callback)."""
-        self.max_lag = max(self.max_lag, now - self.last_tick - TICK_INTERVAL)
-        self.last_tick = now
-        self.ticks += 1
+        times = self._times
+        lag = now - times[0] - TICK_INTERVAL
+        if lag > times[1]:
+            times[1] = lag
+        times[0] = now
+        self._ticks[0] += 1
         for callback in self._on_tick:
             callback()
 

@@ -18,7 +18,10 @@ and the live proxy): the live bytes are back at idle (+0.25 MB) and glibc's [hea
 and still alive: counter values (`counters["received"] += 1` makes a new int each time; the last
 one lives on, in a pool of the flood's), metric counters and floats, gauges, timer-handle
 deadlines. Re-allocating those values afterwards does not help (pymalloc serves the copy from
-the first partly used pool of its size, the very pool it pinned). What bounds the damage is how
+the first partly used pool of its size, the very pool it pinned), so counts and per-sample
+values that live on are kept unboxed (proxy/sip/counters.py `Counts` for the core's and the
+metrics' counters; arrays in the histograms, the GC monitor and the loop ticker), and a
+remembered dialog is two blocks (proxy/sip/dialogs.py). What bounds the rest is how
 many arenas the flood spreads over: a pending INVITE keeps its sent bytes, not a parse (3.6 KB
 a call instead of 9.3; 14 extra arenas at the peak instead of 28). `PYTHONMALLOC=malloc`
 avoids that at a CPU cost (see the README's Security section). At most two passes per flood,

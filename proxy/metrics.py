@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import bisect
 import logging
-from collections import Counter
+from array import array
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -17,6 +17,7 @@ from prometheus_client.registry import Collector
 from proxy import logs
 from proxy.log_summary import AUDIT_EVENT
 from proxy.sip.addresses import Source
+from proxy.sip.counters import Counts
 from proxy.sip.events import (
     Answered,
     CallerIdDecided,
@@ -39,16 +40,21 @@ LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.
 
 
 class Histogram:
-    """Cumulative buckets as Prometheus wants them, kept as plain counts."""
+    """Cumulative buckets as Prometheus wants them, kept as plain counts, unboxed (issue 7: a
+    value object re-made per observation and kept would pin a flood's pymalloc arena)."""
 
     def __init__(self, bounds: tuple[float, ...] = LATENCY_BUCKETS) -> None:
         self.bounds = bounds
-        self.counts = [0] * (len(bounds) + 1)
-        self.total = 0.0
+        self.counts = array("q", bytes(8 * (len(bounds) + 1)))
+        self._total = array("d", [0.0])
+
+    @property
+    def total(self) -> float:
+        return self._total[0]
 
     def observe(self, value: float) -> None:
         self.counts[bisect.bisect_left(self.bounds, value)] += 1
-        self.total += value
+        self._total[0] += value
 
     def family(self, name: str, documentation: str) -> HistogramMetricFamily:
         buckets: list[tuple[str, float]] = []
@@ -63,15 +69,15 @@ class EventMetrics(Collector):
     """Counters by label, per event; gauges read from the core at scrape time."""
 
     def __init__(self) -> None:
-        self.decisions: Counter[str] = Counter()  # by resolution step
-        self.requests: Counter[tuple[str, str, str]] = Counter()  # side, next hop, method
-        self.responses: Counter[tuple[str, str, str]] = Counter()  # method, class, from hop
-        self.failovers: Counter[tuple[str, str]] = Counter()
-        self.dropped: Counter[str] = Counter()
-        self.refused: Counter[str] = Counter()
-        self.shed: Counter[str] = Counter()
-        self.answered: Counter[tuple[str, str]] = Counter()  # status, cause/timer
-        self.probes: Counter[tuple[str, str]] = Counter()  # trunk, status or "none"
+        self.decisions: Counts[str] = Counts()  # by resolution step
+        self.requests: Counts[tuple[str, str, str]] = Counts()  # side, next hop, method
+        self.responses: Counts[tuple[str, str, str]] = Counts()  # method, class, from hop
+        self.failovers: Counts[tuple[str, str]] = Counts()
+        self.dropped: Counts[str] = Counts()
+        self.refused: Counts[str] = Counts()
+        self.shed: Counts[str] = Counts()
+        self.answered: Counts[tuple[str, str]] = Counts()  # status, cause/timer
+        self.probes: Counts[tuple[str, str]] = Counts()  # trunk, status or "none"
         self.trunk_up: dict[str, bool] = {}
         self.first_response = Histogram()
         self.final_response = Histogram()
@@ -162,7 +168,7 @@ class EventMetrics(Collector):
 
 
 def _counter(
-    name: str, documentation: str, labels: list[str], counts: Counter[Any]
+    name: str, documentation: str, labels: list[str], counts: Counts[Any]
 ) -> CounterMetricFamily:
     family = CounterMetricFamily(name, documentation, labels=labels)
     for key, count in sorted(counts.items()):

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-from collections import Counter
 
 from proxy.sip import requests as request_edits
 from proxy.sip.addresses import (
@@ -31,6 +30,7 @@ from proxy.sip.caller_id import (
     rewrite_caller_id,
 )
 from proxy.sip.classify import side_of, trunk_index_of
+from proxy.sip.counters import Counts
 from proxy.sip.dialogs import DialogMemory
 from proxy.sip.edits import Edit, apply_edits
 from proxy.sip.errors import (
@@ -108,7 +108,7 @@ class ProxyCore:
     def __init__(self, config: ProxyConfig, policy: CallerIdPolicy) -> None:
         self.config = config
         self.policy = policy
-        self.counters: Counter[str] = Counter()
+        self.counters: Counts[str] = Counts()
         # Drained by copy and clear (the start-up lists stay): issue 7, see TransactionLayer.
         self._outbox: list[Outgoing] = []
         self._events: list[Event] = []

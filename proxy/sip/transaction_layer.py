@@ -15,13 +15,13 @@ collection over 5 ms) and little memory (issue 7).
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, cast
 
 from proxy.sip.addresses import Outgoing, Source, Target
 from proxy.sip.caller_id import replace_identity_header
+from proxy.sip.counters import Counts
 from proxy.sip.edits import apply_edits, remove_via_value
 from proxy.sip.events import (
     Answered,
@@ -132,11 +132,11 @@ Action = Retarget | RelayStateless | ProbeResult
 class TransactionLayer:
     def __init__(
         self,
-        counters: Counter[str] | None = None,
+        counters: Counts[str] | None = None,
         failover_statuses: frozenset[int] = DEFAULT_FAILOVER_STATUSES,
         no_answer_timeout: float | None = None,
     ) -> None:
-        self.counters: Counter[str] = Counter() if counters is None else counters
+        self.counters: Counts[str] = Counts() if counters is None else counters
         self._failover_statuses = failover_statuses
         self._no_answer_timeout = no_answer_timeout
         self._timers = TimerQueue()

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import gc
+
+from hypothesis import given
+from hypothesis import strategies as st
+
 from proxy.sip.dialogs import DialogMemory
 from proxy.sip.identity import DialogIdentity
 from tests.proxy.sip.support import (
@@ -45,6 +50,38 @@ def test_idle_dialogs_expire_and_the_memory_is_bounded() -> None:
     assert [memory.recall(f"c{i}", "t", now=20.0) is not None for i in range(5)] == [
         False, False, True, True, True,
     ]
+
+
+def test_a_remembered_dialog_is_two_untracked_objects() -> None:
+    """Issue 7: a dialog remembered during a flood outlives it; the fewer blocks it keeps, the
+    fewer of the flood's pymalloc pools (and arenas) stay alive. One key, one value, both atoms
+    the garbage collector does not track (a tuple of tuples was eight blocks)."""
+    memory = DialogMemory(capacity=10, ttl=100.0)
+    memory.remember("c1@pbx", "tag-1", IDENTITY, 2, now=0.0)
+    memory.recall("c1@pbx", "tag-1", now=5.0)  # a refresh stores a new value the same way
+    held = gc.get_referents(memory._entries)
+    assert len(held) == 2
+    assert {type(obj) for obj in held} == {str, bytes}
+    assert not any(gc.is_tracked(obj) for obj in held)
+
+
+@given(
+    st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126), min_size=1),
+    st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126), min_size=1),
+    st.binary(max_size=300), st.binary(max_size=300), st.integers(0, 64),
+)
+def test_recall_gives_back_exactly_what_was_remembered(
+    call_id: str, tag: str, original: bytes, rewritten: bytes, trunk: int
+) -> None:
+    memory = DialogMemory(capacity=10, ttl=100.0)
+    memory.remember(call_id, tag, DialogIdentity(original, rewritten), trunk, now=1.5)
+    found = memory.recall(call_id, tag, now=50.0)
+    assert found is not None
+    assert (found.identity, found.trunk_index, found.expires) == (
+        DialogIdentity(original, rewritten), trunk, 150.0,
+    )
+    memory.forget(call_id, tag)
+    assert len(memory) == 0
 
 
 def test_a_trunk_that_drops_record_route_still_gets_the_rewritten_identity() -> None:
