@@ -164,6 +164,12 @@ class ProxyProcess:
                 return None
         return self._process.returncode
 
+    def wait_for_log(self, text: str, timeout_s: float = 10.0) -> None:
+        """Wait for `text` in the log: audit lines are written in batches on the proxy's 50 ms
+        loop tick (proxy/logs.py), later still when the machine is busy."""
+        wait_until(lambda: text in self.log_file.read_text(errors="replace"), timeout_s,
+                   f"{text!r} in the proxy log\n{self.log_tail()}")  # fmt: skip
+
     def log_tail(self, lines: int = 60) -> str:
         text = self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
         return "--- proxy log (tail):\n" + "\n".join(text.splitlines()[-lines:])

@@ -104,5 +104,5 @@ def test_the_log_line_names_the_step(
                    "expected_host": proxy.trunk.host},
     )
     assert_all_succeeded(run_pair(trunk, pbx, tmp_path), 1, proxy.log_tail())
-    assert "shown=+442071234567 step=step 2 privacy=id" in proxy.log_tail()
+    proxy.wait_for_log("shown=+442071234567 step=step 2 privacy=id")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.calls import PBX_HANGS_UP, Outbound, loopback, outbound_sides
-from tests.e2e.ports import free_port, wait_until
+from tests.e2e.ports import free_port
 from tests.e2e.proxy_process import Endpoint, ProxyProcess
 from tests.e2e.sipp import SippSide, assert_all_succeeded, run_with_servers
 from tests.loopback_dns import LoopbackDns, loopback_dns
@@ -41,11 +41,6 @@ def trunk(name: str, host: str, port: int, scenario: str, status: str | None = N
                     timeout_s=30)
 
 
-def wait_for_log(proxy: ProxyProcess, text: str) -> None:
-    wait_until(lambda: text in proxy.log_file.read_text(errors="replace"), 10.0,
-               f"{text!r} in the proxy log")
-
-
 def test_srv_trunk_failover_ttl_refresh_and_dns_failure(
     tmp_path: Path, rules_file: Path, dns_server: LoopbackDns
 ) -> None:
@@ -73,14 +68,14 @@ def test_srv_trunk_failover_ttl_refresh_and_dns_failure(
 
         # 2. The TTL expires and the new answer replaces the old one.
         dns_server.set(SRV_NAME, "SRV", TTL_S, [f"10 0 {ports[2]} third.trunk.test."])
-        wait_for_log(proxy, f"resolved to {hosts[2]}:{ports[2]}")
+        proxy.wait_for_log(f"resolved to {hosts[2]}:{ports[2]}")
         third = trunk("third", hosts[2], ports[2], PBX_HANGS_UP[0])
         results, pbx_result = run_with_servers([third], pbx, tmp_path)
         assert_all_succeeded([*results, pbx_result], calls=1, context=proxy.log_tail())
 
         # 3. DNS fails: logged, and the last good answer is still used.
         dns_server.failing = True
-        wait_for_log(proxy, "DNS lookup failed")
+        proxy.wait_for_log("DNS lookup failed")
         results, pbx_result = run_with_servers([third], pbx, tmp_path)
         assert_all_succeeded([*results, pbx_result], calls=1, context=proxy.log_tail())
     finally:
