@@ -15,32 +15,40 @@ Python.
 
 from __future__ import annotations
 
-import hashlib
+import importlib.util
 import json
 import os
+import sys
 from pathlib import Path
+from types import ModuleType
 from typing import cast
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 HERE = Path(__file__).resolve().parent
-CORE = Path("proxy") / "sip"
-RECORD = HERE / "proxy" / "compiled_core.json"
 GROUP = "proxy.sip._native"  # the shared library: proxy/sip/_native__mypyc.*.so
 
 
-def core_sources() -> list[str]:
-    """Every module of the core but the package's `__init__.py`: that stays Python, so the
-    package is in `sys.modules` before its modules load the shared library inside it."""
-    return sorted(
-        path.as_posix() for path in (HERE / CORE).glob("*.py") if path.name != "__init__.py"
-    )
+def load_compiled_core() -> ModuleType:
+    """proxy/compiled_core.py by its path (stdlib only; importing the package would judge the
+    build being made): what is compiled and what its record keeps is said there, once."""
+    path = HERE / "proxy" / "compiled_core.py"
+    spec = importlib.util.spec_from_file_location("compiled_core", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass looks itself up there (importlib's recipe)
+    spec.loader.exec_module(module)
+    return module
 
 
-def write_record(sources: list[str]) -> None:
+COMPILED_CORE = load_compiled_core()
+RECORD: Path = COMPILED_CORE.RECORD
+
+
+def write_record(sources: list[Path]) -> None:
     digests = {
-        source: hashlib.sha256((HERE / source).read_bytes()).hexdigest() for source in sources
+        source.relative_to(HERE).as_posix(): COMPILED_CORE.fingerprint(source) for source in sources
     }
     RECORD.write_text(json.dumps({"compiler": "mypyc", "sources": digests}, indent=1) + "\n")
 
@@ -52,10 +60,11 @@ def compiled_extensions() -> list[Extension]:
     from mypyc.build import mypycify
 
     os.chdir(HERE)  # mypyc names modules after the paths it is given, relative to here
-    sources = [str(Path(source).relative_to(HERE)) for source in core_sources()]
+    sources = COMPILED_CORE.compiled_sources(COMPILED_CORE.CORE_DIR)
     write_record(sources)
+    relative = [source.relative_to(HERE).as_posix() for source in sources]
     # setuptools' Extension, since setuptools is imported (mypyc/build.py get_extension)
-    return cast("list[Extension]", mypycify(sources, opt_level="3", group_name=GROUP))
+    return cast("list[Extension]", mypycify(relative, opt_level="3", group_name=GROUP))
 
 
 class OptionalBuildExt(build_ext):

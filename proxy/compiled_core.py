@@ -39,14 +39,25 @@ class CoreBuild:
         return ("compiled (mypyc)" if self.compiled else "Python source") + f": {self.reason}"
 
 
+def compiled_sources(core_dir: Path) -> list[Path]:
+    """The modules mypyc compiles: every one of the core but the package's `__init__.py`, which
+    stays Python so that the package is in `sys.modules` before its modules load the shared
+    library inside it (setup.py builds these, `judge` checks these)."""
+    return sorted(path for path in core_dir.glob("*.py") if path.name != "__init__.py")
+
+
+def fingerprint(path: Path) -> str:
+    """What the build record keeps of a compiled source."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def stale_sources(record: Mapping[str, str], root: Path, sources: Sequence[Path]) -> list[str]:
     """Sources (paths relative to `root`) whose bytes differ from the compiled record, plus
     sources the record lacks and recorded ones that are gone."""
     present = {path.relative_to(root).as_posix(): path for path in sources}
     stale = [name for name in record if name not in present]
     for name, path in present.items():
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        if record.get(name) != digest:
+        if record.get(name) != fingerprint(path):
             stale.append(name)
     return sorted(stale)
 
@@ -68,8 +79,7 @@ def judge(environ: Mapping[str, str], core_dir: Path, record_path: Path) -> Core
     except (OSError, ValueError, KeyError, TypeError):
         return CoreBuild(False, f"extensions without a readable {record_path.name}: rebuild")
     root = core_dir.parent.parent
-    sources = sorted(path for path in core_dir.glob("*.py") if path.name != "__init__.py")
-    stale = stale_sources(record, root, sources)
+    stale = stale_sources(record, root, compiled_sources(core_dir))
     if stale:
         shown = ", ".join(stale[:3]) + (" ..." if len(stale) > 3 else "")
         return CoreBuild(False, f"sources changed since the build ({shown}): rebuild with "
