@@ -21,13 +21,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxy import log_summary, logs
-from proxy.active_rules import ActiveRules
 from proxy.log_summary import AuditBudget
 from proxy.metrics import EventLog
-from proxy.server import ProxyServer, ServerSettings
+from proxy.server import ServerSettings
 from proxy.sip.addresses import Target
 from proxy.sip.events import CallerIdDecided
-from proxy.sip.policy import ProxyConfig
+from tests.proxy.example_server import example_server
 from tests.proxy.test_hostile_logs import Clock
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -257,11 +256,7 @@ def test_other_handlers_get_a_record_as_before(
 async def _ticks_and_stop(tmp_path: Path, stream: io.StringIO) -> list[int]:
     settings = ServerSettings(listen=(("127.0.0.1", 5060),), pid_file=tmp_path / "p.pid",
                               lag_interval=0.02)  # fmt: skip
-    config = ProxyConfig(
-        advertised=(Target("udp", "127.0.0.1", 5060),), pbx=Target("udp", "127.0.0.1", 5070),
-        trunk=Target("udp", "127.0.0.1", 5080), secret=b"s",
-    )
-    server = ProxyServer(config, ActiveRules.load(ROOT / "rules" / "example.yaml"), settings)
+    server = example_server(settings)
     server._schedule_lag_check()
     seen = []
     server._event_log.handle([decided(1)])

@@ -8,19 +8,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from proxy.active_rules import ActiveRules
-from proxy.server import ProxyServer, ServerSettings
-from proxy.sip.addresses import Source, Target
+from proxy.server import ServerSettings
+from proxy.sip.addresses import Source
 from proxy.sip.core import ProxyCore
-from proxy.sip.policy import ProxyConfig
-
-ROOT = Path(__file__).resolve().parents[2]
-CONFIG = ProxyConfig(
-    advertised=(Target("udp", "127.0.0.1", 5060),),
-    pbx=Target("udp", "127.0.0.1", 5070),
-    trunk=Target("udp", "127.0.0.1", 5080),
-    secret=b"s",
-)
+from tests.proxy.example_server import example_server
 
 
 async def _lag_and_recover(tmp_path: Path) -> list[bool]:
@@ -28,7 +19,7 @@ async def _lag_and_recover(tmp_path: Path) -> list[bool]:
         listen=(("127.0.0.1", 5060),), pid_file=tmp_path / "p.pid", max_loop_lag=0.1,
         lag_interval=0.02,
     )
-    server = ProxyServer(CONFIG, ActiveRules.load(ROOT / "rules" / "example.yaml"), settings)
+    server = example_server(settings)
     seen = [server.core.overloaded]
     server._schedule_lag_check()
     await asyncio.sleep(0.05)
@@ -74,7 +65,7 @@ async def _busy_and_recover(tmp_path: Path) -> list[bool]:
         listen=(("127.0.0.1", 5060),), pid_file=tmp_path / "p.pid", max_loop_lag=0.1,
         lag_interval=0.02, max_busy=0.9, busy_window=0.05,
     )
-    server = ProxyServer(CONFIG, ActiveRules.load(ROOT / "rules" / "example.yaml"), settings)
+    server = example_server(settings)
     worked = [0.0]
 
     def work(data: bytes, source: Source, now: float) -> None:

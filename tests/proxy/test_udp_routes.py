@@ -6,24 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import cast
 
-from proxy.active_rules import ActiveRules
 from proxy.server import UDP_ROUTES, ProxyServer, ServerSettings
 from proxy.sip.addresses import Target
-from proxy.sip.policy import ProxyConfig
 from proxy.transport import UdpEndpoint
-
-ROOT = Path(__file__).resolve().parents[2]
-CONFIG = ProxyConfig(
-    advertised=(Target("udp", "127.0.0.1", 5060),),
-    pbx=Target("udp", "127.0.0.1", 5070),
-    trunk=Target("udp", "127.0.0.1", 5080),
-    secret=b"s",
-)
+from tests.proxy.example_server import CONFIG, example_server
 
 
 def _server(tmp_path: Path) -> tuple[ProxyServer, UdpEndpoint, UdpEndpoint]:
     settings = ServerSettings(listen=(("127.0.0.1", 5060),), pid_file=tmp_path / "p.pid")
-    server = ProxyServer(CONFIG, ActiveRules.load(ROOT / "rules" / "example.yaml"), settings)
+    server = example_server(settings)
     v4, v6 = cast(UdpEndpoint, object()), cast(UdpEndpoint, object())
     server._udp = [("127.0.0.1", v4), ("::1", v6)]
     return server, v4, v6
