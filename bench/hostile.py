@@ -79,6 +79,7 @@ class Probe:
     admin_worst: float = 0.0
     apply_s: float | None = None
     apply_ok: bool = False
+    apply: bool = True  # False: no reload during the attack (to measure the attack's memory alone)
     _stop: threading.Event = field(default_factory=threading.Event)
     _calls: int = 0
 
@@ -89,7 +90,7 @@ class Probe:
                 return
             self._call()
             self._time_admin()
-            if round_ == 1:  # once, with the attack under way
+            if round_ == 1 and self.apply:  # once, with the attack under way
                 self._apply()
             self._stop.wait(PROBE_EVERY)
 
@@ -397,8 +398,9 @@ HEADER = ["attack", "volume", "RSS MB before/peak/after[/settled]", "CPU s",
           "targets"]
 
 
-def measure(proxy: RunningProxy, name: str, attack: Attack, scale: float, settle: float) -> Row:
-    probe, sampler = Probe(proxy), RssSampler(proxy.process.pid, proxy.log)
+def measure(proxy: RunningProxy, name: str, attack: Attack, scale: float, settle: float,
+            apply: bool = True) -> Row:
+    probe, sampler = Probe(proxy, apply=apply), RssSampler(proxy.process.pid, proxy.log)
     before_kb, cpu_before = _rss_kb(proxy.process.pid), proxy.cpu_seconds()
     log_before = proxy.log.stat().st_size
     tb_before = _tracebacks(proxy)
@@ -446,6 +448,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds to wait after each attack before the last RSS reading")
     parser.add_argument("--only", help=f"comma-separated subset of {','.join(ATTACKS)}")
     parser.add_argument("--keep-logs", type=Path, help="directory to copy each proxy log to")
+    parser.add_argument("--no-apply", action="store_true",
+                        help="skip the reload during each attack (its memory measured apart)")
     parser.add_argument("--users", type=int, default=10_000, help="rules file size")
     parser.add_argument("--allocator", choices=("pymalloc", "malloc"), default="pymalloc",
                         help="the proxy's PYTHONMALLOC (malloc: glibc for every object; see the "
@@ -465,8 +469,10 @@ def main(argv: list[str] | None = None) -> int:
         for name in names:  # a fresh proxy each: one attack's aftermath is not the next one's
             with running_proxy(Path(tmp), rules=rules, env=env) as proxy:
                 time.sleep(1.0)
-                rows.append(measure(proxy, name, ATTACKS[name], args.scale, args.settle))
+                rows.append(measure(proxy, name, ATTACKS[name], args.scale, args.settle,
+                                    apply=not args.no_apply))
                 if args.keep_logs:
+                    args.keep_logs.mkdir(parents=True, exist_ok=True)
                     (args.keep_logs / f"{name}.log").write_bytes(proxy.log.read_bytes())
             print(f"... {name} done", file=sys.stderr)
     print_table(rows)
