@@ -91,6 +91,7 @@ class ProxyServer:
         self._flushing = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_deadline: float | None = None
+        self.timer_wakeups = 0  # the core's loop timer fired (a wakeup each)
         self._reload_seq = 0
         self._reload_outcomes: Counter[str] = Counter()  # applied / refused, for /metrics
         self._last_outcome = ReloadOutcome(True, rules.current.version, ())
@@ -272,6 +273,7 @@ class ProxyServer:
             "reloads_parsed": self.reloader.started,
             "loop_ticks": self.ticker.ticks,
             "loop_max_lag_s": round(self.ticker.max_lag, 4),
+            "timer_wakeups": self.timer_wakeups,
             "gc_max_pause_s": self.gc_monitor.max_pause_s,
             "gc_slow_pauses": self.gc_monitor.slow_pauses,
             "transport": dict(self.transport_counters),
@@ -705,6 +707,7 @@ class ProxyServer:
         self._timer = self._loop.call_at(deadline, self._on_timer)
 
     def _on_timer(self) -> None:
+        self.timer_wakeups += 1
         self._timer = None
         self._timer_deadline = None
         try:

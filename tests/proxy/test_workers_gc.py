@@ -9,6 +9,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, generate_latest
 
+from bench.bench_calls import PBX, invite
 from bench.bench_glue import make_server
 from bench.systems import gc_figures
 from proxy.workers import Worker, WorkersGc
@@ -36,13 +37,18 @@ def test_the_supervisor_metrics_carry_every_workers_gc_pauses() -> None:
     assert (round(figures.max_pause_ms, 1), figures.slow_pauses) == (6.3, 2)
 
 
-async def _status_keys(directory: Path) -> tuple[object, object]:
+async def _status_keys(directory: Path) -> tuple[object, object, object]:
     server, _ = make_server(directory)
+    server.on_message(invite(1), PBX)  # arms the core's timer (Timer A toward the trunk)
+    assert server._timer is not None
+    server._timer.cancel()
+    server._on_timer()  # as the loop would, early: one wakeup
     status = server.status()
-    return status["gc_max_pause_s"], status["gc_slow_pauses"]
+    return status["gc_max_pause_s"], status["gc_slow_pauses"], status["timer_wakeups"]
 
 
-def test_a_worker_reports_its_gc_pauses_in_its_status(tmp_path: Path) -> None:
-    max_pause, slow = asyncio.run(_status_keys(tmp_path))
+def test_a_worker_reports_its_gc_pauses_and_timer_wakeups_in_its_status(tmp_path: Path) -> None:
+    max_pause, slow, wakeups = asyncio.run(_status_keys(tmp_path))
     assert isinstance(max_pause, float) and max_pause >= 0.0
     assert isinstance(slow, int) and slow >= 0
+    assert wakeups == 1
