@@ -271,8 +271,13 @@ def _glance_lines(data: bytes) -> dict[str, list[tuple[bytes, bytes]]] | None:
     if data.find(b"\r\n ", 0, stop) >= 0 or data.find(b"\r\n\t", 0, stop) >= 0:
         return None  # folding (RFC 3261 7.3.1)
     lines: dict[str, list[tuple[bytes, bytes]]] = {}
+    first = data.find(b"\n") + 1  # the start line aside
+    if first >= end:
+        # The start line alone. (Compiled by mypyc, a bytes slice whose start passes its end
+        # raises SystemError instead of giving b"": never slice so.)
+        return lines
     spelled = _SHED_SPELLINGS.get
-    for line in data[data.find(b"\n") + 1 : end].split(b"\r\n"):  # the start line aside
+    for line in data[first:end].split(b"\r\n"):
         colon = line.find(b":")
         if colon <= 0:
             continue  # not a header line: the parse may refuse it, the 503 needs none of it
