@@ -1,17 +1,17 @@
 """Issue 7: which objects made during the silent-trunk flood still pin pymalloc arenas in the
 live proxy, a minute after.
 
-    python3 bench/arena_pins.py [--settle 60] [--scale 1] [--no-apply] [--out DIR]
+    python3 bench/arena_pins.py [--settle 60] [--scale 1] [--no-apply] [--trace] [--out DIR]
 
 Runs the proxy as bench/hostile.py does (10,000-user rules, PBX and trunk on loopback) with
 bench/arena_hook/sitecustomize.py loaded into it, marks the idle state (SIGUSR1: pymalloc's
-statistics, then `tracemalloc` started), runs hostile.py's silent-trunk attack with its probe
-calls, waits `--settle` seconds, then asks the proxy for its report (SIGUSR2): pymalloc's arena
-counts at idle and now, the small blocks made since idle and still alive by allocation site, and
-the objects among them placed in their pools and arenas, with their referrers. tracemalloc slows
-the proxy, so it may admit fewer calls than a plain hostile.py run; the RSS figures printed are
-not comparable with hostile.py's, the arena counts and the survivors are what this is for.
-Loopback only; every wait is bounded.
+statistics and the ids of the objects alive), runs hostile.py's silent-trunk attack with its
+probe calls, waits `--settle` seconds, then asks the proxy for its report (SIGUSR2): pymalloc's
+arena counts at idle and now, and the small objects made since idle and still alive, placed in
+their pools and arenas (arenas numbered from the idle count up are the flood's), with their
+reprs and referrers. `--trace` uses tracemalloc instead (allocation sites of every small block,
+objects or not), which slows the proxy so much that most of the flood is shed. Loopback only;
+every wait is bounded.
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--users", type=int, default=10_000)
     parser.add_argument("--no-apply", action="store_true", help="no reload during the attack")
+    parser.add_argument("--trace", action="store_true",
+                        help="tracemalloc's allocation sites (slow: most of the flood is shed)")
     parser.add_argument("--out", type=Path, help="directory for the report (default: printed)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="arena-pins-") as tmp:
@@ -48,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         out.mkdir(parents=True, exist_ok=True)
         rules = Path(tmp) / "rules.yaml"
         rules.write_text(hostile.rules_text(args.users))
-        env = {**os.environ, "PYTHONPATH": str(HOOK), "ARENA_PINS_OUT": str(out)}
+        env = {**os.environ, "PYTHONPATH": str(HOOK), "ARENA_PINS_OUT": str(out),
+               "ARENA_PINS_MODE": "trace" if args.trace else "ids"}
         with running_proxy(Path(tmp), rules=rules, env=env) as proxy:
             time.sleep(1.0)
             proxy.process.send_signal(signal.SIGUSR1)

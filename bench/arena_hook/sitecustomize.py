@@ -1,15 +1,20 @@
 """Loaded into the proxy process by bench/arena_pins.py only (PYTHONPATH=bench/arena_hook, with
 ARENA_PINS_OUT set); it does nothing otherwise and is no part of the proxy.
 
-SIGUSR1 (at idle): a full collection, pymalloc's statistics written out, then `tracemalloc`
-started, so that every block allocated from then on carries the traceback that made it.
-SIGUSR2 (after the flood and its settle time): pymalloc's statistics again (first, before this
-hook allocates anything), then every block made since SIGUSR1 that is still alive, grouped by
-where it was allocated, and every such object (the collector's objects, frozen ones too, and
-their untracked referents: str, bytes, int, float, tuple...) placed in its pymalloc pool and
-arena by reading the pool header at `address & ~(POOL_SIZE - 1)` (Objects/obmalloc.c: 16 KiB
-pools in 1 MiB arenas in 3.11; `struct pool_header` has the used-block count at offset 0 and the
-arena index at 32). Written to ARENA_PINS_OUT/report.txt; then the process goes on.
+SIGUSR1 (at idle): a full collection, pymalloc's statistics written out, then the ids of every
+object alive (the collector's objects, frozen ones too, and their untracked referents: str,
+bytes, int, float, tuple...) kept in a sorted array. SIGUSR2 (after the flood and its settle
+time): pymalloc's statistics again (first, before this hook allocates anything), then every
+small object alive now whose id was not alive at idle, placed in its pymalloc pool and arena by
+reading the pool header at `address & ~(POOL_SIZE - 1)` (Objects/obmalloc.c: 16 KiB pools in
+1 MiB arenas in 3.11; `struct pool_header` has the used-block count at offset 0 and the arena
+index at 32), per arena with reprs and referrers. Written to ARENA_PINS_OUT/report.txt; then the
+process goes on.
+
+With ARENA_PINS_MODE=trace, SIGUSR1 starts `tracemalloc` instead and the report also groups
+every small block made since (objects or not: dict key tables, list buffers) by the traceback
+that allocated it; tracemalloc slows the proxy ~10x, so the flood is mostly shed then and the
+arenas are not the ones of a real run.
 """
 
 from __future__ import annotations
