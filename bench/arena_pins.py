@@ -10,8 +10,10 @@ probe calls, waits `--settle` seconds, then asks the proxy for its report (SIGUS
 arena counts at idle and now, and the small objects made since idle and still alive, placed in
 their pools and arenas (arenas numbered from the idle count up are the flood's), with their
 reprs and referrers. `--trace` uses tracemalloc instead (allocation sites of every small block,
-objects or not), which slows the proxy so much that most of the flood is shed. Loopback only;
-every wait is bounded.
+objects or not); it slows the proxy ~10x, so most of the flood is shed, and with shedding off
+(`--proxy-args "--max-loop-lag 60 --max-busy 1"`) the flood's own transactions are still alive
+after the settle time, even at `--scale 0.1`: useful for where blocks come from, not for the
+aftermath. Loopback only; every wait is bounded.
 """
 
 from __future__ import annotations
@@ -43,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-apply", action="store_true", help="no reload during the attack")
     parser.add_argument("--trace", action="store_true",
                         help="tracemalloc's allocation sites (slow: most of the flood is shed)")
+    parser.add_argument("--proxy-args", default="",
+                        help="more flags for the proxy, e.g. '--max-loop-lag 60 --max-busy 1' "
+                        "so that --trace's slower proxy still admits the flood")
     parser.add_argument("--out", type=Path, help="directory for the report (default: printed)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="arena-pins-") as tmp:
@@ -52,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         rules.write_text(hostile.rules_text(args.users))
         env = {**os.environ, "PYTHONPATH": str(HOOK), "ARENA_PINS_OUT": str(out),
                "ARENA_PINS_MODE": "trace" if args.trace else "ids"}
-        with running_proxy(Path(tmp), rules=rules, env=env) as proxy:
+        extra = args.proxy_args.split()
+        with running_proxy(Path(tmp), extra, rules=rules, env=env) as proxy:
             time.sleep(1.0)
             proxy.process.send_signal(signal.SIGUSR1)
             wait_until(lambda: (out / "idle_mallocstats.txt").exists(), 30.0, "the idle mark")

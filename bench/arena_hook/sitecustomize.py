@@ -13,8 +13,9 @@ process goes on.
 
 With ARENA_PINS_MODE=trace, SIGUSR1 starts `tracemalloc` instead and the report also groups
 every small block made since (objects or not: dict key tables, list buffers) by the traceback
-that allocated it; tracemalloc slows the proxy ~10x, so the flood is mostly shed then and the
-arenas are not the ones of a real run.
+that allocated it; tracemalloc slows the proxy ~10x, so the flood is mostly shed (or, with
+shedding off, still being worked off after the settle time) and the arenas are not those of a
+real run.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import ctypes
 import gc
 import os
 import signal
+import struct
 import sys
 import tracemalloc
 from array import array
@@ -193,7 +195,11 @@ def dump(_signum: int, _frame: FrameType | None) -> None:
              "== pymalloc now", *arena_lines(stats)]
     if TRACE:
         lines += traced_sites(tracemalloc.take_snapshot())
+    else:
+        blocks = capture_blocks()  # before this hook's own objects take blocks
     lines += pinning_objects()
+    if not TRACE:
+        lines += arena_blocks(blocks)
     tracemalloc.stop()
     Path(OUT, "mallocstats.txt").write_text(stats)
     Path(OUT, "report.txt").write_text("\n".join(lines) + "\n")
@@ -257,3 +263,137 @@ def pinning_objects() -> list[str]:
 if OUT:
     signal.signal(signal.SIGUSR1, mark)
     signal.signal(signal.SIGUSR2, dump)
+
+
+POOL_OVERHEAD = 48  # sizeof(struct pool_header), rounded up to 16
+POOL_HEADER = struct.Struct("<I4xQQQIIII")  # count, freeblock, next, prev, arena, szidx, ...
+
+
+def readable_anonymous() -> list[tuple[int, int]]:
+    """Readable anonymous mappings: where pymalloc mmaps its arenas."""
+    ranges = []
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        fields = line.split()
+        if len(fields) == 5 and fields[1].startswith("r"):
+            start, end = fields[0].split("-")
+            ranges.append((int(start, 16), int(end, 16)))
+    return ranges
+
+
+def used_pools() -> list[tuple[int, int, int, int, int]]:
+    """(base, arena index, block size, blocks carved, first free block) of every pool in use,
+    found by its header's invariants (Objects/obmalloc.c: `maxnextoffset = POOL_SIZE - size`)."""
+    pools = []
+    for start, end in readable_anonymous():
+        base = (start + POOL_SIZE - 1) & ~(POOL_SIZE - 1)
+        while base + POOL_SIZE <= end:
+            count, freeblock, _, _, arena, size_class, next_offset, max_next = \
+                POOL_HEADER.unpack(ctypes.string_at(base, POOL_HEADER.size))
+            size = (size_class + 1) * 16
+            if (size_class < SMALL // 16 and max_next == POOL_SIZE - size and count > 0
+                    and POOL_OVERHEAD <= next_offset <= POOL_SIZE
+                    and (next_offset - POOL_OVERHEAD) % size == 0 and arena < 100_000):
+                carved = (next_offset - POOL_OVERHEAD) // size
+                pools.append((base, arena, size, carved, freeblock))
+            base += POOL_SIZE
+    return pools
+
+
+def allocated_blocks(base: int, size: int, carved: int, freeblock: int) -> list[int]:
+    free = set()
+    for _ in range(POOL_SIZE // 16):  # bounded: a free list is at most one pool of blocks
+        if not base <= freeblock < base + POOL_SIZE:
+            break
+        free.add(freeblock)
+        freeblock = ctypes.c_size_t.from_address(freeblock).value
+    blocks = (base + POOL_OVERHEAD + n * size for n in range(carved))
+    return [block for block in blocks if block not in free]
+
+
+def buffer_owners(objects: list[Any]) -> dict[int, str]:
+    """Blocks that are no object but an object's buffer: dict key tables and value arrays, list
+    item arrays, set tables, the values of instances with a managed dict (CPython 3.11
+    layouts: PyDictObject.ma_keys at 32 and ma_values at 40, PyListObject.ob_item at 24,
+    PySetObject.table at 40, an instance's values pointer 32 bytes before it)."""
+    owners: dict[int, str] = {}
+    word = ctypes.c_size_t
+    for obj in objects:
+        kind, address = type(obj), id(obj)
+        if kind is dict or isinstance(obj, dict):
+            owners[word.from_address(address + 32).value] = "keys of a dict"
+            owners[word.from_address(address + 40).value] = "values of a dict"
+        elif isinstance(obj, list):
+            owners[word.from_address(address + 24).value] = f"items of a list of {len(obj)}"
+        elif isinstance(obj, set | frozenset):
+            owners[word.from_address(address + 40).value] = "table of a set"
+        if kind.__flags__ & (1 << 4):  # Py_TPFLAGS_MANAGED_DICT
+            owners[word.from_address(address - 32).value] = \
+                f"attribute values of a {kind.__qualname__}"
+    return owners
+
+
+def owner_of_buffer(block: int, objects: list[Any], owners: dict[int, str]) -> str:
+    what = owners.get(block, "")
+    if not what:
+        return "unknown block " + ctypes.string_at(block, 16).hex()
+    for obj in objects:  # whose: the first object pointing at it (slow, for a few blocks)
+        if isinstance(obj, dict | list | set | frozenset) or type(obj).__flags__ & (1 << 4):
+            for offset in (24, 32, 40, -32):
+                if (isinstance(obj, dict | list | set | frozenset) or offset == -32) and \
+                        ctypes.c_size_t.from_address(id(obj) + offset).value == block:
+                    holders = [type(h).__qualname__ for h in gc.get_referrers(obj)[:3]]
+                    return f"{what} {short_repr(obj, 70)} held by {holders}"
+    return what
+
+
+def idle_arena_total() -> int:
+    for line in Path(OUT, "idle_mallocstats.txt").read_text().splitlines():
+        if line.startswith("# arenas allocated total"):
+            return int(line.split("=")[1].replace(",", ""))
+    return 0
+
+
+def capture_blocks() -> tuple[array[int], array[int], array[int]]:
+    """Address, size and arena of every block in use in the arenas made since idle (index >=
+    the idle total), in arrays: nothing of this hook's own sits in those pools yet."""
+    idle_total = idle_arena_total()
+    addresses, sizes, arenas = array("Q"), array("I"), array("I")
+    for base, arena, size, carved, freeblock in used_pools():
+        if arena >= idle_total:
+            for block in allocated_blocks(base, size, carved, freeblock):
+                addresses.append(block)
+                sizes.append(size)
+                arenas.append(arena)
+    return addresses, sizes, arenas
+
+
+def arena_blocks(blocks: tuple[array[int], array[int], array[int]]) -> list[str]:
+    """What each block captured is: an object (reachable from the collector's), a buffer of
+    one (dict keys, list items...), or an object nothing reachable holds (C-held)."""
+    objects = all_objects()
+    by_address: dict[int, Any] = {}
+    types: dict[int, str] = {}
+    for obj in objects:
+        by_address[id(obj)] = obj
+        types[id(type(obj))] = type(obj).__qualname__
+    owners = buffer_owners(objects)
+    per_arena: dict[int, list[str]] = collections.defaultdict(list)
+    for block, size, arena in zip(*blocks, strict=True):
+        found = next((by_address[a] for a in (block + 16, block + 32, block)
+                      if a in by_address), None)
+        if found is not None:
+            text = f"{type(found).__qualname__} {short_repr(found, 80)}"
+        elif block in owners:
+            text = owner_of_buffer(block, objects, owners)
+        else:
+            kind = types.get(ctypes.c_size_t.from_address(block + 8).value) or \
+                types.get(ctypes.c_size_t.from_address(block + 24).value)
+            text = (f"unreachable {kind}" if kind else
+                    "unknown " + ctypes.string_at(block, 16).hex())
+        per_arena[arena].append(f"{size:3d} B {text}")
+    lines = [f"== blocks in use in the arenas made since idle: {len(blocks[0])} in "
+             f"{len(per_arena)} arenas"]
+    for arena, texts in sorted(per_arena.items()):
+        lines.append(f"arena {arena}: {len(texts)} blocks")
+        lines += [f"    {text}" for text in texts[:30]]
+    return lines
