@@ -29,8 +29,7 @@ floats, the check's own, the GC pacer's count, a copied context per timer): each
 served from the first pool with room, a flood's, so they are unboxed too. And the dialogs of the
 calls set up during the flood, one or two blocks in each of several flood arenas: the shrink
 below re-makes every remembered dialog, so the copies sit side by side in a pool with room and
-the originals' arenas empty; the metrics' label values first seen during the flood (a trunk's
-first 2xx) are re-made the same way (`Counts.rekey`). What bounds the rest is how
+the originals' arenas empty. What bounds the rest is how
 many arenas the flood spreads over: a pending INVITE keeps its sent bytes, not a parse (3.6 KB
 a call instead of 9.3; 14 extra arenas at the peak instead of 28). `PYTHONMALLOC=malloc`
 avoids that at a CPU cost (see the README's Security section). At most two passes per flood,

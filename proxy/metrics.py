@@ -143,13 +143,6 @@ class EventMetrics(Collector):
         elif isinstance(event, TrunkStateChanged):
             self.trunk_up[event.trunk.hostport()] = event.up
 
-    def shrink(self) -> None:
-        """Re-make the label values (proxy/memory_trim.py, after a flood: those first seen
-        during it sit in its pymalloc pools; see `Counts.rekey`)."""
-        for counts in (self.decisions, self.requests, self.responses, self.failovers,
-                       self.dropped, self.refused, self.shed, self.answered, self.probes):
-            counts.rekey(_remade_label)
-
     def set_gauge(self, name: str, documentation: str, value: float) -> None:
         self.gauges.set(name, documentation, value)
 
@@ -201,13 +194,6 @@ class EventMetrics(Collector):
             gauge = GaugeMetricFamily(name, documentation)
             gauge.add_metric([], value)
             yield gauge
-
-
-def _remade_label(label: Any) -> Any:
-    """An equal, new copy of a label value (a str) or of a tuple of them."""
-    if isinstance(label, tuple):
-        return tuple(_remade_label(part) for part in label)
-    return "".join(("-", label))[1:] if isinstance(label, str) and label else label
 
 
 def _counter(

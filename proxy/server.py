@@ -109,7 +109,7 @@ class ProxyServer:
         self._acceptors: list[Acceptor] = []
         self.reloader = Reloader(rules, self._reloaded)
         self.ticker = LoopTicker()
-        self.trimmer = MemoryTrimmer(shrink=self._shrink_after_flood)
+        self.trimmer = MemoryTrimmer(shrink=self.core.shrink)
         self.ticker.add(self._trim_after_flood)
         self._admin = AdminServer(
             self.status, self._reload_for_admin, token=settings.admin_token,
@@ -255,11 +255,6 @@ class ProxyServer:
             "loop_max_lag_s": round(self.ticker.max_lag, 4),
             "transport": dict(self.transport_counters),
         }
-
-    def _shrink_after_flood(self) -> None:
-        """What the memory trim runs first: the core's tables, then the metrics' labels."""
-        self.core.shrink()
-        self.metrics.shrink()
 
     def _trim_after_flood(self) -> None:
         self.trimmer.tick(self.core.transaction_count)

@@ -30,6 +30,7 @@ import struct
 import sys
 import tracemalloc
 from array import array
+from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -280,10 +281,10 @@ def readable_anonymous() -> list[tuple[int, int]]:
     return ranges
 
 
-def used_pools() -> list[tuple[int, int, int, int, int]]:
+def used_pools() -> Iterator[tuple[int, int, int, int, int]]:
     """(base, arena index, block size, blocks carved, first free block) of every pool in use,
-    found by its header's invariants (Objects/obmalloc.c: `maxnextoffset = POOL_SIZE - size`)."""
-    pools = []
+    found by its header's invariants (Objects/obmalloc.c: `maxnextoffset = POOL_SIZE - size`).
+    One at a time: a list of them would take blocks of the very pools being read."""
     for start, end in readable_anonymous():
         base = (start + POOL_SIZE - 1) & ~(POOL_SIZE - 1)
         while base + POOL_SIZE <= end:
@@ -293,21 +294,23 @@ def used_pools() -> list[tuple[int, int, int, int, int]]:
             if (size_class < SMALL // 16 and max_next == POOL_SIZE - size and count > 0
                     and POOL_OVERHEAD <= next_offset <= POOL_SIZE
                     and (next_offset - POOL_OVERHEAD) % size == 0 and arena < 100_000):
-                carved = (next_offset - POOL_OVERHEAD) // size
-                pools.append((base, arena, size, carved, freeblock))
+                yield base, arena, size, (next_offset - POOL_OVERHEAD) // size, freeblock
             base += POOL_SIZE
-    return pools
 
 
-def allocated_blocks(base: int, size: int, carved: int, freeblock: int) -> list[int]:
-    free = set()
+def allocated_blocks(base: int, size: int, carved: int, freeblock: int) -> Iterator[int]:
+    free = array("Q")  # not a set of ints: those would be blocks too
     for _ in range(POOL_SIZE // 16):  # bounded: a free list is at most one pool of blocks
         if not base <= freeblock < base + POOL_SIZE:
             break
-        free.add(freeblock)
+        free.append(freeblock)
         freeblock = ctypes.c_size_t.from_address(freeblock).value
-    blocks = (base + POOL_OVERHEAD + n * size for n in range(carved))
-    return [block for block in blocks if block not in free]
+    free = array("Q", sorted(free))
+    for n in range(carved):
+        block = base + POOL_OVERHEAD + n * size
+        at = bisect.bisect_left(free, block)
+        if at == len(free) or free[at] != block:
+            yield block
 
 
 def buffer_owners(objects: list[Any]) -> dict[int, str]:

@@ -12,7 +12,7 @@ default), `in`, iteration, `len`, `keys`/`values`/`items` and `dict(counts)`.
 from __future__ import annotations
 
 from array import array
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Generic, TypeVar
 
 K = TypeVar("K")
@@ -54,13 +54,6 @@ class Counts(Generic[K]):
 
     def __len__(self) -> int:
         return len(self._index)
-
-    def rekey(self, remake: Callable[[K], K]) -> None:
-        """Re-make every name with `remake` (an equal, new object), keeping the slots. For quiet
-        moments (proxy/memory_trim.py): a name first counted during a flood (a timeout, a 2xx
-        from a trunk) was allocated from the flood's pymalloc pools and pins one of its arenas
-        for good; its copy, and the new index, are served from pools with room."""
-        self._index = {remake(name): slot for name, slot in self._index.items()}
 
     def keys(self) -> list[K]:
         return list(self._index)

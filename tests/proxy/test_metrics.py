@@ -148,20 +148,3 @@ def test_gauges_keep_their_values_unboxed() -> None:
     text = generate_latest(registry).decode()
     assert "callerid_proxy_dialogs 99.0" in text and "callerid_proxy_loop_lag_seconds 0.099" in text
 
-
-
-def test_shrinking_the_metrics_re_makes_their_labels() -> None:
-    """Issue 7: labels first seen during a flood (a trunk's first 2xx, the first timeout) sit
-    in the flood's pymalloc pools; the memory trim re-makes them, equal and with their counts."""
-    metrics = EventMetrics()
-    for event in EVENTS:
-        metrics.observe(event)
-    before = {name: getattr(metrics, name).items() for name in ("responses", "answered", "shed")}
-    old_labels = [label for items in before.values() for key, _ in items
-                  for label in (key if isinstance(key, tuple) else (key,))]
-    metrics.shrink()
-    after = {name: getattr(metrics, name).items() for name in before}
-    assert after == before
-    new_labels = [label for items in after.values() for key, _ in items
-                  for label in (key if isinstance(key, tuple) else (key,))]
-    assert not any(new is old for new, old in zip(new_labels, old_labels, strict=True) if old)
