@@ -370,6 +370,20 @@ def capture_blocks() -> tuple[array[int], array[int], array[int]]:
     return addresses, sizes, arenas
 
 
+def unreachable(block: int, kind: str) -> str:
+    """An object no reachable one holds: with a reference count of 0, a free-list member
+    (tuples, lists, floats, dicts... are kept for re-use, and their blocks stay in use)."""
+    for offset in (0, 16):
+        refcount = ctypes.c_ssize_t.from_address(block + offset).value
+        kind_at = ctypes.c_size_t.from_address(block + offset + 8).value
+        if kind_at and offset == 0 and kind == "int" and refcount > 0:
+            value = ctypes.cast(block, ctypes.py_object).value
+            return f"unreachable int {value!r} (refcount {refcount})"
+    refcount = ctypes.c_ssize_t.from_address(block).value
+    refcount_gc = ctypes.c_ssize_t.from_address(block + 16).value
+    return f"unreachable {kind} (refcount {refcount} / {refcount_gc} past a GC header)"
+
+
 def arena_blocks(blocks: tuple[array[int], array[int], array[int]]) -> list[str]:
     """What each block captured is: an object (reachable from the collector's), a buffer of
     one (dict keys, list items...), or an object nothing reachable holds (C-held)."""
@@ -391,7 +405,7 @@ def arena_blocks(blocks: tuple[array[int], array[int], array[int]]) -> list[str]
         else:
             kind = types.get(ctypes.c_size_t.from_address(block + 8).value) or \
                 types.get(ctypes.c_size_t.from_address(block + 24).value)
-            text = (f"unreachable {kind}" if kind else
+            text = (unreachable(block, kind) if kind else
                     "unknown " + ctypes.string_at(block, 16).hex())
         per_arena[arena].append(f"{size:3d} B {text}")
     lines = [f"== blocks in use in the arenas made since idle: {len(blocks[0])} in "
