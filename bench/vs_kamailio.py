@@ -144,9 +144,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-baseline", action="store_true", help="skip the no-proxy runs")
     parser.add_argument("--update-readme", action="store_true",
                         help="write the table into README.md between the performance markers")
-    parser.add_argument("--capture-max-rate", type=float, default=1000.0,
+    parser.add_argument("--capture-max-rate", type=float, default=None,
                         help="time the PBX leg on lo (kernel timestamps, needs root) for UDP "
-                             "runs up to this rate; 0: SIPp's timers only (default 1000)")
+                             "runs up to this rate; 0: SIPp's timers only (default: every "
+                             "rate, so that INVITE->503 is timed where the proxy sheds)")
     parser.add_argument("--note", action="append", default=[],
                         help="a remark for the results, e.g. 'final run on a quiet machine'")
     parser.add_argument("--proxy-arg", action="append", default=[], metavar="ARG",
@@ -237,7 +238,8 @@ def print_run(run: RunResult) -> None:
 
 def capture_rate(args: argparse.Namespace, remarks: list[str]) -> float:
     """The highest rate whose UDP runs are timed on lo (0: none)."""
-    limit = float(args.capture_max_rate)
+    limit = float(args.capture_max_rate if args.capture_max_rate is not None else
+                  max([*args.rates, args.recovery_overload or 0.0, 2 * max(args.rates)]))
     if limit <= 0 or "udp" not in args.transports:
         return 0.0
     if not capture.available():

@@ -15,7 +15,8 @@ retransmitting. Two signals, like a carrier proxy's overload control:
 
 Either one starts shedding a fraction of new INVITEs (`fraction`, ENTRY at first), steered every
 sample toward a queueing delay of TARGET times the bound, like PIE's drop probability (RFC 8033):
-up while the delay is over the target or growing, down while it is under it or falling. The CPU
+up while the delay is over the target or growing, down while it is under it (and at once when
+the loop has gone idle). The CPU
 share never sheds everything by itself: at capacity the loop is busy all the time while it keeps
 up, so only the queue can tell how much to shed; shedding all until the smoothed share fell
 (1 s) admitted nothing for seconds at a time. All or nothing would
@@ -40,6 +41,14 @@ FALLING = 0.9  # a value under this fraction of where its streak started is fall
 TARGET = 0.4  # the queueing delay steered to while shedding a share, times the bound
 GAIN = 2.0  # fraction added per sample and second of delay over the target
 TREND = 2.0  # fraction added per sample and second the delay grew since the last sample
+# A queue that empties says little of the load: the calls just admitted bring their responses,
+# ACKs and BYEs for a while after their INVITE, so a shrinking delay lowers the share only as
+# GAIN says (falling by TREND as well swung the share from all to half and the queue from empty
+# to 300 ms, at 6x capacity, every second). An idle loop (busy share under IDLE) says the load
+# has gone (at capacity, even shedding everything, it stays over 0.85): the share then falls
+# by RELEASE per sample at least.
+IDLE = 0.7
+RELEASE = 0.25
 ENTRY = 0.5  # the share shed when a growing queue is first seen, before steering
 HOLD = 1.0  # seconds of nothing shed and a short queue before the steering is disarmed
 
@@ -60,7 +69,9 @@ class Sample:
     elapsed: float  # seconds since the previous sample
     sojourns: tuple[float, ...] = ()  # of the UDP probes received since, oldest first
     outstanding: float = 0.0  # age of the oldest probe not yet received (0: none)
-    backlog: float = 0.0  # seconds of bytes waiting on TCP connections, at our read rate
+    # seconds the oldest message has waited in our own queues: bytes on TCP connections at our
+    # read rate, datagrams in the UDP read-ahead queue (proxy/read_ahead.py)
+    backlog: float = 0.0
 
 
 NEVER = math.nan  # an unset time in the unboxed state below
@@ -167,7 +178,10 @@ class OverloadDetector:
     def _steer(self, previous: float) -> None:
         values = self._values
         target = self.limits.max_delay * TARGET
-        change = GAIN * (values[_DELAY] - target) + TREND * (values[_DELAY] - previous)
+        delay = values[_DELAY]
+        change = GAIN * (delay - target) + TREND * max(0.0, delay - previous)
+        if change < 0.0 and values[_BUSY] < IDLE:
+            change = min(change, -RELEASE)  # the load is gone: admit again at once
         values[_STEERED] = min(1.0, max(0.0, values[_STEERED] + change))
 
     def _cause(self, sample: Sample, queued: float) -> str:
@@ -183,7 +197,7 @@ class OverloadDetector:
             # because the whole loop stalled (this check ran late by as much) is one pause
             return "udp queue"
         if queue_over:
-            return "loop lag" if sample.lag >= sample.backlog else "tcp backlog"
+            return "loop lag" if sample.lag >= sample.backlog else "backlog"
         if self.busy_smoothed > limits.max_busy:
             return "busy"
         return ""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import ipaddress
 import logging
 import os
@@ -255,6 +256,9 @@ def run_command(args: argparse.Namespace) -> int:
         values = validate_settings(settings)
         logs.configure(values["log_level"], values["log_format"],
                        audit_budget=values["audit_log_budget"])
+        # A crash in native code (the compiled core, uvloop) leaves every thread's Python stack
+        # on stderr, beside the log, instead of a bare exit code.
+        faulthandler.enable()
         config, server_settings, rules_path = build_from(values)
         workers: int = values["workers"]
         if not values["worker_spec"]:  # a worker's pid file is its supervisor's business

@@ -26,6 +26,7 @@ from proxy.loop_health import TICK_INTERVAL, LoopTicker
 from proxy.memory_trim import MemoryTrimmer
 from proxy.metrics import EventLog, EventMetrics
 from proxy.overload import OverloadDetector, OverloadLimits, Sample
+from proxy.read_ahead import RETRANSMIT_GUARD, ReadAheadQueue
 from proxy.reloader import Reloader
 from proxy.sip.addresses import Outgoing, Source, Target
 from proxy.sip.classify import side_of
@@ -64,6 +65,13 @@ class ServerSettings:
 
 
 ALL_SHED = 0.95  # a share shed from which on every new INVITE is (no per-INVITE decision)
+READ_AHEAD_BATCH = 8  # waiting datagrams handled per loop turn while reading ahead (reads first)
+READ_AHEAD_DROPS_LOG = 10.0  # seconds between warnings about datagrams the queue had no room for
+# Reading ahead starts when this many bytes wait in a UDP socket's kernel queue at a check (a few
+# ms of work: ~28 datagrams of 900 bytes, at the kernel's ~2.3 KB each) or while shedding, and
+# lasts READ_AHEAD_HOLD seconds after the last such check.
+READ_AHEAD_BYTES = 64 * 1024
+READ_AHEAD_HOLD = 1.0
 MAX_BACKLOG_CHECKS = 64  # TCP connections whose unread bytes one overload check looks at
 
 
@@ -85,6 +93,7 @@ class ProxyServer:
         self._flushing = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_deadline: float | None = None
+        self.timer_wakeups = 0  # the core's loop timer fired (a wakeup each)
         self._reload_seq = 0
         self._reload_outcomes: Counter[str] = Counter()  # applied / refused, for /metrics
         self._last_outcome = ReloadOutcome(True, rules.current.version, ())
@@ -94,7 +103,16 @@ class ProxyServer:
         self._lag_handle: asyncio.TimerHandle | None = None
         self._lag_context = contextvars.copy_context()  # one for every check, not a copy each
         self._partial = 0.0  # 0 < share of new INVITEs shed < 1: decided per INVITE here
+        self._all_shed = False  # every new INVITE is shed (the share reached ALL_SHED)
         self._overload_logged = False
+        # While overloaded, or while a kernel queue builds, UDP reads ahead (proxy/read_ahead.py):
+        # what is not answered at once waits here.
+        self._read_ahead = False
+        self._read_ahead_until = 0.0  # loop time until which reading ahead lasts
+        self._max_wait = settings.max_loop_lag  # no new INVITE admitted behind a longer wait
+        self._waiting = ReadAheadQueue(UDP_BUFFER_BYTES)
+        self._draining = False
+        self._waiting_drops_logged = (0, 0.0)  # drops counted, when, at the last warning
         self.cpu_clock = time.thread_time  # CPU seconds of the loop's thread (tests: a fake)
         # The check's figures, re-made at every check and kept until the next, unboxed (issue
         # 7: a float kept so is served from a flood's pymalloc pool and pins its arena).
@@ -243,6 +261,9 @@ class ProxyServer:
             "busy_share": round(self.busy_share, 3),
             "busy_smoothed": round(self.overload.busy_smoothed, 3),
             "queue_delay": round(self.overload.delay, 4),
+            "read_ahead": self._read_ahead,
+            "read_ahead_waiting": len(self._waiting),
+            "read_ahead_dropped": self._waiting.dropped,
             "trunks": self.core.trunk_status(),
             "tcp_connections": len(self._connections),
             "connections_by_transport": dict(
@@ -253,6 +274,9 @@ class ProxyServer:
             "reloads_parsed": self.reloader.started,
             "loop_ticks": self.ticker.ticks,
             "loop_max_lag_s": round(self.ticker.max_lag, 4),
+            "timer_wakeups": self.timer_wakeups,
+            "gc_max_pause_s": self.gc_monitor.max_pause_s,
+            "gc_slow_pauses": self.gc_monitor.slow_pauses,
             "transport": dict(self.transport_counters),
         }
 
@@ -301,14 +325,77 @@ class ProxyServer:
         return self.overload.busy_share
 
     def on_message(self, data: bytes, source: Source) -> None:
+        if (self._read_ahead or self._waiting) and source.transport == "udp":
+            self._arrived_while_overloaded(data, source)
+            return
         if self._partial and data.startswith(b"INVITE "):
             self._shed_or_admit()
+        self._handle(data, source)
+
+    def _handle(self, data: bytes, source: Source) -> None:
         try:
             self.core.receive(data, source, self._loop.time())
         except Exception:  # the process never dies on one message; its events say what it refused
             self.core.counters["internal_errors"] += 1
             log.exception("internal error on a message from %s:%s", source.host, source.port)
         self._flush()
+
+    def _arrived_while_overloaded(self, data: bytes, source: Source) -> None:
+        """Reading ahead (proxy/read_ahead.py): a new INVITE to be shed is answered 503 the
+        moment it is read, not after the queue in front of it; everything else waits its turn
+        in arrival order and is worked off in batches between reads. An untrusted source's
+        refusal costs no more than a shed INVITE (a glance, issue 7), so it is answered at
+        once too."""
+        now = self._loop.time()
+        waiting = self._waiting
+        shed = False
+        if data.startswith(b"INVITE "):
+            # Shed as the detector steers, and whenever what waits has waited the longest a
+            # message may (`--max-loop-lag`): the queue never grows past it (drop by sojourn
+            # time, like CoDel, RFC 8289), whatever the detector has seen so far.
+            shed = self._sheds_next_invite() or waiting.oldest_wait(now) >= self._max_wait
+        if shed and waiting.oldest_wait(now) < RETRANSMIT_GUARD:
+            self.core.set_overloaded(True)
+            self._handle(data, source)  # the glance's 503, or the transaction of an admitted one
+            return
+        if side_of(self.core.config, source) is None:
+            self._handle(data, source)
+            return
+        if not waiting.put(data, source, now, shed):
+            self.metrics.dropped["udp read-ahead queue full"] += 1
+            return
+        if not self._draining:
+            self._draining = True
+            self._loop.call_soon(self._work_off_waiting)
+
+    def _sheds_next_invite(self) -> bool:
+        if self._all_shed:
+            return True
+        if not self._partial:
+            return False
+        lag = self._lag  # the credit unboxed: a float kept from a flood would pin its arena
+        lag[_SHED_CREDIT] += self._partial
+        if lag[_SHED_CREDIT] < 1.0:
+            return False
+        lag[_SHED_CREDIT] -= 1.0
+        return True
+
+    def _work_off_waiting(self) -> None:
+        """One batch of the datagrams waiting, then back to the loop (which reads what has
+        arrived meanwhile) if more wait. Each new INVITE among them is admitted or shed as was
+        decided when it came."""
+        self._draining = False
+        waiting, core = self._waiting, self.core
+        for _ in range(READ_AHEAD_BATCH):
+            if not waiting:
+                break
+            data, source, shed = waiting.take()
+            core.set_overloaded(shed)
+            self._handle(data, source)
+        core.set_overloaded(self._all_shed)
+        if waiting and not self._draining:
+            self._draining = True
+            self._loop.call_soon(self._work_off_waiting)
 
     def on_broken_stream(self, frame: Frame, source: Source) -> None:
         self.core.receive_broken_stream(frame.data, frame.reason, source, status=frame.status)
@@ -418,17 +505,21 @@ class ProxyServer:
         for _, endpoint in self._udp:
             sojourns += endpoint.take_sojourns()
             outstanding = max(outstanding, endpoint.oldest_probe_age(now))
+        # What waits in the read-ahead queue waits as long as its oldest: a queueing delay.
+        backlog = max(self._tcp_backlog(elapsed), self._waiting.oldest_wait(now))
         sample = Sample(now, lag[_LAG], cpu - lag[_CPU_AT], elapsed, tuple(sojourns),
-                        outstanding, self._tcp_backlog(elapsed))  # fmt: skip
+                        outstanding, backlog)  # fmt: skip
         lag[_CPU_AT] = cpu
         detector = self.overload
         if detector.sample(sample):
             self._overload_changed()
         for _, endpoint in self._udp:
             endpoint.probe(now)
+        self._decide_read_ahead(now)
         if now - self.ticker.last_tick >= TICK_INTERVAL:
             self.ticker.tick(now)
         self._event_log.flush()  # the audit lines since the last check, in one write
+        self._warn_of_read_ahead_drops(now)
         self._update_gauges()
         self._schedule_lag_check()
 
@@ -448,6 +539,9 @@ class ProxyServer:
         fraction = detector.fraction if detector.overloaded else 0.0
         full = fraction >= ALL_SHED
         self._partial = fraction if fraction > 0.0 and not full else 0.0
+        self._all_shed = full
+        if detector.overloaded:
+            self._read_ahead = True
         self.core.set_overloaded(full)
         if detector.overloaded == self._overload_logged:
             return  # only the fraction moved: a gauge says it
@@ -461,6 +555,27 @@ class ProxyServer:
             log.warning("queueing delay %.0f ms, loop lag %.0f ms, cpu %.0f%%: admitting new "
                         "INVITEs", detector.delay * 1e3, self.loop_lag * 1e3,
                         detector.busy_smoothed * 100)  # fmt: skip
+
+    def _decide_read_ahead(self, now: float) -> None:
+        """Read ahead (proxy/read_ahead.py) while shedding or while a kernel queue builds, and
+        READ_AHEAD_HOLD seconds more; otherwise every datagram is handled as it is read."""
+        building = len(self._waiting) >= READ_AHEAD_BATCH or any(
+            e.kernel_queue_bytes() >= READ_AHEAD_BYTES for _, e in self._udp
+        )
+        if building or self.overload.overloaded:
+            self._read_ahead_until = now + READ_AHEAD_HOLD
+        self._read_ahead = now < self._read_ahead_until
+
+    def _warn_of_read_ahead_drops(self, now: float) -> None:
+        """Datagrams the read-ahead queue had no room for: one warning per interval at most."""
+        dropped = self._waiting.dropped
+        logged, when = self._waiting_drops_logged
+        if dropped == logged or now - when < READ_AHEAD_DROPS_LOG:
+            return
+        self._waiting_drops_logged = (dropped, now)
+        log.warning("overload: %d datagrams dropped since the last warning, the read-ahead queue "
+                    "holding %d bytes (peers retransmit them)", dropped - logged,
+                    self._waiting.bytes_waiting)  # fmt: skip
 
     def _tcp_backlog(self, elapsed: float) -> float:
         """Seconds of bytes waiting on the TCP connections busy since the last check (framed
@@ -601,6 +716,7 @@ class ProxyServer:
         self._timer = self._loop.call_at(deadline, self._on_timer)
 
     def _on_timer(self) -> None:
+        self.timer_wakeups += 1
         self._timer = None
         self._timer_deadline = None
         try:

@@ -11,6 +11,7 @@ import logging
 import os
 import socket
 import struct
+import sys
 import termios
 from collections import Counter, deque
 from collections.abc import Callable
@@ -26,6 +27,8 @@ PROBE_PREFIX = b"\x00callerid-proxy queue probe "
 MAX_PROBES = 64  # outstanding at once (one is sent per overload check)
 FRAMES_PER_TURN = 16  # TCP messages handled per loop turn and connection
 FEED_SLICE = 16 * 1024  # bytes given to the stream framer at once
+SO_MEMINFO = getattr(socket, "SO_MEMINFO", 55)  # Linux 4.12+: a socket's memory, u32 fields
+SK_MEMINFO_FIELDS = 9  # SK_MEMINFO_VARS; field 0 (SK_MEMINFO_RMEM_ALLOC): receive queue bytes
 
 
 class MessageSink(Protocol):
@@ -61,6 +64,7 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         self._outstanding: deque[float] = deque()  # send times of probes not yet back
         self.sojourns: list[float] = []  # of the probes back since `take_sojourns`
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._meminfo_missing = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's UDP transport does not subclass asyncio.DatagramTransport; same interface.
@@ -89,6 +93,19 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         except (OSError, ValueError):
             return
         self._outstanding.append(now)
+
+    def kernel_queue_bytes(self) -> int:
+        """Bytes waiting in the socket's receive queue now (the kernel's accounting, about 2.5x
+        the payload on loopback), read with SO_MEMINFO: the queue's depth at once, where a probe
+        tells its delay only once it is back. 0 where the option is missing (not Linux)."""
+        if self.sock is None or self._meminfo_missing:
+            return 0
+        try:
+            raw = self.sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, 4 * SK_MEMINFO_FIELDS)
+        except OSError:
+            self._meminfo_missing = True
+            return 0
+        return int.from_bytes(raw[:4], sys.byteorder)
 
     def oldest_probe_age(self, now: float) -> float:
         return now - self._outstanding[0] if self._outstanding else 0.0

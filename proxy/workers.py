@@ -27,9 +27,13 @@ import sys
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from proxy import control, reply_port
 from proxy.active_rules import ReloadOutcome
@@ -109,6 +113,8 @@ class Worker:
     restarts: int = 0
     restart_at: float | None = None
     last_counters: Counter[str] = field(default_factory=Counter)
+    gc_max_pause_s: float = 0.0  # the worker's longest GC pause, as last scraped
+    gc_slow_pauses: int = 0
 
     @property
     def status_file(self) -> Path:
@@ -157,6 +163,7 @@ class Supervisor:
         # The same guard as a single process's admin endpoint: POST /reload needs the token.
         token = settings.get("admin_token") or os.environ.get(ADMIN_TOKEN_ENV) or None
         self._admin = AdminServer(self.status, self._reload_for_admin, token=token)
+        self._admin.register(WorkersGc(self._workers))
 
     # ----------------------------------------------------------------- start and stop
     def bind(self) -> None:
@@ -347,6 +354,8 @@ class Supervisor:
                 worker.last_counters = Counter(scraped.get("counters", {}))
                 transactions += int(scraped.get("transactions", 0))
                 connections += int(scraped.get("tcp_connections", 0))
+                worker.gc_max_pause_s = float(scraped.get("gc_max_pause_s", 0.0))
+                worker.gc_slow_pauses = int(scraped.get("gc_slow_pauses", 0))
             counters += worker.last_counters
             workers.append({"index": worker.index, "pid": worker.pid, "alive": worker.alive(),
                             "restarts": worker.restarts, "scraped": scraped is not None})
@@ -368,6 +377,31 @@ class Supervisor:
             "replies_from_workers": self._send_direct,
             "dispatcher_drops": dict(dispatch.by_reason) if dispatch is not None else {},
         }
+
+
+class WorkersGc(Collector):
+    """Each worker's GC pauses at /metrics (`callerid_proxy_gc_pause_max_seconds` and
+    `callerid_proxy_gc_slow_pauses_total` by worker), as a single process shows its own
+    (proxy/gc_monitor.py): read from the scrape of the workers' /status that the counters'
+    collector, registered before it, has just made."""
+
+    def __init__(self, workers: list[Worker]) -> None:
+        self._workers = workers
+
+    def collect(self) -> Iterator[Any]:
+        maximum = GaugeMetricFamily(
+            "callerid_proxy_gc_pause_max_seconds",
+            "Longest garbage-collection pause since the worker started", labels=["worker"],
+        )
+        slow = CounterMetricFamily(
+            "callerid_proxy_gc_slow_pauses", "Garbage-collection pauses longer than 5 ms",
+            labels=["worker"],
+        )
+        for worker in self._workers:
+            maximum.add_metric([str(worker.index)], worker.gc_max_pause_s)
+            slow.add_metric([str(worker.index)], worker.gc_slow_pauses)
+        yield maximum
+        yield slow
 
 
 def _combine(pending: dict[int, int], done: dict[int, control.ProxyStatus]) -> ReloadOutcome:

@@ -86,6 +86,7 @@ from proxy.sip.trunks import TrunkHealth, probe_request
 from proxy.sip.untrusted import (
     glance,
     is_scanner,
+    own_ack_glance,
     shed_glance,
     shed_response,
     short_forbidden,
@@ -132,6 +133,8 @@ class ProxyCore:
             return
         if self._shed_cause() is not None and self._shed_from_glance(data, source):
             return  # overload: a new INVITE answered 503 before any parse
+        if data.startswith(b"ACK ") and self._own_ack_at_a_glance(data):
+            return  # the ACK of a 503 (or another answer) we made without state: it ends here
         try:
             msg = parse_message(data, datagram=source.transport == "udp", lazy=True)
             if msg.wire.method == "INVITE" and self._shed_at_once(msg, source, now):
@@ -483,10 +486,11 @@ class ProxyCore:
 
     def _shed_from_glance(self, data: bytes, source: Source) -> bool:
         """The cheapest refusal: a new INVITE's 503 from a glance at its header lines (see
-        `shed_glance`), unless it is a retransmission of an admitted INVITE (its transaction
-        answers it) or the glance cannot tell (the parse then decides, `_shed_at_once`)."""
+        `shed_glance`), unless it is a retransmission of an admitted INVITE (its transaction,
+        live or answered, answers it) or the glance cannot tell (the parse then decides,
+        `_shed_at_once`)."""
         seen = shed_glance(data)
-        if seen is None or self._transactions.server(seen.key) is not None:
+        if seen is None or self._transactions.has_server(seen.key):
             return False
         cause = self._early_shed_cause(source)
         if cause is None:
@@ -494,6 +498,19 @@ class ProxyCore:
         self._count_shed(source, cause)
         response = shed_response(seen, self.config.retry_after)
         self._outbox.append(Outgoing(response, source.reply_target(), source.connection))
+        return True
+
+    def _own_ack_at_a_glance(self, data: bytes) -> bool:
+        """The ACK of a final answer we made without a transaction (a shed INVITE's 503) is
+        absorbed from a glance, as `_on_request` would after a parse (RFC 3261 17.2.1: it ends
+        at the hop that answered). One whose INVITE has a server transaction goes the usual way:
+        that transaction takes it (17.2.1, Completed -> Confirmed)."""
+        seen = own_ack_glance(data)
+        if seen is None or self._transactions.has_server(seen.key):
+            return False
+        if seen.to_tag != own_to_tag(seen.call_id, seen.from_tag):
+            return False
+        self.counters["acks_of_our_answers"] += 1
         return True
 
     def _shed_at_once(self, msg: Message, source: Source, now: float) -> bool:

@@ -226,6 +226,11 @@ class TransactionLayer:
         """A live server transaction (no final answer sent yet)."""
         return self._servers.get(key)
 
+    def has_server(self, key: ServerKey) -> bool:
+        """A server transaction of this key, live or retired (answered, lingering for
+        retransmissions and the ACK): what a request with that key belongs to."""
+        return self._servers.get(key) is not None or self._retired_servers.get(key) is not None
+
     def retired_server(self, key: ServerKey) -> ServerRecord | None:
         return self._retired_servers.get(key)
 

@@ -7,6 +7,7 @@ with a simulated queue)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,36 @@ def test_above_capacity_the_share_shed_settles_at_the_excess_and_the_queue_stays
         assert abs(sum(settled) / len(settled) - excess) < 0.1, offered
         assert max(delays[200:]) < LIMITS.max_delay  # a 503 (and an admitted call) waits little
         assert min(settled) > 0.0 or offered > 5  # a share, not all or nothing
+
+
+def fractions_after(samples: Iterable[Mapping[str, Any]]) -> list[float]:
+    detector = OverloadDetector(LIMITS)
+    out, now = [], 0.0
+    for fields in samples:
+        now += STEP
+        values: dict[str, Any] = {"now": now, "lag": 0.0, "busy": STEP, "elapsed": STEP,
+                                     **fields}  # fmt: skip
+        detector.sample(Sample(**values))
+        out.append(detector.fraction)
+    return out
+
+
+def test_a_queue_that_empties_while_the_loop_stays_busy_lowers_the_share_step_by_step() -> None:
+    """The calls just admitted still bring their responses, ACKs and BYEs: a queue gone empty
+    at a busy loop lowers the share by GAIN per sample, not at once (which swung the share
+    from all to half, and the queue from empty to 300 ms, every second at 6x capacity)."""
+    growing = [{"sojourns": (0.15 + 0.05 * i,)} for i in range(8)]
+    fractions = fractions_after([*growing, *[{"sojourns": (0.0,)}] * 3])
+    assert fractions[7] == 1.0  # all shed while the queue grows
+    drops = [before - after for before, after in itertools.pairwise(fractions[7:])]
+    assert all(0.0 < drop <= 0.1 for drop in drops), drops  # GAIN x 40 ms = 0.08 a sample
+
+
+def test_an_idle_loop_admits_again_at_once() -> None:
+    growing = [{"sojourns": (0.15 + 0.05 * i,)} for i in range(8)]
+    idle = [{"sojourns": (0.0,), "busy": 0.2 * STEP}] * 4
+    fractions = fractions_after([*growing, *idle])
+    assert fractions[7] == 1.0 and fractions[-1] == 0.0  # the load is gone: 4 samples, 0.2 s
 
 
 def test_at_capacity_nothing_is_shed() -> None:

@@ -22,15 +22,18 @@ from proxy.sip.events import Shed
 from proxy.sip.message import Header, SipMessage, split_message
 from proxy.sip.parse import parse_message, parse_vias
 from proxy.sip.responses import build_response
-from proxy.sip.untrusted import shed_glance, shed_response
+from proxy.sip.untrusted import own_ack_glance, shed_glance, shed_response
 from tests.proxy.sip.support import (
     PBX,
     PBX_SOURCE,
     TRUNK,
+    TRUNK_SOURCE,
     Clocked,
     FixedPolicy,
+    forwarded_invite,
     invite,
     make_core,
+    response_to,
     sent_to,
     start_line,
 )
@@ -369,6 +372,21 @@ def test_a_retransmitted_admitted_invite_is_absorbed_not_shed() -> None:
     assert clocked.core.counters["retransmissions_absorbed"] == 1
 
 
+def test_a_retransmitted_invite_already_answered_gets_its_answer_again_not_a_503() -> None:
+    """The trunk refused the call (486, relayed: the server transaction is Completed, RFC 3261
+    17.2.1); shedding starts; the PBX, which missed the 486, retransmits the INVITE: it hears
+    the 486 again, never a second, different final answer."""
+    clocked = bounded(1)
+    forwarded = sent_to(clocked.receive(invite(), PBX_SOURCE), TRUNK)[0]
+    busy = response_to(forwarded, 486, "Busy Here", to_tag="trunk-1")
+    relayed = clocked.receive(busy, TRUNK_SOURCE, at=0.1)
+    assert [start_line(o.data) for o in relayed if o.target == PBX] == ["SIP/2.0 486 Busy Here"]
+    clocked.core.set_overloaded(True)
+    again = clocked.receive(invite(), PBX_SOURCE, at=0.5)
+    assert [start_line(o.data) for o in again if o.target == PBX] == ["SIP/2.0 486 Busy Here"]
+    assert clocked.core.counters["shed"] == 0
+
+
 def test_a_reinvite_flows_while_shedding() -> None:
     """A To tag: in a dialog; never shed (only new INVITEs are), whatever the glance sees."""
     clocked = bounded(0)
@@ -388,6 +406,118 @@ def test_with_every_trunk_down_the_shed_invite_hears_so() -> None:
     assert [e.cause for e in clocked.core.events_to_handle() if isinstance(e, Shed)] == [
         "all trunks down"
     ]
+
+
+# ----------------------------------------------------------------------------- own ACK at a glance
+def ack_of(request: bytes, answer: bytes) -> bytes:
+    """The ACK a UAC sends for a non-2xx final answer (RFC 3261 17.1.1.3): the INVITE's
+    Request-URI, top Via, From, Call-ID and CSeq number, the answer's To (with its tag)."""
+    lines = request.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+    answer_to = next(line for line in answer.split(b"\r\n") if line.lower().startswith(b"to:"))
+    kept = [b"ACK " + lines[0].split(b" ", 1)[1]]
+    for line in lines[1:]:
+        name = line.split(b":", 1)[0].strip().lower()
+        if name in (b"to", b"t"):
+            kept.append(answer_to)
+        elif name == b"cseq":
+            kept.append(line.replace(b"INVITE", b"ACK"))
+        elif name in (b"via", b"v", b"from", b"f", b"call-id", b"i", b"max-forwards"):
+            kept.append(line)
+    return b"\r\n".join([*kept, b"Content-Length: 0", b"", b""])
+
+
+def shed_and_ack(request: bytes) -> tuple[Clocked, bytes]:
+    clocked = bounded(0)
+    (refusal,) = clocked.receive(request, PBX_SOURCE)
+    assert start_line(refusal.data) == "SIP/2.0 503 Service Unavailable"
+    return clocked, ack_of(request, refusal.data)
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        invite(),
+        invite().replace(b"From:", b"f:").replace(b"To:", b"t:").replace(b"Call-ID:", b"i:"),
+        invite().replace(b"Via: SIP", b"v:  SIP").replace(b";rport\r\n", b";rport  \r\n"),
+        invite().replace(b'From: "Alice" <sip:1001@pbx.example.com>;tag=pbx-tag-1',
+                         b"From: sip:1001@pbx.example.com;TAG=Xy"),
+    ],
+    ids=["usual", "compact", "blanks", "addr-spec from"],
+)
+def test_the_ack_glance_reads_what_the_parse_reads(request_bytes: bytes) -> None:
+    _, ack = shed_and_ack(request_bytes)
+    seen = own_ack_glance(ack)
+    parsed = parse_message(ack, datagram=True)
+    assert seen is not None
+    top = parsed.vias[0]
+    assert seen.key == (top.branch, top.sent_by, "INVITE")
+    assert (seen.call_id, seen.from_tag, seen.to_tag) == (
+        parsed.call_id, parsed.from_addr.tag, parsed.to_addr.tag
+    )
+
+
+@pytest.mark.parametrize(
+    "ack",
+    [
+        ack_of(invite(), b"To: <sip:00442079460000@127.0.0.1>;tag=trunk-1\r\n"),
+        ack_of(invite(), b"To: <sip:a@b>;tag=cp-too-long-for-ours\r\n"),
+        ack_of(invite(), b"To: <sip:a@b>;tag=cp0123456789\r\n").replace(b"Max-Forwards: 70",
+                                                                       b"Subject: a\r\n b"),
+        ack_of(invite(branch="old-2543-branch"), b"To: <sip:a@b>;tag=cp0123456789\r\n"),
+        ack_of(invite(), b"To: <sip:a@b>;tag=cp0123456789\r\n").replace(b"1 ACK", b"1 BYE"),
+        ack_of(invite(), b"To: <sip:a@b>;tag=cp0123456789\r\n").replace(
+            b"Call-ID: call-1@pbx\r\n", b""
+        ),
+        ack_of(invite(), b"To: <sip:a@b>;tag=cp0123456789\r\n").replace(b"ACK sip:", b"BYE sip:"),
+    ],
+    ids=["callee tag", "not our length", "folding", "rfc 2543", "cseq method", "no call-id",
+         "not an ack"],
+)
+def test_the_ack_glance_leaves_what_it_cannot_tell_to_the_parse(ack: bytes) -> None:
+    assert own_ack_glance(ack) is None
+
+
+def test_the_ack_of_a_shed_invite_ends_here_from_the_glance() -> None:
+    clocked, ack = shed_and_ack(invite(branch="z9hG4bK-shed-ack", call_id="shed-ack@pbx"))
+    clocked.core.events_to_handle()
+    assert clocked.receive(ack, PBX_SOURCE, at=0.01) == []
+    assert clocked.core.counters["acks_of_our_answers"] == 1
+    assert clocked.core.events_to_handle() == []  # nothing dropped or refused: it was ours
+
+
+@pytest.mark.source_build
+def test_the_ack_of_a_shed_invite_needs_no_parse(monkeypatch: pytest.MonkeyPatch) -> None:
+    clocked, ack = shed_and_ack(invite(branch="z9hG4bK-no-parse", call_id="no-parse@pbx"))
+
+    def no_parse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("parsed")
+
+    monkeypatch.setattr("proxy.sip.core.parse_message", no_parse)
+    assert clocked.receive(ack, PBX_SOURCE, at=0.01) == []
+    assert clocked.core.counters["acks_of_our_answers"] == 1
+
+
+def test_an_ack_with_a_tag_like_ours_but_not_ours_goes_the_usual_way() -> None:
+    """A To tag of our shape that `own_to_tag` did not make for this Call-ID and From tag: not
+    the ACK of our answer; the usual path judges it (forwarded as an ACK of the dialog)."""
+    clocked = bounded(0)
+    ack = ack_of(invite(), b"To: <sip:00442079460000@127.0.0.1>;tag=cp0123456789\r\n")
+    assert own_ack_glance(ack) is not None
+    clocked.receive(ack, PBX_SOURCE)
+    assert clocked.core.counters["acks_of_our_answers"] == 0
+
+
+def test_the_ack_of_our_stateful_408_still_reaches_its_transaction() -> None:
+    """Timer B's 408 is sent by the INVITE server transaction (RFC 3261 17.2.1), with our To
+    tag: its ACK moves that transaction to Confirmed and stops Timer G, glance or not."""
+    clocked = Clocked(make_core())
+    forwarded_invite(clocked)
+    clocked.advance(31.9)
+    ((_, timeout),) = clocked.advance(32.0)
+    ack = ack_of(invite(), timeout.data)
+    assert own_ack_glance(ack) is not None
+    assert clocked.receive(ack, PBX_SOURCE, at=32.1) == []
+    assert [o for _, o in clocked.advance(40.0) if o.data.startswith(b"SIP/2.0 408")] == []
 
 
 # ----------------------------------------------------------------------------- stream framing

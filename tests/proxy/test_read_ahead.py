@@ -1,0 +1,199 @@
+"""Reading ahead under overload (proxy/read_ahead.py, ProxyServer.on_message): the queue keeps
+order, its bound and its ages; while the server reads ahead a new INVITE to be shed is answered
+503 the moment it is read, ahead of what waits, and what waits is handled in arrival order; no
+INVITE is admitted behind a wait longer than `--max-loop-lag`; past the guard (T1 less 0.1 s)
+of waiting a shed INVITE waits its turn (a retransmission of one still waiting must find its
+transaction); the kernel's queue depth is read from the socket (SO_MEMINFO) and starts reading
+ahead."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+
+import pytest
+
+from bench.bench_calls import PBX, TRUNK, invite
+from bench.bench_glue import CountingTransport, make_server
+from proxy.read_ahead import RETRANSMIT_GUARD, ReadAheadQueue
+from proxy.server import READ_AHEAD_BYTES, READ_AHEAD_HOLD, ProxyServer
+from proxy.sip.addresses import Source
+from proxy.transport import UdpEndpoint
+from tests.proxy.recording_sink import Sink
+
+OTHER = Source("udp", "127.0.0.1", 5071)
+
+
+# ------------------------------------------------------------------ the queue
+def test_the_queue_gives_back_what_it_took_in_order_with_its_decision() -> None:
+    queue = ReadAheadQueue(max_bytes=1000)
+    assert not queue and queue.oldest_wait(5.0) == 0.0
+    assert queue.put(b"first", PBX, 1.0)
+    assert queue.put(b"second", OTHER, 1.5, shed=True)
+    assert len(queue) == 2 and queue.bytes_waiting == 11
+    assert queue.oldest_wait(2.0) == pytest.approx(1.0)
+    assert queue.take() == (b"first", PBX, False)
+    assert queue.oldest_wait(2.0) == pytest.approx(0.5)
+    assert queue.take() == (b"second", OTHER, True)
+    assert not queue and queue.bytes_waiting == 0
+
+
+def test_past_its_bound_in_bytes_the_queue_drops_and_counts() -> None:
+    queue = ReadAheadQueue(max_bytes=10)
+    assert queue.put(b"x" * 6, PBX, 0.0)
+    assert not queue.put(b"y" * 5, PBX, 0.0)  # 11 > 10: dropped, as a full socket buffer would
+    assert queue.put(b"z" * 4, PBX, 0.0)  # 10: fits
+    assert (len(queue), queue.dropped, queue.bytes_waiting) == (2, 1, 10)
+
+
+# ------------------------------------------------------------------ in the server
+def invites_forwarded(transport: CountingTransport) -> list[bytes]:
+    return [data for data in transport.sent if data.startswith(b"INVITE ")]
+
+
+def answers(transport: CountingTransport, status: bytes) -> int:
+    return sum(1 for data in transport.sent if data.startswith(b"SIP/2.0 " + status))
+
+
+async def settle(rounds: int = 50) -> None:
+    for _ in range(rounds):
+        await asyncio.sleep(0)
+
+
+def reading_ahead(directory: Path) -> tuple[ProxyServer, CountingTransport]:
+    server, transport = make_server(directory)
+    server._read_ahead = True  # what the overload check sets while shedding
+    return server, transport
+
+
+async def _shed_ahead_of_the_queue(directory: Path) -> tuple[int, int, int, list[bytes]]:
+    server, transport = reading_ahead(directory)
+    for n in range(8):  # admitted (nothing is shed yet): they wait their turn
+        server.on_message(invite(n), PBX)
+    waiting_forwarded = len(invites_forwarded(transport))
+    server._all_shed = True  # the detector now sheds every new INVITE
+    server.on_message(invite(100), PBX)
+    shed_at_once = answers(transport, b"503")
+    await settle()
+    if server._timer is not None:
+        server._timer.cancel()
+    return waiting_forwarded, shed_at_once, answers(transport, b"503"), invites_forwarded(
+        transport
+    )
+
+
+def test_a_shed_invite_is_answered_at_once_ahead_of_what_waits(tmp_path: Path) -> None:
+    waiting_forwarded, shed_at_once, shed, forwarded = asyncio.run(
+        _shed_ahead_of_the_queue(tmp_path)
+    )
+    assert waiting_forwarded == 0  # nothing handled while it was being read
+    assert shed_at_once == 1  # the 503 left before any of the 8 waiting was handled
+    assert shed == 1
+    branches = [line for data in forwarded for line in data.split(b"\r\n") if b"branch=z9hG4bKPj"
+                in line]  # fmt: skip
+    assert [b"z9hG4bKPj%08x" % n in line for n, line in enumerate(branches)] == [True] * 8
+
+
+async def _admission_behind_a_long_wait(directory: Path) -> tuple[int, int]:
+    server, transport = reading_ahead(directory)
+    loop = asyncio.get_running_loop()
+    # a response that has waited as long as a message may (`--max-loop-lag`, 0.1 s)
+    server._waiting.put(b"SIP/2.0 180 Ringing\r\n\r\n", TRUNK, loop.time() - 0.1)
+    server._draining = True  # its batch is not due yet
+    server.on_message(invite(1), PBX)
+    shed = answers(transport, b"503")
+    server._draining = False
+    server._work_off_waiting()
+    if server._timer is not None:
+        server._timer.cancel()
+    return shed, len(invites_forwarded(transport))
+
+
+def test_no_new_invite_is_admitted_behind_a_wait_over_the_bound(tmp_path: Path) -> None:
+    """Even before the detector has decided anything (share 0): drop by sojourn time."""
+    assert asyncio.run(_admission_behind_a_long_wait(tmp_path)) == (1, 0)
+
+
+async def _shed_behind_the_guard(directory: Path) -> tuple[int, int, int, int]:
+    server, transport = reading_ahead(directory)
+    loop = asyncio.get_running_loop()
+    server._draining = True  # hold the batches: the queue is what the test says it is
+    server.on_message(invite(7), PBX)  # admitted: waits
+    server._waiting._arrivals[0] = loop.time() - RETRANSMIT_GUARD  # ... and has waited the guard
+    server._all_shed = True
+    server.on_message(invite(7), PBX)  # its retransmission: the INVITE it repeats still waits
+    server.on_message(invite(8), PBX)  # a new one, shed: waits its turn too
+    answered_at_once = answers(transport, b"503")
+    server._draining = False
+    server._work_off_waiting()
+    server._work_off_waiting()
+    if server._timer is not None:
+        server._timer.cancel()
+    return (answered_at_once, len(invites_forwarded(transport)), answers(transport, b"503"),
+            server.core.counters["retransmissions_absorbed"])  # fmt: skip
+
+
+def test_after_a_long_wait_a_shed_invite_waits_its_turn(tmp_path: Path) -> None:
+    """RFC 3261 17.1.1.2: the PBX retransmits after T1; the retransmission of an INVITE still
+    waiting reaches the transaction its original opened (absorbed), it is not refused."""
+    answered_at_once, forwarded, shed, absorbed = asyncio.run(_shed_behind_the_guard(tmp_path))
+    assert answered_at_once == 0
+    assert forwarded == 1  # the original, admitted when it came
+    assert absorbed == 1  # its retransmission
+    assert shed == 1  # the new INVITE, in its turn
+
+
+async def _untrusted_while_reading_ahead(directory: Path) -> tuple[int, int]:
+    server, transport = reading_ahead(directory)
+    server.on_message(invite(3), Source("udp", "127.0.0.9", 5060))  # neither PBX nor trunk
+    refused_at_once = sum(1 for data in transport.sent if data.startswith(b"SIP/2.0 403"))
+    return refused_at_once, len(server._waiting)
+
+
+def test_an_untrusted_source_is_refused_at_once_never_queued(tmp_path: Path) -> None:
+    assert asyncio.run(_untrusted_while_reading_ahead(tmp_path)) == (1, 0)
+
+
+# ------------------------------------------------------------------ the kernel's queue
+def test_the_kernel_queue_depth_is_read_from_the_socket() -> None:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.bind(("127.0.0.1", 0))
+        endpoint = UdpEndpoint(Sink(), sock)
+        assert endpoint.kernel_queue_bytes() == 0
+        for _ in range(20):  # none read: all 20 wait in the kernel
+            sender.sendto(b"x" * 900, sock.getsockname())
+        assert endpoint.kernel_queue_bytes() >= 20 * 900  # the payload and its buffers
+    finally:
+        sender.close()
+        sock.close()
+
+
+class DeepQueue(UdpEndpoint):
+    depth = 0
+
+    def kernel_queue_bytes(self) -> int:
+        return self.depth
+
+
+async def _read_ahead_follows_the_kernel_queue(directory: Path) -> list[bool]:
+    server, _ = make_server(directory)
+    endpoint = DeepQueue(server)
+    server._udp = [("127.0.0.1", endpoint)]
+    seen = []
+    for now, depth in ((0.0, 0), (0.05, READ_AHEAD_BYTES), (0.5, 0),
+                       (0.05 + READ_AHEAD_HOLD + 0.01, 0)):  # fmt: skip
+        endpoint.depth = depth
+        server._decide_read_ahead(now)
+        seen.append(server._read_ahead)
+    return seen
+
+
+def test_reading_ahead_starts_when_the_kernel_queue_builds_and_lasts_its_hold(
+    tmp_path: Path,
+) -> None:
+    assert asyncio.run(_read_ahead_follows_the_kernel_queue(tmp_path)) == [
+        False, True, True, False
+    ]
