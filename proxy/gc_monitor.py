@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextvars
 import gc
 import logging
 import time
@@ -82,17 +83,23 @@ class GcPacer:
         self.interval = interval
         self._collect = collect
         self._handle: asyncio.TimerHandle | None = None
-        self.collections = 0
+        self._context = contextvars.copy_context()  # one for every run, not a copy each
+        # unboxed (issue 7): an int re-made per run and kept would pin a flood's pymalloc arena
+        self._collections = array("q", [0])
+
+    @property
+    def collections(self) -> int:
+        return self._collections[0]
 
     def tick(self) -> int:
         """One paced collection; the generation it collected."""
         generation = generation_due()
         self._collect(generation)
-        self.collections += 1
+        self._collections[0] += 1
         return generation
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._handle = loop.call_later(self.interval, self._run, loop)
+        self._handle = loop.call_later(self.interval, self._run, loop, context=self._context)
 
     def stop(self) -> None:
         if self._handle is not None:

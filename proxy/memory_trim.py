@@ -21,7 +21,15 @@ deadlines. Re-allocating those values afterwards does not help (pymalloc serves 
 the first partly used pool of its size, the very pool it pinned), so counts and per-sample
 values that live on are kept unboxed (proxy/sip/counters.py `Counts` for the core's and the
 metrics' counters; arrays in the histograms, the GC monitor and the loop ticker), and a
-remembered dialog is two blocks (proxy/sip/dialogs.py). What bounds the rest is how
+remembered dialog is two blocks (proxy/sip/dialogs.py). Measured in the live proxy
+(bench/arena_pins.py: the objects made since idle and alive a minute after the flood, placed in
+their pools and arenas), the last pins were of two kinds. Figures re-made at every loop check
+and kept until the next (the gauges' (documentation, value) pairs, the overload detector's
+floats, the check's own, the GC pacer's count, a copied context per timer): each new one is
+served from the first pool with room, a flood's, so they are unboxed too. And the dialogs of the
+calls set up during the flood, one or two blocks in each of several flood arenas: the shrink
+below re-makes every remembered dialog, so the copies sit side by side in a pool with room and
+the originals' arenas empty. What bounds the rest is how
 many arenas the flood spreads over: a pending INVITE keeps its sent bytes, not a parse (3.6 KB
 a call instead of 9.3; 14 extra arenas at the peak instead of 28). `PYTHONMALLOC=malloc`
 avoids that at a CPU cost (see the README's Security section). At most two passes per flood,

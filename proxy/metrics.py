@@ -65,6 +65,35 @@ class Histogram:
         return HistogramMetricFamily(name, documentation, buckets=buckets, sum_value=self.total)
 
 
+GAUGE_SLOTS = 64  # 512 bytes of values, made once: more gauges than the proxy sets
+
+
+class Gauges:
+    """Named gauge values, unboxed (issue 7): a (documentation, value) tuple and a float re-made
+    per loop check and kept until the next one are two blocks that a flood's pymalloc pools
+    serve, and each check's pair lands in whatever pool is first on the free list, so the last
+    pair pins a flood arena. Here the names and their documentation are kept from the first set
+    (at start, before any flood) and the values live in one array."""
+
+    def __init__(self) -> None:
+        self._slots: dict[str, tuple[int, str]] = {}  # name -> (slot, documentation)
+        self._values = array("d", bytes(8 * GAUGE_SLOTS))
+
+    def set(self, name: str, documentation: str, value: float) -> None:
+        known = self._slots.get(name)
+        if known is None:
+            if len(self._slots) == len(self._values):
+                self._values.extend(array("d", bytes(8 * len(self._values))))  # rare
+            known = self._slots[name] = (len(self._slots), documentation)
+        self._values[known[0]] = value
+
+    def items(self) -> list[tuple[str, tuple[str, float]]]:
+        """(name, (documentation, value)), sorted by name."""
+        values = self._values
+        return sorted((name, (documentation, values[slot]))
+                      for name, (slot, documentation) in self._slots.items())
+
+
 class EventMetrics(Collector):
     """Counters by label, per event; gauges read from the core at scrape time."""
 
@@ -81,7 +110,7 @@ class EventMetrics(Collector):
         self.trunk_up: dict[str, bool] = {}
         self.first_response = Histogram()
         self.final_response = Histogram()
-        self.gauges: dict[str, tuple[str, float]] = {}
+        self.gauges = Gauges()
 
     def observe(self, event: Event) -> None:
         if isinstance(event, ResponseRelayed):
@@ -115,7 +144,7 @@ class EventMetrics(Collector):
             self.trunk_up[event.trunk.hostport()] = event.up
 
     def set_gauge(self, name: str, documentation: str, value: float) -> None:
-        self.gauges[name] = (documentation, value)
+        self.gauges.set(name, documentation, value)
 
     def collect(self) -> Iterator[Any]:
         yield _counter(
@@ -161,7 +190,7 @@ class EventMetrics(Collector):
         yield self.final_response.family(
             "callerid_proxy_invite_final_response_seconds", "INVITE to final response relayed"
         )
-        for name, (documentation, value) in sorted(self.gauges.items()):
+        for name, (documentation, value) in self.gauges.items():
             gauge = GaugeMetricFamily(name, documentation)
             gauge.add_metric([], value)
             yield gauge

@@ -30,6 +30,7 @@ re-detected from scratch every time), then the overload ends.
 from __future__ import annotations
 
 import math
+from array import array
 from dataclasses import dataclass
 
 DELAY_RECOVERY = 0.5  # overload ends when the delay is under this fraction of its bound
@@ -73,81 +74,115 @@ class Sample:
     backlog: float = 0.0
 
 
+NEVER = math.nan  # an unset time in the unboxed state below
+
+
 class _Streak:
-    """A value over its bound for `sustain` seconds and not lower than when it went over."""
+    """A value over its bound for `sustain` seconds and not lower than when it went over.
+
+    Its state (since when, from what value) is kept unboxed, like the detector's (below)."""
 
     def __init__(self) -> None:
-        self._since: float | None = None
-        self._start = 0.0
+        self._state = array("d", [NEVER, 0.0])  # since (NEVER: not over), start value
 
     def over(self, now: float, value: float, bound: float, sustain: float) -> bool:
+        state = self._state
         if value <= bound:
-            self._since = None
+            state[0] = NEVER
             return False
-        if self._since is None:
-            self._since, self._start = now, value
+        since = state[0]
+        if math.isnan(since):
+            state[0], state[1] = now, value
             return False
-        if now - self._since < sustain:
+        if now - since < sustain:
             return False
-        if value >= self._start * FALLING:
+        if value >= state[1] * FALLING:
             return True
         # Falling (the backlog of one pause being worked off): judge the next period afresh.
-        self._since, self._start = now, value
+        state[0], state[1] = now, value
         return False
 
 
+# Slots of OverloadDetector._values.
+_DELAY, _BUSY, _SMOOTHED, _FRACTION, _STEERED, _CALM_SINCE = range(6)
+
+
 class OverloadDetector:
+    """Its figures, re-made at every sample (20 a second) and kept until the next one, are
+    unboxed in arrays (issue 7): a float kept across samples is served from the first pymalloc
+    pool with room, during and after a flood one of the flood's, whose arena it then pins."""
+
     def __init__(self, limits: OverloadLimits) -> None:
         self.limits = limits
         self.overloaded = False
-        self.delay = 0.0  # the worst queueing delay of the last sample
-        self.busy_share = 0.0  # of the last interval
-        self.busy_smoothed = 0.0
         self.cause = ""
-        self.fraction = 0.0  # of new INVITEs to shed: 0 admits all, 1 sheds all
-        self._steered = 0.0  # the part of `fraction` the queueing delay asks for
-        self._calm_since: float | None = None  # nothing shed, short queue, CPU under its mark
-        self._sojourns: list[float] = []  # the last PROBE_RUN received
+        # delay, busy share, smoothed busy share, fraction, steered, calm since (NEVER: not)
+        self._values = array("d", [0.0, 0.0, 0.0, 0.0, 0.0, NEVER])
+        self._sojourns = array("d")  # the last PROBE_RUN received
         self._queue = _Streak()
+
+    @property
+    def delay(self) -> float:
+        """The worst queueing delay of the last sample."""
+        return self._values[_DELAY]
+
+    @property
+    def busy_share(self) -> float:
+        """Of the last interval."""
+        return self._values[_BUSY]
+
+    @property
+    def busy_smoothed(self) -> float:
+        return self._values[_SMOOTHED]
+
+    @property
+    def fraction(self) -> float:
+        """Of new INVITEs to shed: 0 admits all, 1 sheds all."""
+        return self._values[_FRACTION]
 
     def sample(self, sample: Sample) -> bool:
         """Take one sample; True when the overload state or the fraction shed changed."""
-        limits = self.limits
+        limits, values = self.limits, self._values
         elapsed = max(sample.elapsed, 1e-6)
-        self.busy_share = min(1.0, max(0.0, sample.busy / elapsed))
+        values[_BUSY] = min(1.0, max(0.0, sample.busy / elapsed))
         weight = 1.0 - math.exp(-elapsed / limits.busy_window)
-        self.busy_smoothed += weight * (self.busy_share - self.busy_smoothed)
-        self._sojourns = [*self._sojourns, *sample.sojourns][-PROBE_RUN:]
-        last_sojourn = self._sojourns[-1] if self._sojourns else 0.0
+        values[_SMOOTHED] += weight * (values[_BUSY] - values[_SMOOTHED])
+        sojourns = self._sojourns
+        sojourns.extend(sample.sojourns)
+        del sojourns[:-PROBE_RUN]
+        last_sojourn = sojourns[-1] if sojourns else 0.0
         queued = max(sample.lag, sample.backlog)
-        previous, self.delay = self.delay, max(queued, last_sojourn, sample.outstanding)
+        previous = values[_DELAY]
+        values[_DELAY] = max(queued, last_sojourn, sample.outstanding)
         cause = self._cause(sample, queued)
-        was = (self.overloaded, self.fraction)
+        was_overloaded, was_fraction = self.overloaded, values[_FRACTION]
         if not self.overloaded and cause:
             self.overloaded, self.cause = True, cause
-            self._steered = ENTRY
+            values[_STEERED] = ENTRY
         if self.overloaded:
             self._steer(previous)
-        self.fraction = self._steered
+        values[_FRACTION] = values[_STEERED]
         calm = (
-            self.fraction <= 0.0
-            and self.delay < limits.max_delay * TARGET
-            and self.busy_smoothed < limits.max_busy * BUSY_RECOVERY
+            values[_FRACTION] <= 0.0
+            and values[_DELAY] < limits.max_delay * TARGET
+            and values[_SMOOTHED] < limits.max_busy * BUSY_RECOVERY
         )
         if not (self.overloaded and calm):
-            self._calm_since = None
-        elif self._calm_since is None:
-            self._calm_since = sample.now
-        elif sample.now - self._calm_since >= HOLD:
-            self.overloaded, self.cause, self._calm_since = False, "", None
-        return (self.overloaded, self.fraction) != was
+            values[_CALM_SINCE] = NEVER
+        elif math.isnan(values[_CALM_SINCE]):
+            values[_CALM_SINCE] = sample.now
+        elif sample.now - values[_CALM_SINCE] >= HOLD:
+            self.overloaded, self.cause, values[_CALM_SINCE] = False, "", NEVER
+        return self.overloaded != was_overloaded or values[_FRACTION] != was_fraction
 
     def _steer(self, previous: float) -> None:
+        values = self._values
         target = self.limits.max_delay * TARGET
-        change = GAIN * (self.delay - target) + TREND * max(0.0, self.delay - previous)
-        if change < 0.0 and self.busy_share < IDLE:
+        delay = values[_DELAY]
+        change = GAIN * (delay - target) + TREND * max(0.0, delay - previous)
+        if change < 0.0 and values[_BUSY] < IDLE:
             change = min(change, -RELEASE)  # the load is gone: admit again at once
-        self._steered = min(1.0, max(0.0, self._steered + change))
+        values[_STEERED] = min(1.0, max(0.0, values[_STEERED] + change))
 
     def _cause(self, sample: Sample, queued: float) -> str:
         limits = self.limits

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import itertools
 import logging
@@ -10,6 +11,7 @@ import os
 import signal
 import socket
 import time
+from array import array
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,13 +101,10 @@ class ProxyServer:
         self.metrics = EventMetrics()
         self._event_log = EventLog()
         self._lag_handle: asyncio.TimerHandle | None = None
-        self._lag_expected = 0.0
-        self.loop_lag = 0.0
-        self._lag_started = 0.0
+        self._lag_context = contextvars.copy_context()  # one for every check, not a copy each
         self._partial = 0.0  # 0 < share of new INVITEs shed < 1: decided per INVITE here
         self._all_shed = False  # every new INVITE is shed (the share reached ALL_SHED)
         self._overload_logged = False
-        self._shed_credit = 0.0
         # While overloaded, or while a kernel queue builds, UDP reads ahead (proxy/read_ahead.py):
         # what is not answered at once waits here.
         self._read_ahead = False
@@ -115,7 +114,9 @@ class ProxyServer:
         self._draining = False
         self._waiting_drops_logged = (0, 0.0)  # drops counted, when, at the last warning
         self.cpu_clock = time.thread_time  # CPU seconds of the loop's thread (tests: a fake)
-        self._cpu_at = self.cpu_clock()
+        # The check's figures, re-made at every check and kept until the next, unboxed (issue
+        # 7: a float kept so is served from a flood's pymalloc pool and pins its arena).
+        self._lag = array("d", [0.0, 0.0, 0.0, self.cpu_clock(), 0.0])
         self.overload = OverloadDetector(OverloadLimits(
             settings.max_loop_lag, settings.max_busy, settings.overload_sustain,
             settings.busy_window,
@@ -372,10 +373,11 @@ class ProxyServer:
             return True
         if not self._partial:
             return False
-        self._shed_credit += self._partial
-        if self._shed_credit < 1.0:
+        lag = self._lag  # the credit unboxed: a float kept from a flood would pin its arena
+        lag[_SHED_CREDIT] += self._partial
+        if lag[_SHED_CREDIT] < 1.0:
             return False
-        self._shed_credit -= 1.0
+        lag[_SHED_CREDIT] -= 1.0
         return True
 
     def _work_off_waiting(self) -> None:
@@ -477,21 +479,27 @@ class ProxyServer:
         self._event_log.handle(events)
 
     # ----------------------------------------------------------------- overload
+    @property
+    def loop_lag(self) -> float:
+        """How late the last overload check ran, in seconds."""
+        return self._lag[_LAG]
+
     def _schedule_lag_check(self) -> None:
-        interval = self.settings.lag_interval
-        self._lag_started = self._loop.time()
-        self._lag_expected = self._lag_started + interval
-        self._lag_handle = self._loop.call_later(interval, self._check_lag)
+        interval, lag = self.settings.lag_interval, self._lag
+        lag[_LAG_STARTED] = self._loop.time()
+        lag[_LAG_EXPECTED] = lag[_LAG_STARTED] + interval
+        self._lag_handle = self._loop.call_later(interval, self._check_lag,
+                                                 context=self._lag_context)
 
     def _check_lag(self) -> None:
         """The one periodic check of the loop (also the health tick): how late it runs, the
         loop thread's CPU share, and the queueing delays (UDP probes back, TCP bytes waiting)
         go to the overload detector (proxy/overload.py), which says when to shed new INVITEs
         and when to admit them again."""
-        now = self._loop.time()
+        now, lag = self._loop.time(), self._lag
         cpu = self.cpu_clock()
-        self.loop_lag = max(0.0, now - self._lag_expected)
-        elapsed = max(now - self._lag_started, 1e-3)
+        lag[_LAG] = max(0.0, now - lag[_LAG_EXPECTED])
+        elapsed = max(now - lag[_LAG_STARTED], 1e-3)
         sojourns: list[float] = []
         outstanding = 0.0
         for _, endpoint in self._udp:
@@ -499,9 +507,9 @@ class ProxyServer:
             outstanding = max(outstanding, endpoint.oldest_probe_age(now))
         # What waits in the read-ahead queue waits as long as its oldest: a queueing delay.
         backlog = max(self._tcp_backlog(elapsed), self._waiting.oldest_wait(now))
-        sample = Sample(now, self.loop_lag, cpu - self._cpu_at, elapsed, tuple(sojourns),
+        sample = Sample(now, lag[_LAG], cpu - lag[_CPU_AT], elapsed, tuple(sojourns),
                         outstanding, backlog)  # fmt: skip
-        self._cpu_at = cpu
+        lag[_CPU_AT] = cpu
         detector = self.overload
         if detector.sample(sample):
             self._overload_changed()
@@ -519,10 +527,11 @@ class ProxyServer:
         """Shedding a fraction of new INVITEs: this one is shed when the credit of shares
         reaches one (evenly spread, no randomness). A retransmission of an admitted INVITE
         never reaches the core's shed check (its transaction absorbs it)."""
-        self._shed_credit += self._partial
-        shed = self._shed_credit >= 1.0
+        lag = self._lag
+        lag[_SHED_CREDIT] += self._partial
+        shed = lag[_SHED_CREDIT] >= 1.0
         if shed:
-            self._shed_credit -= 1.0
+            lag[_SHED_CREDIT] -= 1.0
         self.core.set_overloaded(shed)
 
     def _overload_changed(self) -> None:
@@ -718,6 +727,8 @@ class ProxyServer:
         self._flush()
 
 
+# Slots of ProxyServer._lag.
+_LAG_STARTED, _LAG_EXPECTED, _LAG, _CPU_AT, _SHED_CREDIT = range(5)
 UDP_BUFFER_BYTES = 4 * 1024 * 1024
 UDP_ROUTES = 1024  # next hops whose sending socket is remembered (proxy peers: a handful)
 FLUSH_ROUNDS = 8  # bounded: each round is a failover step's output

@@ -42,6 +42,17 @@ def _entry(original: bytes, rewritten: bytes, trunk_index: int, expires: float) 
     return _HEADER.pack(expires, trunk_index, len(original)) + original + rewritten
 
 
+def _copied_key(key: str) -> str:
+    """A new str equal to `key` (`str(key)` and slices of the whole return the same object)."""
+    call_id, pbx_tag = key.split("\x00", 1)
+    return _key(call_id, pbx_tag)
+
+
+def _copied_entry(entry: bytes) -> bytes:
+    """A new bytes equal to `entry`."""
+    return bytes(bytearray(entry))
+
+
 def _expires(entry: bytes) -> float:
     expires: float = _HEADER.unpack_from(entry)[0]
     return expires
@@ -88,8 +99,14 @@ class DialogMemory:
 
     def shrink(self) -> None:
         """Give back the capacity a flood left (issue 7: an OrderedDict keeps its hash table and
-        node index at their peak size), keeping the order. O(len): for quiet moments."""
-        entries = list(self._entries.items())
+        node index at their peak size), keeping the order. O(len): for quiet moments.
+
+        Each entry is re-made too (a new key and value, same contents): the dialogs of calls
+        set up during a flood were allocated from the flood's pymalloc pools, one or two blocks
+        per dialog spread over as many 1 MiB arenas, which stay mapped as long as the dialog is
+        remembered. The copies are served from the first pools with room, side by side, and the
+        originals' pools, and then arenas, are left empty and returned."""
+        entries = [(_copied_key(key), _copied_entry(entry)) for key, entry in self._entries.items()]
         self._entries.clear()
         self._entries.update(entries)
 

@@ -84,3 +84,13 @@ def test_the_pacer_runs_on_the_loop_until_stopped() -> None:
     during, after = asyncio.run(main())
     assert during >= 2
     assert after == during  # stopped: no collection after
+
+
+def test_the_pacer_keeps_its_count_unboxed() -> None:
+    """Issue 7: an int re-made per paced collection and kept would pin a flood's arena."""
+    pacer = GcPacer(collect=lambda generation: 0)
+    for _ in range(300):
+        pacer.tick()
+    assert pacer.collections == 300
+    assert not any(isinstance(value, int) for value in vars(pacer).values()), vars(pacer)
+

@@ -128,3 +128,23 @@ def test_metrics_count_each_event_by_its_labels() -> None:
 )
 def test_decision_step(reason: str, step: str) -> None:
     assert decision_step(reason) == step
+
+
+def test_gauges_keep_their_values_unboxed() -> None:
+    """Issue 7: a (documentation, value) pair re-made per loop check and kept until the next
+    one pins a flood's pymalloc arena; a gauge keeps its first documentation and its value in
+    an array, and the scrape shows the last value."""
+    metrics = EventMetrics()
+    for n in range(100):
+        metrics.set_gauge("callerid_proxy_loop_lag_seconds", "Event loop lag", n / 1000)
+        metrics.set_gauge("callerid_proxy_dialogs", "Dialogs remembered", n)
+    assert not any(isinstance(value, tuple | float) for value in vars(metrics.gauges).values())
+    assert metrics.gauges.items() == [
+        ("callerid_proxy_dialogs", ("Dialogs remembered", 99.0)),
+        ("callerid_proxy_loop_lag_seconds", ("Event loop lag", 0.099)),
+    ]
+    registry = CollectorRegistry()
+    registry.register(metrics)
+    text = generate_latest(registry).decode()
+    assert "callerid_proxy_dialogs 99.0" in text and "callerid_proxy_loop_lag_seconds 0.099" in text
+

@@ -205,3 +205,18 @@ async def _half_shed(directory: Path) -> tuple[int, int]:
 def test_a_share_of_half_sheds_every_other_new_invite(tmp_path: Path) -> None:
     shed, forwarded = asyncio.run(_half_shed(tmp_path))
     assert (shed, forwarded) == (10, 10)
+
+
+def test_the_detectors_figures_stay_unboxed() -> None:
+    """Issue 7: a float re-made at every sample and kept until the next one is served from a
+    flood's pymalloc pool and pins its arena; the detector keeps its figures in arrays."""
+    detector = OverloadDetector(LIMITS)
+    now = 0.0
+    for n in range(100):  # into overload and out of it
+        now += STEP
+        lag = 0.3 if n < 20 else 0.0
+        detector.sample(Sample(now, lag, 0.5 * STEP, STEP, (lag + 0.001,), 0.0, 0.0))
+        kept = [*vars(detector).values(), *vars(detector._queue).values()]
+        assert not any(isinstance(value, float) for value in kept), vars(detector)
+    assert not detector.overloaded and detector.delay == 0.001 and detector.fraction == 0.0
+

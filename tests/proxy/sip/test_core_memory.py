@@ -177,6 +177,24 @@ def test_remembered_dialogs_cost_the_collector_nothing() -> None:
     assert recalled is not None and (recalled.identity, recalled.trunk_index) == (identity, 1)
 
 
+def test_shrinking_the_dialog_memory_re_makes_its_entries_in_order() -> None:
+    """Issue 7: the dialogs of calls set up during a flood sit in the flood's pymalloc pools,
+    one or two blocks per arena; the trim's shrink re-makes each entry (equal, new objects) so
+    that the copies sit together and the flood's arenas can be returned."""
+    memory = DialogMemory()
+    identity = DialogIdentity(b'"A" <sip:1001@pbx>;tag=x', b'"+32" <sip:+32@t>;tag=x')
+    for n in range(3):
+        memory.remember(f"call-{n}", f"tag-{n}", identity, n, 0.0)
+    before = list(memory._entries.items())
+    memory.shrink()
+    after = list(memory._entries.items())
+    assert after == before
+    assert all(new[0] is not old[0] and new[1] is not old[1]
+               for new, old in zip(after, before, strict=True))
+    recalled = memory.recall("call-2", "tag-2", 1.0)
+    assert recalled is not None and (recalled.identity, recalled.trunk_index) == (identity, 2)
+
+
 def test_a_pending_call_on_its_last_trunk_keeps_bytes_not_its_parse() -> None:
     """Issue 7: 20,000 INVITEs toward a silent trunk are 20,000 pending calls. Once the last
     trunk has the request nothing more is built from it: the server transaction keeps only
