@@ -108,7 +108,6 @@ class ProxyServer:
         # While overloaded, or while a kernel queue builds, UDP reads ahead (proxy/read_ahead.py):
         # what is not answered at once waits here.
         self._read_ahead = False
-        self._read_ahead_until = 0.0  # loop time until which reading ahead lasts
         self._max_wait = settings.max_loop_lag  # no new INVITE admitted behind a longer wait
         self._waiting = ReadAheadQueue(UDP_BUFFER_BYTES)
         self._draining = False
@@ -116,7 +115,7 @@ class ProxyServer:
         self.cpu_clock = time.thread_time  # CPU seconds of the loop's thread (tests: a fake)
         # The check's figures, re-made at every check and kept until the next, unboxed (issue
         # 7: a float kept so is served from a flood's pymalloc pool and pins its arena).
-        self._lag = array("d", [0.0, 0.0, 0.0, self.cpu_clock(), 0.0])
+        self._lag = array("d", [0.0, 0.0, 0.0, self.cpu_clock(), 0.0, 0.0])
         self.overload = OverloadDetector(OverloadLimits(
             settings.max_loop_lag, settings.max_busy, settings.overload_sustain,
             settings.busy_window,
@@ -563,8 +562,8 @@ class ProxyServer:
             e.kernel_queue_bytes() >= READ_AHEAD_BYTES for _, e in self._udp
         )
         if building or self.overload.overloaded:
-            self._read_ahead_until = now + READ_AHEAD_HOLD
-        self._read_ahead = now < self._read_ahead_until
+            self._lag[_READ_AHEAD_UNTIL] = now + READ_AHEAD_HOLD  # unboxed: see `_lag`
+        self._read_ahead = now < self._lag[_READ_AHEAD_UNTIL]
 
     def _warn_of_read_ahead_drops(self, now: float) -> None:
         """Datagrams the read-ahead queue had no room for: one warning per interval at most."""
@@ -728,7 +727,7 @@ class ProxyServer:
 
 
 # Slots of ProxyServer._lag.
-_LAG_STARTED, _LAG_EXPECTED, _LAG, _CPU_AT, _SHED_CREDIT = range(5)
+_LAG_STARTED, _LAG_EXPECTED, _LAG, _CPU_AT, _SHED_CREDIT, _READ_AHEAD_UNTIL = range(6)
 UDP_BUFFER_BYTES = 4 * 1024 * 1024
 UDP_ROUTES = 1024  # next hops whose sending socket is remembered (proxy peers: a handful)
 FLUSH_ROUNDS = 8  # bounded: each round is a failover step's output
