@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import faulthandler
 import ipaddress
 import logging
@@ -258,7 +259,8 @@ def run_command(args: argparse.Namespace) -> int:
                        audit_budget=values["audit_log_budget"])
         # A crash in native code (the compiled core, uvloop) leaves every thread's Python stack
         # on stderr, beside the log, instead of a bare exit code.
-        faulthandler.enable()
+        with contextlib.suppress(ValueError, OSError):  # stderr without a file descriptor
+            faulthandler.enable()
         config, server_settings, rules_path = build_from(values)
         workers: int = values["workers"]
         if not values["worker_spec"]:  # a worker's pid file is its supervisor's business
