@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench.mallocstats import mallocstats  # noqa: E402
 from proxy.memory_trim import _malloc_trim  # noqa: E402
 from proxy.metrics import EventLog, EventMetrics  # noqa: E402
 from proxy.sip.events import Event  # noqa: E402
@@ -66,21 +67,6 @@ def smaps_kb() -> dict[str, int]:
         elif fields[0] == "Rss:":
             out[kind] += int(fields[1])
     return out
-
-
-def mallocstats() -> str:
-    """sys._debugmallocstats's text (it writes to the C stderr)."""
-    read, write = os.pipe()
-    saved = os.dup(2)
-    os.dup2(write, 2)
-    try:
-        sys._debugmallocstats()
-    finally:
-        os.dup2(saved, 2)
-        os.close(write)
-        os.close(saved)
-    with open(read, "rb") as pipe:
-        return pipe.read().decode()
 
 
 def arenas(text: str) -> str:

@@ -16,14 +16,6 @@ if [ "${#missing[@]}" -gt 0 ]; then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
 fi
-# stunnel4 (TLS in front of SIPp) and kamailio (dispatcher scale-out) for the e2e tests that
-# skip without them.
-if ! command -v stunnel4 >/dev/null 2>&1 || ! command -v kamailio >/dev/null 2>&1; then
-    SUDO=""
-    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq stunnel4 kamailio
-fi
 # The install compiles the SIP core with mypyc (setup.py); the suite runs on that build, the one
 # that ships, then the few tests that watch the core by patching it run on the Python source.
 python3 -m pip install -q -e '.[test,bench]'

@@ -35,26 +35,16 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+# bench/ is a package of the repository two levels up; its mallocstats module imports only
+# the standard library, so the proxy's modules are not loaded ahead of the measurement.
+sys.path.append(str(Path(__file__).resolve().parents[2]))
+from bench.mallocstats import mallocstats
+
 POOL_SIZE = 16 * 1024
 SMALL = 512  # pymalloc's largest block; bigger requests go to malloc
 FRAMES = 12
 REFERRERS_PER_ARENA = 4
 OUT = os.environ.get("ARENA_PINS_OUT", "")
-
-
-def mallocstats() -> str:
-    """sys._debugmallocstats's text (it writes to the C stderr)."""
-    read, write = os.pipe()
-    saved = os.dup(2)
-    os.dup2(write, 2)
-    try:
-        sys._debugmallocstats()
-    finally:
-        os.dup2(saved, 2)
-        os.close(write)
-        os.close(saved)
-    with open(read, "rb") as pipe:
-        return pipe.read().decode()
 
 
 def arena_lines(text: str) -> list[str]:

@@ -235,27 +235,19 @@ def own_ack_glance(data: bytes) -> AckGlance | None:
 
 def _ack_fields(lines: dict[str, list[tuple[bytes, bytes]]]) -> AckGlance | None:
     vias = lines.get("via")
-    singles = [lines.get(name, []) for name in ("from", "to", "call-id", "cseq")]
-    if not vias or any(len(found) != 1 for found in singles):
+    singles = _single_lines(lines)
+    if not vias or singles is None:
         return None
-    (_, from_value), (_, to_value), (_, call_id), (_, cseq) = (found[0] for found in singles)
+    (_, from_value), (_, to_value), (_, call_id), (_, cseq) = singles
     if parse_cseq(cseq.decode("latin-1"))[1] != "ACK":
         return None
     to_tag = _from_tag(to_value)
-    if to_tag is None or len(to_tag) != OWN_TO_TAG_LENGTH or not call_id:
+    if to_tag is None or len(to_tag) != OWN_TO_TAG_LENGTH or not _plain_call_id(call_id):
         return None
-    if b" " in call_id or b"\t" in call_id:
+    key = _rfc3261_key(vias[0][1])
+    if key is None:
         return None
-    top = vias[0][1]
-    if b"," in top or b'"' in top:
-        return None
-    via = parse_via_value(top.decode("latin-1"), 0, 0)
-    branch = via.branch or ""
-    if not branch.startswith(MAGIC_COOKIE) or len(branch) == len(MAGIC_COOKIE):
-        return None
-    return AckGlance(
-        (branch, via.sent_by, "INVITE"), call_id.decode("latin-1"), _from_tag(from_value), to_tag
-    )
+    return AckGlance(key, call_id.decode("latin-1"), _from_tag(from_value), to_tag)
 
 
 def _glance_lines(data: bytes) -> dict[str, list[tuple[bytes, bytes]]] | None:
@@ -294,25 +286,19 @@ def _glance_lines(data: bytes) -> dict[str, list[tuple[bytes, bytes]]] | None:
 
 def _shed_fields(lines: dict[str, list[tuple[bytes, bytes]]]) -> ShedGlance | None:
     vias = lines.get("via")
-    singles = [lines.get(name, []) for name in ("from", "to", "call-id", "cseq")]
-    if not vias or any(len(found) != 1 for found in singles):
+    singles = _single_lines(lines)
+    if not vias or singles is None:
         return None
-    (from_line, from_value), (_, to_value), (call_id_line, call_id), (cseq_line, cseq) = (
-        found[0] for found in singles
-    )
+    (from_line, from_value), (_, to_value), (call_id_line, call_id), (cseq_line, cseq) = singles
     if parse_cseq(cseq.decode("latin-1"))[1] != "INVITE" or b"tag" in to_value.lower():
         return None  # not an INVITE's CSeq, or maybe a To tag: in a dialog
-    if not call_id or b" " in call_id or b"\t" in call_id:
+    if not _plain_call_id(call_id):
         return None
-    top = vias[0][1]
-    if b"," in top or b'"' in top:
+    key = _rfc3261_key(vias[0][1])
+    if key is None:
         return None
-    via = parse_via_value(top.decode("latin-1"), 0, 0)
-    branch = via.branch or ""
-    if not branch.startswith(MAGIC_COOKIE) or len(branch) == len(MAGIC_COOKIE):
-        return None  # RFC 2543 matching needs the dialog fields: the parse does it
     return ShedGlance(
-        (branch, via.sent_by, "INVITE"),
+        key,
         b"".join([line + b"\r\n" for line, _ in vias]),
         from_line + b"\r\n",
         to_value,
@@ -320,6 +306,44 @@ def _shed_fields(lines: dict[str, list[tuple[bytes, bytes]]]) -> ShedGlance | No
         call_id.decode("latin-1"),
         _from_tag(from_value),
     )
+
+
+_Line = tuple[bytes, bytes]  # (the whole line, its value)
+
+
+def _single_lines(
+    lines: dict[str, list[_Line]],
+) -> tuple[_Line, _Line, _Line, _Line] | None:
+    """From, To, Call-ID and CSeq when each is there exactly once (RFC 3261 8.1.1), or None."""
+    from_lines = lines.get("from")
+    to_lines = lines.get("to")
+    call_id_lines = lines.get("call-id")
+    cseq_lines = lines.get("cseq")
+    if from_lines is None or to_lines is None or call_id_lines is None or cseq_lines is None:
+        return None
+    if len(from_lines) != 1 or len(to_lines) != 1:
+        return None
+    if len(call_id_lines) != 1 or len(cseq_lines) != 1:
+        return None
+    return from_lines[0], to_lines[0], call_id_lines[0], cseq_lines[0]
+
+
+def _plain_call_id(call_id: bytes) -> bool:
+    """A Call-ID the parser reads as these very bytes: not empty, one word (RFC 3261 25.1)."""
+    return bool(call_id) and b" " not in call_id and b"\t" not in call_id
+
+
+def _rfc3261_key(top_via: bytes) -> tuple[str, str, str] | None:
+    """The INVITE server-transaction key (RFC 3261 17.2.3) of a top Via value that is one Via
+    with an RFC 3261 branch, or None: RFC 2543 matching needs the dialog fields, and a comma or
+    a quote needs the parse."""
+    if b"," in top_via or b'"' in top_via:
+        return None
+    via = parse_via_value(top_via.decode("latin-1"), 0, 0)
+    branch = via.branch or ""
+    if not branch.startswith(MAGIC_COOKIE) or len(branch) == len(MAGIC_COOKIE):
+        return None
+    return (branch, via.sent_by, "INVITE")
 
 
 _FROM_TAG = re.compile(rb";\s*tag\s*=\s*([^;>\s,]+)", re.IGNORECASE)
