@@ -84,12 +84,14 @@ from proxy.sip.transactions import (
 )
 from proxy.sip.trunks import TrunkHealth, probe_request
 from proxy.sip.untrusted import (
+    TRYING,
     glance,
     is_scanner,
     own_ack_glance,
     shed_glance,
     shed_response,
     short_forbidden,
+    trying_glance,
 )
 
 PBX, TRUNK = PBX_SIDE, TRUNK_SIDE
@@ -135,6 +137,8 @@ class ProxyCore:
             return  # overload: a new INVITE answered 503 before any parse
         if data.startswith(b"ACK ") and self._own_ack_at_a_glance(data):
             return  # the ACK of a 503 (or another answer) we made without state: it ends here
+        if data.startswith(TRYING) and self._trying_at_a_glance(data, now):
+            return  # a 100 Trying to a live client transaction: absorbed hop by hop
         try:
             msg = parse_message(data, datagram=source.transport == "udp", lazy=True)
             if msg.wire.method == "INVITE" and self._shed_at_once(msg, source, now):
@@ -511,6 +515,19 @@ class ProxyCore:
         if seen.to_tag != own_to_tag(seen.call_id, seen.from_tag):
             return False
         self.counters["acks_of_our_answers"] += 1
+        return True
+
+    def _trying_at_a_glance(self, data: bytes, now: float) -> bool:
+        """A 100 Trying to one of our live client transactions, taken from a glance (see
+        `trying_glance`). Any other (a finished transaction's, a stray one, one only a parse
+        can read) goes the full way, which decides as before."""
+        seen = trying_glance(data)
+        if seen is None or not self._is_ours(seen.host):
+            return False
+        actions = self._transactions.on_trying(seen.branch, seen.method, now)
+        if actions is None:
+            return False
+        self._act(actions, now)
         return True
 
     def _shed_at_once(self, msg: Message, source: Source, now: float) -> bool:

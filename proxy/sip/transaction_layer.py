@@ -451,6 +451,16 @@ class TransactionLayer:
         self._ack_again(record, msg)
         return []
 
+    def on_trying(self, branch: str, method: str, now: float) -> list[Action] | None:
+        """A 100 Trying for our `branch`, read from a glance: the live client transaction's
+        step (RFC 3261 17.1.1.2 / 17.1.2.2), or None when no live one has it (the caller then
+        parses the 100 and goes the way of every response)."""
+        client = self._clients.get((branch, method))
+        if client is None:
+            return None
+        self._advance_provisional(client, 100, now)
+        return self._take_actions()
+
     def _ack_again(self, record: ClientRecord, response: Message) -> None:
         head, tail, transport, host, port, name = record
         if not head:
@@ -471,6 +481,13 @@ class TransactionLayer:
         self.start_client(cancel, now)
 
     def _on_provisional(self, client: ClientTransaction, msg: Message, now: float) -> None:
+        status = msg.wire.status
+        self._advance_provisional(client, status, now)
+        if status == 100 or not self._is_current(client):
+            return  # 100 Trying is hop by hop (we sent our own); a superseded trunk is cancelled
+        self._relay_to_server(client, msg, now)
+
+    def _advance_provisional(self, client: ClientTransaction, status: int, now: float) -> None:
         before = client.state
         client.state = next_state(client.machine, before, Input.PROVISIONAL)
         key = client.key
@@ -482,15 +499,12 @@ class TransactionLayer:
                 client.retransmit_interval = T2  # Timer E continues at T2 (17.1.2.2)
         elif (
             client.method == "INVITE"
-            and msg.wire.status > 100
+            and status > 100
             and self._timers.is_armed(key, Timer.C.value)
         ):
             self._arm(key, Timer.C, now + TIMER_C)  # RFC 3261 16.7 step 2: reset
         if client.cancel_pending:
             self._send_cancel(client, now)
-        if msg.wire.status == 100 or not self._is_current(client):
-            return  # 100 Trying is hop by hop (we sent our own); a superseded trunk is cancelled
-        self._relay_to_server(client, msg, now)
 
     def _on_final(self, client: ClientTransaction, msg: Message, now: float) -> None:
         status = msg.wire.status

@@ -16,6 +16,7 @@ from typing import NamedTuple
 from proxy.sip.errors import BadRequest
 from proxy.sip.grammar import MAGIC_COOKIE, parse_cseq, parse_name_addr, parse_via_value
 from proxy.sip.responses import OWN_TO_TAG_LENGTH, OWN_TO_TAG_PREFIX, SERVER_NAME, own_to_tag
+from proxy.sip.transactions import OUR_BRANCH_PREFIX
 from proxy.sip.values import FrozenValue
 
 GLANCE_BYTES = 4096  # a normal request has its dialog headers well inside this
@@ -248,6 +249,65 @@ def _ack_fields(lines: dict[str, list[tuple[bytes, bytes]]]) -> AckGlance | None
     if key is None:
         return None
     return AckGlance(key, call_id.decode("latin-1"), _from_tag(from_value), to_tag)
+
+
+class TryingGlance(NamedTuple):
+    """What matches a 100 Trying to our client transaction (RFC 3261 17.1.3: the top Via's
+    branch and the CSeq method), and the top Via's host (one of ours, or it was not for us)."""
+
+    branch: str
+    method: str
+    host: str
+
+
+TRYING = b"SIP/2.0 100 "  # how a 100 Trying's status line starts (RFC 3261 7.2)
+
+
+# The Via and CSeq lines of a header block whose lines are CRLF-separated (RFC 3261 7.3.1).
+_TRYING_LINES = re.compile(rb"\r\n(via|v|cseq)[ \t]*:[ \t]*([^\r\n]*)", re.IGNORECASE)
+
+
+def trying_glance(data: bytes) -> TryingGlance | None:
+    """The glance of a 100 Trying with our branch on top, or None when only a parse can tell.
+
+    A proxy absorbs a 100 hop by hop and never relays it (RFC 3261 16.7 step 3); to its client
+    transaction it only means "stop retransmitting, arm Timer C" (17.1.1.2, 16.6 step 11). So
+    only what matches it is read, by one regex scan: the top Via, which must be one value with
+    our branch, and the one CSeq's method (17.1.3), in lines the parser would split the same
+    way (CRLF only, no folding). The rest of its grammar is not checked, as no byte of it goes
+    anywhere; a trunk sends one for every call, and a full parse of it cost as much as a 180's
+    (issue 6)."""
+    if not data.startswith(TRYING):
+        return None
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    stop = end + 2
+    breaks = data.count(b"\r\n", 0, stop)
+    if data.count(b"\n", 0, stop) != breaks or data.count(b"\r", 0, stop) != breaks:
+        return None  # a bare CR or LF: the parser's view of the lines may differ
+    if data.find(b"\r\n ", 0, stop) >= 0 or data.find(b"\r\n\t", 0, stop) >= 0:
+        return None  # folding
+    top_via: bytes | None = None
+    cseq: bytes | None = None
+    for found in _TRYING_LINES.finditer(data, 0, stop):
+        if len(found.group(1)) == 4:  # CSeq
+            if cseq is not None:
+                return None  # two: the parse refuses it
+            cseq = found.group(2)
+        elif top_via is None:
+            top_via = found.group(2)
+    if top_via is None or cseq is None or b"," in top_via or b'"' in top_via:
+        return None
+    try:
+        method = parse_cseq(cseq.decode("latin-1"))[1]
+        via = parse_via_value(top_via.rstrip(b" \t").decode("latin-1"), 0, 0)
+    except BadRequest:
+        return None  # the parse will say what is wrong
+    branch = via.branch
+    if branch is None or not branch.startswith(OUR_BRANCH_PREFIX):
+        return None
+    return TryingGlance(branch, method, via.host)
 
 
 def _glance_lines(data: bytes) -> dict[str, list[tuple[bytes, bytes]]] | None:

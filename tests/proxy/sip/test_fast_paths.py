@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
@@ -16,13 +17,14 @@ from hypothesis import strategies as st
 
 from proxy.sip import framing, grammar
 from proxy.sip import message as message_module
+from proxy.sip.addresses import Target
 from proxy.sip.core import ProxyCore
 from proxy.sip.errors import SipError
-from proxy.sip.events import Shed
+from proxy.sip.events import Dropped, Shed
 from proxy.sip.message import Header, SipMessage, split_message
 from proxy.sip.parse import parse_message, parse_vias
 from proxy.sip.responses import build_response
-from proxy.sip.untrusted import own_ack_glance, shed_glance, shed_response
+from proxy.sip.untrusted import own_ack_glance, shed_glance, shed_response, trying_glance
 from tests.proxy.sip.support import (
     PBX,
     PBX_SOURCE,
@@ -532,6 +534,148 @@ def test_the_ack_of_our_stateful_408_still_reaches_its_transaction() -> None:
     assert own_ack_glance(ack) is not None
     assert clocked.receive(ack, PBX_SOURCE, at=32.1) == []
     assert [o for _, o in clocked.advance(40.0) if o.data.startswith(b"SIP/2.0 408")] == []
+
+
+# ----------------------------------------------------------------------------- a trunk's 100
+def trying_for(forwarded: bytes, extra: str = "") -> bytes:
+    return response_to(forwarded, 100, "Trying", to_tag=None, extra=extra)
+
+
+def forwarded_once() -> bytes:
+    return forwarded_invite(Clocked(make_core()))
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda r: r,
+        lambda r: r.replace(b"Via:", b"v:").replace(b"Call-ID:", b"i:").replace(b"From:", b"f:"),
+        lambda r: r.replace(b"Via: SIP", b"VIA :  SIP").replace(b"CSeq: 1", b"CSeq:\t1"),
+        lambda r: r.replace(b"Content-Length: 0", b"Server: x\r\nContent-Length: 0"),
+        lambda r: r.replace(b"Record-Route: <", b"Record-Route: <<"),  # never read, never sent
+    ],
+    ids=["usual", "compact", "blanks", "more lines", "bad record-route"],
+)
+def test_the_trying_glance_reads_what_the_parse_reads(change: Callable[[bytes], bytes]) -> None:
+    trying = change(trying_for(forwarded_once()))
+    seen = trying_glance(trying)
+    parsed = parse_message(trying, datagram=True, lazy=True)
+    assert seen is not None
+    assert (seen.branch, seen.method, seen.host) == (
+        parsed.top_via.branch, parsed.cseq_method, parsed.top_via.host
+    )
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda r: r.replace(b"SIP/2.0 100 Trying", b"SIP/2.0 180 Ringing"),
+        lambda r: r.replace(b"Content-Length: 0", b"Server: a\r\n folded\r\nContent-Length: 0"),
+        lambda r: r.replace(b"Content-Length: 0\r\n", b"Content-Length: 0\n"),
+        lambda r: r.replace(b"CSeq: 1 INVITE", b"CSeq: 1 INVITE\r\nCSeq: 2 INVITE"),
+        lambda r: r.replace(b"CSeq: 1 INVITE", b"CSeq: one INVITE"),
+        lambda r: re.sub(rb"CSeq: [^\r]*\r\n", b"", r),
+        lambda r: r.replace(b";branch=z9hG4bKcp", b";branch=z9hG4bK-theirs", 1),
+        lambda r: r.replace(b"\r\nVia: ", b", ", 1),  # the stack on one line: the parse splits
+        lambda r: r.split(b"\r\n\r\n")[0],  # no end of the header block
+    ],
+    ids=["a 180", "folding", "bare lf", "two cseqs", "bad cseq", "no cseq", "not our branch",
+         "comma-joined vias", "unfinished"],
+)
+def test_the_trying_glance_leaves_what_it_cannot_tell_to_the_parse(
+    change: Callable[[bytes], bytes],
+) -> None:
+    assert trying_glance(change(trying_for(forwarded_once()))) is None
+
+
+TRYING_PIECES = st.sampled_from(
+    ["Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKcp1", "v: SIP/2.0/TCP [::1];branch=z9hG4bKcpA",
+     "Via: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK-up", "Via: SIP/2.0/UDP a, SIP/2.0/UDP b",
+     "CSeq: 1 INVITE", "CSeq: 2 BYE", "cseq:  3\tOPTIONS ", "From: <sip:a@b>;tag=1",
+     "f: sip:a@b", "To: <sip:b@c>", "t: x", "Call-ID: c@x", "i: d", "Server: s",
+     "Content-Length: 0", " folded", "Via :SIP/2.0/UDP h;branch=z9hG4bKcp9;rport"]
+)
+
+
+@EXAMPLES
+@given(lines=st.lists(TRYING_PIECES, max_size=10))
+def test_the_trying_glance_agrees_with_the_parse_whenever_both_read(lines: list[str]) -> None:
+    dialog = "From: <sip:a@b>;tag=1\r\nTo: <sip:b@c>\r\nCall-ID: c@x\r\n"  # so most parse
+    data = "SIP/2.0 100 Trying\r\n" + "".join(f"{line}\r\n" for line in lines) + dialog + "\r\n"
+    seen = trying_glance(data.encode())
+    if seen is None:
+        return
+    try:
+        parsed = parse_message(data.encode(), datagram=True, lazy=True)
+    except SipError:
+        return  # e.g. no From: refused by the parse, absorbed by the glance (never relayed)
+    assert (seen.branch, seen.method, seen.host) == (
+        parsed.top_via.branch, parsed.cseq_method, parsed.top_via.host
+    )
+
+
+def after_trying(trying_of: Callable[[bytes], bytes]) -> list[tuple[float, str, Target]]:
+    """What the core sends in the four minutes after the trunk's 100 (from `trying_of`)."""
+    clocked = Clocked(make_core())
+    forwarded = forwarded_invite(clocked)
+    assert clocked.receive(trying_of(forwarded), TRUNK_SOURCE, at=0.2) == []
+    return [(at, start_line(out.data), out.target) for at, out in clocked.advance(240.0)]
+
+
+def test_a_100_read_at_a_glance_moves_the_transaction_as_a_parsed_100_does() -> None:
+    """Folding makes the glance decline, so the second 100 takes the full parse; both stop the
+    INVITE's retransmissions and arm Timer C (RFC 3261 17.1.1.2, 16.6 step 11), which then
+    cancels the call (16.8) the same way."""
+    folded = "Server: a\r\n folded"
+    assert trying_glance(trying_for(forwarded_once())) is not None
+    assert trying_glance(trying_for(forwarded_once(), folded)) is None
+    glanced = after_trying(trying_for)
+    parsed = after_trying(lambda forwarded: trying_for(forwarded, folded))
+    assert glanced == parsed
+    assert [line.split()[0] for _, line, _ in glanced][:1] == ["CANCEL"]
+    assert all(at >= 180.0 for at, _, _ in glanced)  # no INVITE retransmission after the 100
+
+
+@pytest.mark.source_build
+def test_a_trunks_100_needs_no_parse(monkeypatch: pytest.MonkeyPatch) -> None:
+    clocked = Clocked(make_core())
+    trying = trying_for(forwarded_invite(clocked))
+    clocked.core.events_to_handle()  # the INVITE's
+
+    def no_parse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("parsed")
+
+    monkeypatch.setattr("proxy.sip.core.parse_message", no_parse)
+    assert clocked.receive(trying, TRUNK_SOURCE, at=0.1) == []
+    assert clocked.core.events_to_handle() == []
+    assert clocked.advance(10.0) == []  # Timer A stopped
+
+
+def test_a_100_no_live_transaction_knows_goes_the_full_way() -> None:
+    """A 100 for a branch of ours no client transaction holds (a restart, a late copy): the
+    glance reads it, the layer does not know it, and the parse drops it as a stray 100."""
+    clocked = Clocked(make_core())
+    stray = trying_for(forwarded_once())  # another core's INVITE
+    assert trying_glance(stray) is not None
+    clocked.core.events_to_handle()
+    assert clocked.receive(stray, TRUNK_SOURCE, at=0.1) == []
+    assert [e.reason for e in clocked.core.events_to_handle() if isinstance(e, Dropped)] == [
+        "stray 100"
+    ]
+
+
+def test_a_100_whose_top_via_is_not_ours_is_dropped_as_before() -> None:
+    clocked = Clocked(make_core())
+    forwarded = forwarded_invite(clocked)
+    foreign = trying_for(forwarded).replace(b"127.0.0.1:5060;branch", b"192.0.2.7:5060;branch", 1)
+    assert trying_glance(foreign) is not None
+    clocked.core.events_to_handle()
+    assert clocked.receive(foreign, TRUNK_SOURCE, at=0.1) == []
+    assert [e.reason for e in clocked.core.events_to_handle() if isinstance(e, Dropped)] == [
+        "not our via"
+    ]
+    resent = [start_line(out.data).split()[0] for _, out in clocked.advance(0.6)]
+    assert resent == ["INVITE"]  # Timer A still runs: that 100 was not for us (RFC 3261 16.7)
 
 
 # ----------------------------------------------------------------------------- stream framing

@@ -288,3 +288,18 @@ def test_states_carry_the_rfc_names() -> None:
     assert [s.value for s in State] == [
         "Calling", "Trying", "Proceeding", "Completed", "Confirmed", "Accepted", "Terminated",
     ]
+
+
+def test_a_100_by_branch_alone_stops_timer_a_and_arms_timer_c() -> None:
+    """`on_trying` (the core's 100 Trying glance, no Message): the live client's step, as a
+    parsed 100 takes it (RFC 3261 17.1.1.2: Calling -> Proceeding; 16.6 step 11: Timer C);
+    None for a branch no live client holds."""
+    layer = TransactionLayer()
+    client = forward(layer, invite_server(layer), TRUNK, 0, 0.0)
+    layer.take_outgoing()
+    assert layer.on_trying("z9hG4bKcp-unknown", "INVITE", 0.1) is None
+    assert layer.on_trying(client.branch, "BYE", 0.1) is None  # the CSeq method is in the key
+    assert layer.on_trying(client.branch, "INVITE", 0.1) == []
+    assert client.state is State.PROCEEDING
+    assert layer.take_outgoing() == []  # hop by hop: nothing goes upstream
+    assert layer.next_deadline() == pytest.approx(0.1 + 180.0)  # Timer C, not Timer A's 0.5
