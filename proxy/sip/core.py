@@ -138,7 +138,7 @@ class ProxyCore:
         if data.startswith(b"ACK ") and self._own_ack_at_a_glance(data):
             return  # the ACK of a 503 (or another answer) we made without state: it ends here
         if data.startswith(TRYING) and self._trying_at_a_glance(data, now):
-            return  # a 100 Trying to a live client transaction: absorbed hop by hop
+            return  # a 100 Trying to a live client transaction: absorbed (RFC 3261 16.7 step 5)
         try:
             msg = parse_message(data, datagram=source.transport == "udp", lazy=True)
             if msg.wire.method == "INVITE" and self._shed_at_once(msg, source, now):
@@ -527,6 +527,7 @@ class ProxyCore:
         actions = self._transactions.on_trying(seen.branch, seen.method, now)
         if actions is None:
             return False
+        self.counters["trying_glanced"] += 1
         self._act(actions, now)
         return True
 
@@ -761,7 +762,7 @@ class ProxyCore:
         actions = self._transactions.on_response_to(top.branch or "", msg.cseq_method, msg, now)
         if actions is not None:  # a live client transaction's, or absorbed by a finished one
             self._act(actions, now)
-        elif msg.wire.status == 100:  # hop by hop (RFC 3261 16.7 step 3): never relayed
+        elif msg.wire.status == 100:  # hop by hop (RFC 3261 16.7 step 5): never relayed
             self._drop("stray 100 Trying", reason="stray 100", source=source)
         else:
             self._relay_stateless(msg, now, source)
@@ -874,8 +875,8 @@ def _may_be_forwarded(msg: Message) -> bool:
     """Every request may be, and every response that carries our Via on top. A response whose
     top Via is not ours is dropped unread (RFC 3261 16.7: it was not for us), so only the top Via
     every message has parsed is ever read, and the rest of its grammar is left unchecked (lazy
-    parsing, issue 6). A 100 Trying is checked too: it can be relayed statelessly when no
-    transaction knows it."""
+    parsing, issue 6). A 100 Trying the glance declined is checked too (`trying_glance`: a
+    live transaction's is absorbed unparsed); a stray one is then dropped, never relayed."""
     if msg.is_request:
         return True
     return (msg.top_via.branch or "").startswith(OUR_BRANCH_PREFIX)

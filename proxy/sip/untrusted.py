@@ -261,22 +261,26 @@ class TryingGlance(NamedTuple):
 
 
 TRYING = b"SIP/2.0 100 "  # how a 100 Trying's status line starts (RFC 3261 7.2)
-
-
-# The Via and CSeq lines of a header block whose lines are CRLF-separated (RFC 3261 7.3.1).
-_TRYING_LINES = re.compile(rb"\r\n(via|v|cseq)[ \t]*:[ \t]*([^\r\n]*)", re.IGNORECASE)
+# The Via, CSeq and Content-Length lines of a header block whose lines are CRLF-separated
+# (RFC 3261 7.3.1: any case, compact forms, blanks before the colon).
+_TRYING_LINES = re.compile(
+    rb"\r\n(via|v|cseq|content-length|l)[ \t]*:[ \t]*([^\r\n]*)", re.IGNORECASE
+)
 
 
 def trying_glance(data: bytes) -> TryingGlance | None:
     """The glance of a 100 Trying with our branch on top, or None when only a parse can tell.
 
-    A proxy absorbs a 100 hop by hop and never relays it (RFC 3261 16.7 step 3); to its client
-    transaction it only means "stop retransmitting, arm Timer C" (17.1.1.2, 16.6 step 11). So
-    only what matches it is read, by one regex scan: the top Via, which must be one value with
-    our branch, and the one CSeq's method (17.1.3), in lines the parser would split the same
-    way (CRLF only, no folding). The rest of its grammar is not checked, as no byte of it goes
-    anywhere; a trunk sends one for every call, and a full parse of it cost as much as a 180's
-    (issue 6)."""
+    A proxy never forwards a 100 (RFC 3261 16.7 step 5); to the client transaction it matches
+    (17.1.3: top Via branch and CSeq method) it is a provisional response like any other:
+    Proceeding, no more retransmissions (17.1.1.2, 17.1.2.2), and here Timer C armed and a
+    pending CANCEL sent (9.1). So only that is read, by one regex scan: the top Via, which must
+    be one value with our branch, the one CSeq, and the Content-Length, which must not promise
+    more octets than arrived (18.3: such a response MUST be discarded), all in lines the parser
+    would split the same way (CRLF only, no folding). The rest of its grammar (From, To,
+    Call-ID, the other Vias) is not checked, since no byte of it goes anywhere: a 100 the full
+    parse would refuse for them is absorbed here instead of dropped. A trunk sends one for
+    every call, and a full parse of it cost as much as a 180's (issue 6)."""
     if not data.startswith(TRYING):
         return None
     end = data.find(b"\r\n\r\n")
@@ -290,17 +294,28 @@ def trying_glance(data: bytes) -> TryingGlance | None:
         return None  # folding
     top_via: bytes | None = None
     cseq: bytes | None = None
+    length: bytes | None = None
     for found in _TRYING_LINES.finditer(data, 0, stop):
-        if len(found.group(1)) == 4:  # CSeq
+        name = found.group(1).lower()
+        if name == b"cseq":
             if cseq is not None:
                 return None  # two: the parse refuses it
             cseq = found.group(2)
-        elif top_via is None:
-            top_via = found.group(2)
+        elif name in (b"via", b"v"):
+            if top_via is None:
+                top_via = found.group(2)
+        elif length is not None:
+            return None  # two Content-Lengths: the parse refuses it
+        else:
+            length = found.group(2)
+    if length is not None:
+        digits = length.rstrip(b" \t")
+        if not digits.isdigit() or len(digits) > 5 or int(digits) > len(data) - (end + 4):
+            return None  # a truncated (or odd) length: the parse decides, and drops it
     if top_via is None or cseq is None or b"," in top_via or b'"' in top_via:
         return None
     try:
-        method = parse_cseq(cseq.decode("latin-1"))[1]
+        method = parse_cseq(cseq.rstrip(b" \t").decode("latin-1"))[1]
         via = parse_via_value(top_via.rstrip(b" \t").decode("latin-1"), 0, 0)
     except BadRequest:
         return None  # the parse will say what is wrong

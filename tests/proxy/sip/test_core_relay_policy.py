@@ -1,7 +1,7 @@
 """Issue 7: where a response may go without a transaction, and requests too large for UDP.
 
 - Responses are relayed along transactions, or statelessly only toward the PBX, the trunks and
-  trusted networks; a stray 100 is never forwarded (RFC 3261 16.7 step 3: hop by hop); anything
+  trusted networks; a stray 100 is never forwarded (RFC 3261 16.7 step 5: hop by hop); anything
   else is dropped and counted (a Dropped event).
 - A request over 1300 octets (RFC 3261 18.1.1) toward a UDP next hop goes over TCP when that side
   takes TCP (`large_over_tcp`); one no transport can carry gets 513 at once, never a 408 later.

@@ -35,6 +35,7 @@ from tests.proxy.sip.support import (
     forwarded_invite,
     invite,
     make_core,
+    pbx_cancel,
     response_to,
     sent_to,
     start_line,
@@ -545,16 +546,26 @@ def forwarded_once() -> bytes:
     return forwarded_invite(Clocked(make_core()))
 
 
+HIDDEN_VIA = b"Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKcpHIDDEN"
+# The PBX's Via, second in the stack of a 100 to a forwarded `invite()`.
+SECOND_VIA = b"\r\nVia: SIP/2.0/UDP 127.0.0.1:5070"
+
+
 @pytest.mark.parametrize(
     "change",
     [
         lambda r: r,
         lambda r: r.replace(b"Via:", b"v:").replace(b"Call-ID:", b"i:").replace(b"From:", b"f:"),
         lambda r: r.replace(b"Via: SIP", b"VIA :  SIP").replace(b"CSeq: 1", b"CSeq:\t1"),
+        lambda r: r.replace(b"CSeq: 1 INVITE", b"CSeq: 1 INVITE \t"),
         lambda r: r.replace(b"Content-Length: 0", b"Server: x\r\nContent-Length: 0"),
+        lambda r: r.replace(b"Content-Length: 0", b"Via-X: SIP/2.0/UDP evil;branch=z9hG4bKcpX\r\n"
+                            b"vv: 1\r\nCSeqs: 9 BYE\r\nContent-Length: 0"),
         lambda r: r.replace(b"Record-Route: <", b"Record-Route: <<"),  # never read, never sent
+        lambda r: r.replace(b"Content-Length: 0", b"l: 0"),
     ],
-    ids=["usual", "compact", "blanks", "more lines", "bad record-route"],
+    ids=["usual", "compact", "blanks", "trailing blanks", "more lines", "lookalike names",
+         "bad record-route", "compact content-length"],
 )
 def test_the_trying_glance_reads_what_the_parse_reads(change: Callable[[bytes], bytes]) -> None:
     trying = change(trying_for(forwarded_once()))
@@ -571,21 +582,39 @@ def test_the_trying_glance_reads_what_the_parse_reads(change: Callable[[bytes], 
     [
         lambda r: r.replace(b"SIP/2.0 100 Trying", b"SIP/2.0 180 Ringing"),
         lambda r: r.replace(b"Content-Length: 0", b"Server: a\r\n folded\r\nContent-Length: 0"),
-        lambda r: r.replace(b"Content-Length: 0\r\n", b"Content-Length: 0\n"),
+        # a bare LF or CR before our Via: the general split sees a line the glance would not
+        lambda r: r.replace(b"\r\nVia: ", b"\r\nX: a\n" + HIDDEN_VIA + b"\r\nVia: ", 1),
+        lambda r: r.replace(b"\r\nVia: ", b"\r\nX: a\r" + HIDDEN_VIA + b"\r\nVia: ", 1),
         lambda r: r.replace(b"CSeq: 1 INVITE", b"CSeq: 1 INVITE\r\nCSeq: 2 INVITE"),
         lambda r: r.replace(b"CSeq: 1 INVITE", b"CSeq: one INVITE"),
         lambda r: re.sub(rb"CSeq: [^\r]*\r\n", b"", r),
         lambda r: r.replace(b";branch=z9hG4bKcp", b";branch=z9hG4bK-theirs", 1),
-        lambda r: r.replace(b"\r\nVia: ", b", ", 1),  # the stack on one line: the parse splits
+        lambda r: r.replace(b";rport\r\nVia: SIP/2.0/UDP 127.0.0.1:5070",
+                            b";rport, SIP/2.0/UDP 127.0.0.1:5070", 1),  # the parse splits it
         lambda r: r.split(b"\r\n\r\n")[0],  # no end of the header block
+        # RFC 3261 18.3: a response shorter than its Content-Length MUST be discarded
+        lambda r: r.replace(b"Content-Length: 0", b"Content-Length: 10"),
+        lambda r: r.replace(b"Content-Length: 0", b"Content-Length: 0\r\nl: 0"),
+        lambda r: r.replace(b"Content-Length: 0", b"Content-Length: zero"),
     ],
-    ids=["a 180", "folding", "bare lf", "two cseqs", "bad cseq", "no cseq", "not our branch",
-         "comma-joined vias", "unfinished"],
+    ids=["a 180", "folding", "bare lf", "bare cr", "two cseqs", "bad cseq", "no cseq",
+         "not our branch", "comma-joined vias", "unfinished", "truncated", "two lengths",
+         "bad length"],
 )
 def test_the_trying_glance_leaves_what_it_cannot_tell_to_the_parse(
     change: Callable[[bytes], bytes],
 ) -> None:
-    assert trying_glance(change(trying_for(forwarded_once()))) is None
+    trying = trying_for(forwarded_once())
+    assert trying_glance(trying) is not None  # the unchanged 100 is read
+    assert trying_glance(change(trying)) is None
+
+
+def test_a_bare_lf_hides_a_via_the_parse_would_read_first() -> None:
+    """Why the glance declines a bare LF: the general split takes `X: a\nVia: ...` as two lines
+    (RFC 3261 7: a recipient may accept LF alone), so the parse's top Via is the hidden one."""
+    trying = trying_for(forwarded_once())
+    hidden = trying.replace(b"\r\nVia: ", b"\r\nX: a\n" + HIDDEN_VIA + b"\r\nVia: ", 1)
+    assert parse_message(hidden, datagram=True, lazy=True).top_via.branch == "z9hG4bKcpHIDDEN"
 
 
 TRYING_PIECES = st.sampled_from(
@@ -593,7 +622,10 @@ TRYING_PIECES = st.sampled_from(
      "Via: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK-up", "Via: SIP/2.0/UDP a, SIP/2.0/UDP b",
      "CSeq: 1 INVITE", "CSeq: 2 BYE", "cseq:  3\tOPTIONS ", "From: <sip:a@b>;tag=1",
      "f: sip:a@b", "To: <sip:b@c>", "t: x", "Call-ID: c@x", "i: d", "Server: s",
-     "Content-Length: 0", " folded", "Via :SIP/2.0/UDP h;branch=z9hG4bKcp9;rport"]
+     "Content-Length: 0", "l: 0", " folded", "Via :SIP/2.0/UDP h;branch=z9hG4bKcp9;rport",
+     "Via-X: SIP/2.0/UDP e;branch=z9hG4bKcpE", "vv: SIP/2.0/UDP e;branch=z9hG4bKcpV",
+     "CSeqs: 4 BYE", "X: a\nVia: SIP/2.0/UDP lf;branch=z9hG4bKcpLF",
+     "X: a\rcseq: 5 CANCEL", "Via: SIP/2.0/UDP q;branch=z9hG4bKcpQ;x=\"a,b\""]
 )
 
 
@@ -614,26 +646,65 @@ def test_the_trying_glance_agrees_with_the_parse_whenever_both_read(lines: list[
     )
 
 
-def after_trying(trying_of: Callable[[bytes], bytes]) -> list[tuple[float, str, Target]]:
-    """What the core sends in the four minutes after the trunk's 100 (from `trying_of`)."""
+def after_trying(
+    trying_of: Callable[[bytes], bytes], *, ringing_first: bool = False
+) -> tuple[list[tuple[float, str, Target]], dict[str, int], list[object]]:
+    """What the core sends in the four minutes after the trunk's 100 (from `trying_of`), its
+    counters, and its events from the 100 on."""
     clocked = Clocked(make_core())
     forwarded = forwarded_invite(clocked)
-    assert clocked.receive(trying_of(forwarded), TRUNK_SOURCE, at=0.2) == []
-    return [(at, start_line(out.data), out.target) for at, out in clocked.advance(240.0)]
+    if ringing_first:
+        clocked.receive(response_to(forwarded, 180, "Ringing"), TRUNK_SOURCE, at=0.1)
+    clocked.core.events_to_handle()
+    assert sent_to(clocked.receive(trying_of(forwarded), TRUNK_SOURCE, at=0.2), PBX) == []
+    sent = [(at, start_line(out.data), out.target) for at, out in clocked.advance(240.0)]
+    return sent, dict(clocked.core.counters), list(clocked.core.events_to_handle())
 
 
-def test_a_100_read_at_a_glance_moves_the_transaction_as_a_parsed_100_does() -> None:
-    """Folding makes the glance decline, so the second 100 takes the full parse; both stop the
-    INVITE's retransmissions and arm Timer C (RFC 3261 17.1.1.2, 16.6 step 11), which then
-    cancels the call (16.8) the same way."""
-    folded = "Server: a\r\n folded"
-    assert trying_glance(trying_for(forwarded_once())) is not None
-    assert trying_glance(trying_for(forwarded_once(), folded)) is None
-    glanced = after_trying(trying_for)
-    parsed = after_trying(lambda forwarded: trying_for(forwarded, folded))
-    assert glanced == parsed
-    assert [line.split()[0] for _, line, _ in glanced][:1] == ["CANCEL"]
-    assert all(at >= 180.0 for at, _, _ in glanced)  # no INVITE retransmission after the 100
+FOLDED = "Server: a\r\n folded"  # the glance declines it; the parse reads it
+
+
+@pytest.mark.parametrize("ringing_first", [False, True], ids=["first", "after a 180"])
+def test_a_100_read_at_a_glance_moves_the_transaction_as_a_parsed_100_does(
+    ringing_first: bool,
+) -> None:
+    """Both stop the INVITE's retransmissions and arm Timer C at the first provisional (RFC 3261
+    17.1.1.2, 16.6 step 11), which then cancels the call (16.8) the same way; after a 180 a
+    100 leaves Timer C as it is (16.7 step 2 resets it for a 101-199 only). Only the counter of
+    100s read at a glance tells the two apart."""
+    assert trying_glance(trying_for(forwarded_once(), FOLDED)) is None
+    glanced_sent, glanced_counts, glanced_events = after_trying(
+        trying_for, ringing_first=ringing_first
+    )
+    parsed_sent, parsed_counts, parsed_events = after_trying(
+        lambda forwarded: trying_for(forwarded, FOLDED), ringing_first=ringing_first
+    )
+    assert glanced_sent == parsed_sent
+    assert glanced_events == parsed_events
+    assert glanced_counts.pop("trying_glanced") == 1 and "trying_glanced" not in parsed_counts
+    assert glanced_counts == parsed_counts
+    cancels = [at for at, line, _ in glanced_sent if line.startswith("CANCEL ")]
+    assert cancels[0] == pytest.approx(0.1 + 180.0 if ringing_first else 0.2 + 180.0)
+    assert all(at >= 180.0 for at, _, _ in glanced_sent)  # no INVITE retransmission after it
+
+
+def test_a_pending_cancel_goes_out_on_a_100_read_at_a_glance() -> None:
+    """RFC 3261 9.1: a CANCEL waits for a provisional; the glanced 100 releases it."""
+    clocked = Clocked(make_core())
+    forwarded = forwarded_invite(clocked)
+    clocked.receive(pbx_cancel(), PBX_SOURCE, at=0.1)
+    (cancel,) = sent_to(clocked.receive(trying_for(forwarded), TRUNK_SOURCE, at=0.2), TRUNK)
+    assert start_line(cancel).startswith("CANCEL ")
+    assert clocked.core.counters["trying_glanced"] == 1
+
+
+def test_a_100_from_the_pbx_side_to_an_inbound_call_is_read_at_a_glance() -> None:
+    clocked = Clocked(make_core())
+    out = clocked.receive(invite(), TRUNK_SOURCE)  # an inbound call: forwarded to the PBX
+    (forwarded,) = sent_to(out, PBX)
+    assert clocked.receive(trying_for(forwarded), PBX_SOURCE, at=0.1) == []
+    assert clocked.core.counters["trying_glanced"] == 1
+    assert [o for _, o in clocked.advance(10.0) if o.target == PBX] == []  # Timer A stopped
 
 
 @pytest.mark.source_build
@@ -662,6 +733,32 @@ def test_a_100_no_live_transaction_knows_goes_the_full_way() -> None:
     assert [e.reason for e in clocked.core.events_to_handle() if isinstance(e, Dropped)] == [
         "stray 100"
     ]
+    assert clocked.core.counters["trying_glanced"] == 0
+
+
+def test_a_late_100_after_the_final_is_absorbed_by_the_finished_transaction() -> None:
+    """After the 486 the client transaction is retired (Completed, Timer D): a late 100 for it
+    goes the full way and the record absorbs it, no stray drop (RFC 3261 17.1.1.2)."""
+    clocked = Clocked(make_core())
+    forwarded = forwarded_invite(clocked)
+    clocked.receive(response_to(forwarded, 486, "Busy Here"), TRUNK_SOURCE, at=0.1)
+    clocked.core.events_to_handle()
+    assert clocked.receive(trying_for(forwarded), TRUNK_SOURCE, at=0.2) == []
+    assert [e for e in clocked.core.events_to_handle() if isinstance(e, Dropped)] == []
+    assert clocked.core.counters["trying_glanced"] == 0
+
+
+def test_a_truncated_100_is_dropped_as_before() -> None:
+    """RFC 3261 18.3: over UDP a response shorter than its Content-Length MUST be discarded; the
+    glance declines it and the parse refuses it, so Timer A keeps running."""
+    clocked = Clocked(make_core())
+    forwarded = forwarded_invite(clocked)
+    truncated = trying_for(forwarded).replace(b"Content-Length: 0", b"Content-Length: 10")
+    clocked.core.events_to_handle()
+    assert clocked.receive(truncated, TRUNK_SOURCE, at=0.1) == []
+    assert [type(e).__name__ for e in clocked.core.events_to_handle()] == ["Dropped"]
+    resent = [start_line(out.data).split()[0] for _, out in clocked.advance(0.6)]
+    assert resent == ["INVITE"]
 
 
 def test_a_100_whose_top_via_is_not_ours_is_dropped_as_before() -> None:
@@ -675,7 +772,7 @@ def test_a_100_whose_top_via_is_not_ours_is_dropped_as_before() -> None:
         "not our via"
     ]
     resent = [start_line(out.data).split()[0] for _, out in clocked.advance(0.6)]
-    assert resent == ["INVITE"]  # Timer A still runs: that 100 was not for us (RFC 3261 16.7)
+    assert resent == ["INVITE"]  # Timer A still runs: that 100 was not for us
 
 
 # ----------------------------------------------------------------------------- stream framing

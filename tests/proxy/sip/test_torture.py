@@ -255,7 +255,7 @@ def test_response_answering_a_forwarded_request(name: str, direction: str) -> No
 
 
 def test_a_response_with_an_empty_reason_phrase_relays_byte_identical() -> None:
-    """noreason's 100 is hop by hop (RFC 3261 16.7 step 3); the same empty reason on a 180."""
+    """noreason's 100 is hop by hop (RFC 3261 16.7 step 5); the same empty reason on a 180."""
     core = make_core()
     _, forwarded, _ = forward_request_for(core, "noreason", PBX_SOURCE)
     ringing = with_vias(load("noreason"), via_lines(forwarded)).replace(

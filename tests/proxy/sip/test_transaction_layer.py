@@ -292,8 +292,8 @@ def test_states_carry_the_rfc_names() -> None:
 
 def test_a_100_by_branch_alone_stops_timer_a_and_arms_timer_c() -> None:
     """`on_trying` (the core's 100 Trying glance, no Message): the live client's step, as a
-    parsed 100 takes it (RFC 3261 17.1.1.2: Calling -> Proceeding; 16.6 step 11: Timer C);
-    None for a branch no live client holds."""
+    parsed 100 takes it (RFC 3261 17.1.1.2: Calling -> Proceeding; Timer C armed); None for a
+    branch no live client holds."""
     layer = TransactionLayer()
     client = forward(layer, invite_server(layer), TRUNK, 0, 0.0)
     layer.take_outgoing()
@@ -303,3 +303,32 @@ def test_a_100_by_branch_alone_stops_timer_a_and_arms_timer_c() -> None:
     assert client.state is State.PROCEEDING
     assert layer.take_outgoing() == []  # hop by hop: nothing goes upstream
     assert layer.next_deadline() == pytest.approx(0.1 + 180.0)  # Timer C, not Timer A's 0.5
+
+
+@pytest.mark.parametrize("method", ["INVITE", "OPTIONS"])
+def test_a_100_by_branch_is_the_step_a_parsed_100_takes(method: str) -> None:
+    """Side by side: `on_trying` and `on_response` with the parsed 100 leave the same state,
+    the same timers (Timer E at T2 for a non-INVITE, RFC 3261 17.1.2.2) and the same output."""
+    outcomes = []
+    for glanced in (True, False):
+        layer = TransactionLayer()
+        request = invite() if method == "INVITE" else in_dialog(
+            "OPTIONS", uri="sip:x@127.0.0.1", via="SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-o",
+            from_="<sip:1001@pbx.example.com>;tag=o", to="<sip:x@127.0.0.1>",
+        )
+        server = layer.open_server(parsed(request), PBX_SOURCE, 0.0)
+        server.plan = ForwardPlan("pbx", None, (), None, False, 0)
+        client = forward(layer, server, TRUNK, 0, 0.0)
+        layer.take_outgoing()
+        trying = parsed(response_to(client.request, 100, "Trying", to_tag=None))
+        if glanced:
+            actions = layer.on_trying(client.branch, method, 0.1)
+        else:
+            actions = layer.on_response(client, trying, 0.1)
+        deadlines = []
+        while (deadline := layer.next_deadline()) is not None and deadline < 40.0:
+            deadlines.append(deadline)
+            layer.handle_timer(deadline)
+        sent = [(o.target, start_line(o.data)) for o in layer.take_outgoing()]
+        outcomes.append((actions, client.state, client.retransmit_interval, deadlines, sent))
+    assert outcomes[0] == outcomes[1]
