@@ -8,6 +8,16 @@ address and port its request was received on). When a
 worker's socket is full (the worker is busy, or dead and being restarted) datagrams wait in a
 bounded per-worker backlog, in order; beyond it they are dropped and counted, as a full UDP
 receive buffer would drop them.
+
+The workers shed load by the wait they see (proxy/server.py, proxy/overload.py), but not the
+wait in that backlog, which is the dispatcher's: far past capacity it held a new INVITE for
+seconds before its worker even read it, and the 503 came that late (issue 6). So once the
+oldest datagram waiting for a worker has waited `shed_after` (the workers' `--max-loop-lag`),
+a new INVITE for that worker (no To tag, `shed_glance`) goes ahead of the backlog flagged
+"shed": the worker answers it 503 at once, from its glance, with its own checks (trust, and a
+retransmission of an INVITE it admitted gets its transaction's answer instead, RFC 3261
+17.2.1). Everything else keeps its place, so in-dialog requests, responses and CANCELs flow in
+order; the INVITEs sent ahead are new calls, whose messages nothing waiting can precede.
 """
 
 from __future__ import annotations
@@ -16,15 +26,19 @@ import logging
 import select
 import socket
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 
 from proxy.dispatcher import decode_packet, encode_header, worker_for
+from proxy.sip.untrusted import shed_glance
 
 log = logging.getLogger("callerid_proxy.dispatcher")
 MAX_DATAGRAM = 65535
 BATCH = 64  # datagrams read from one socket per poll wake-up
 BACKLOG_MAX = 4096  # datagrams waiting for one worker's socket
+AHEAD_MAX = 1024  # new INVITEs to be shed, waiting ahead of that backlog
+SHED_AFTER_S = 0.1  # the workers' default --max-loop-lag
 POLL_MS = 200  # how often the thread looks at its stop flag when idle
 
 
@@ -36,17 +50,27 @@ class DispatchCounters:
     replies: int = 0
     dropped: int = 0
     backlog_peak: int = 0
+    sent_ahead: int = 0  # new INVITEs sent ahead of a backlog to be shed
     by_reason: dict[str, int] = field(default_factory=dict)
 
 
 class Dispatcher:
-    def __init__(self, shared: list[socket.socket], inboxes: list[socket.socket]) -> None:
+    def __init__(
+        self,
+        shared: list[socket.socket],
+        inboxes: list[socket.socket],
+        shed_after: float = SHED_AFTER_S,
+    ) -> None:
         self._shared = {sock.fileno(): sock for sock in shared}
         self._shared_list = shared
         self._shared_index = {sock.fileno(): index for index, sock in enumerate(shared)}
         self._inboxes = inboxes
         self._inbox_index = {sock.fileno(): index for index, sock in enumerate(inboxes)}
-        self._backlog: list[deque[bytes]] = [deque() for _ in inboxes]
+        # What waits for each worker's socket, with when it was read (time.monotonic()), and
+        # the new INVITEs to be shed that go before it.
+        self._backlog: list[deque[tuple[float, bytes]]] = [deque() for _ in inboxes]
+        self._ahead: list[deque[bytes]] = [deque() for _ in inboxes]
+        self._shed_after = shed_after
         self.counters = DispatchCounters(dispatched=[0] * len(inboxes))
         self._poller = select.poll()
         self._stop = threading.Event()
@@ -92,16 +116,38 @@ class Dispatcher:
                 self._drop(f"recv: {error.strerror}")
                 return
             host, port = str(address[0]), int(address[1])
+            index = worker_for(data, host, port, workers)
+            shed = self._to_shed(index, data)
             try:
-                packet = encode_header(host, port, socket_index) + data
+                packet = encode_header(host, port, socket_index, shed=shed) + data
             except ValueError:
                 self._drop("unencodable source")
                 continue
-            self._send(worker_for(data, host, port, workers), packet)
+            if shed:
+                self._send_ahead(index, packet)
+            else:
+                self._send(index, packet)
+
+    def _to_shed(self, index: int, data: bytes) -> bool:
+        """A new INVITE for a worker whose backlog has waited `shed_after` (see above)."""
+        backlog = self._backlog[index]
+        if not backlog or not data.startswith(b"INVITE "):
+            return False
+        if time.monotonic() - backlog[0][0] < self._shed_after:
+            return False
+        return shed_glance(data) is not None
+
+    def _send_ahead(self, index: int, packet: bytes) -> None:
+        ahead = self._ahead[index]
+        if len(ahead) >= AHEAD_MAX:
+            self._drop("worker backlog full")
+            return
+        ahead.append(packet)
+        self.counters.sent_ahead += 1
+        self._flush(index)
 
     def _send(self, index: int, packet: bytes) -> None:
-        backlog = self._backlog[index]
-        if backlog:  # keep the order: nothing overtakes what already waits
+        if self._backlog[index] or self._ahead[index]:  # nothing overtakes what already waits
             self._enqueue(index, packet)
             return
         try:
@@ -120,21 +166,28 @@ class Dispatcher:
         if len(backlog) >= BACKLOG_MAX:
             self._drop("worker backlog full")
             return
-        backlog.append(packet)
+        backlog.append((time.monotonic(), packet))
         self.counters.backlog_peak = max(self.counters.backlog_peak, len(backlog))
 
     def _flush(self, index: int) -> None:
-        backlog, inbox = self._backlog[index], self._inboxes[index]
-        while backlog:
+        """What waits for this worker, the INVITEs to be shed first, until its socket is full
+        (then POLLOUT says when it has room again)."""
+        ahead, backlog, inbox = self._ahead[index], self._backlog[index], self._inboxes[index]
+        while ahead or backlog:
+            packet = ahead[0] if ahead else backlog[0][1]
             try:
-                inbox.send(backlog[0])
+                inbox.send(packet)
             except BlockingIOError:
+                self._poller.modify(inbox, select.POLLIN | select.POLLOUT)
                 return
             except OSError as error:
                 self._drop(f"send: {error.strerror}")
             else:
                 self.counters.dispatched[index] += 1
-            backlog.popleft()
+            if ahead:
+                ahead.popleft()
+            else:
+                backlog.popleft()
         self._poller.modify(inbox, select.POLLIN)
 
     def _replies(self, inbox: socket.socket) -> None:

@@ -28,12 +28,13 @@ SCAN_LIMIT = 4096  # bytes of a datagram searched for the Call-ID header
 # optional whitespace around the colon (RFC 3261 7.3.1); the value runs to the end of the line.
 _CALL_ID = re.compile(rb"\n(?:call-id|i)[ \t]*:[ \t]*([^\r\n]*)", re.IGNORECASE)
 
-# Version, port, index of the shared socket, length of the host; then the host as the socket
-# reported it (text, so that an IPv4-mapped or scoped IPv6 address reaches the worker exactly as
-# it would have reached a single process); then the datagram. The same header goes both ways:
-# supervisor -> worker it names the source, worker -> supervisor the target of a reply.
-_HEADER = struct.Struct("!BHBB")
-_VERSION = 1
+# Version, flags, port, index of the shared socket, length of the host; then the host as the
+# socket reported it (text, so that an IPv4-mapped or scoped IPv6 address reaches the worker
+# exactly as it would have reached a single process); then the datagram. The same header goes
+# both ways: supervisor -> worker it names the source, worker -> supervisor the target of a reply.
+_HEADER = struct.Struct("!BBHBB")
+_VERSION = 2
+_SHED = 0x01  # supervisor -> worker: a new INVITE to answer 503 at once (the dispatcher's queue)
 MAX_HOST = 64
 
 
@@ -42,6 +43,7 @@ class Packet(NamedTuple):
     port: int
     socket: int  # which shared socket (one per --listen address) it came in on / goes out of
     datagram: bytes
+    shed: bool = False  # the dispatcher asks for this new INVITE to be shed (see dispatch_loop)
 
 
 def call_id_of(datagram: bytes, limit: int = SCAN_LIMIT) -> bytes | None:
@@ -64,9 +66,10 @@ def worker_for(datagram: bytes, host: str, port: int, workers: int) -> int:
     return zlib.crc32(key) % workers
 
 
-def encode_header(host: str, port: int, socket_index: int = 0) -> bytes:
+def encode_header(host: str, port: int, socket_index: int = 0, *, shed: bool = False) -> bytes:
     """The header put in front of a dispatched datagram or a reply. Raises ValueError when
-    `host` is not an IP literal (an IPv6 one may carry a %scope) or a number is out of range."""
+    `host` is not an IP literal (an IPv6 one may carry a %scope) or a number is out of range.
+    `shed`: a new INVITE the worker is to answer 503 now (its own checks still apply)."""
     ipaddress.ip_address(host.split("%", 1)[0])
     if not 0 <= port <= 0xFFFF:
         raise ValueError(f"port out of range: {port}")
@@ -75,7 +78,7 @@ def encode_header(host: str, port: int, socket_index: int = 0) -> bytes:
     raw = host.encode("ascii")
     if len(raw) > MAX_HOST:
         raise ValueError(f"host too long: {host!r}")
-    return _HEADER.pack(_VERSION, port, socket_index, len(raw)) + raw
+    return _HEADER.pack(_VERSION, _SHED if shed else 0, port, socket_index, len(raw)) + raw
 
 
 def decode_packet(data: bytes) -> Packet | None:
@@ -83,12 +86,12 @@ def decode_packet(data: bytes) -> Packet | None:
     from our own processes, but are checked anyway)."""
     if len(data) < _HEADER.size:
         return None
-    version, port, socket_index, length = _HEADER.unpack_from(data)
+    version, flags, port, socket_index, length = _HEADER.unpack_from(data)
     end = _HEADER.size + length
-    if version != _VERSION or not 0 < length <= MAX_HOST or len(data) < end:
+    if version != _VERSION or flags & ~_SHED or not 0 < length <= MAX_HOST or len(data) < end:
         return None
     try:
         host = data[_HEADER.size : end].decode("ascii")
     except UnicodeDecodeError:
         return None
-    return Packet(host, port, socket_index, data[end:])
+    return Packet(host, port, socket_index, data[end:], bool(flags & _SHED))

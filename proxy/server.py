@@ -331,6 +331,15 @@ class ProxyServer:
             self._shed_or_admit()
         self._handle(data, source)
 
+    def on_shed_by_dispatcher(self, data: bytes, source: Source) -> None:
+        """A new INVITE the `--workers` dispatcher sent ahead of its backlog (it has waited
+        there past `--max-loop-lag`, proxy/dispatch_loop.py): answered at once, as a shed
+        INVITE read ahead is. The core still judges it: an outsider's is refused as always, and
+        the retransmission of an INVITE admitted earlier gets its transaction's answer."""
+        self.core.set_overloaded(True)
+        self._handle(data, source)
+        self.core.set_overloaded(self._all_shed)
+
     def _handle(self, data: bytes, source: Source) -> None:
         try:
             self.core.receive(data, source, self._loop.time())

@@ -114,7 +114,10 @@ class WorkerInbox:
                 log.warning("malformed datagram from the dispatcher dropped")
                 continue
             source = Source("udp", packet.host, packet.port, shared_connection(packet.socket))
-            server.on_message(packet.datagram, source)
+            if packet.shed:
+                server.on_shed_by_dispatcher(packet.datagram, source)
+            else:
+                server.on_message(packet.datagram, source)
 
 
 class WorkerServer(ProxyServer):

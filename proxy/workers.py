@@ -38,7 +38,7 @@ from prometheus_client.registry import Collector
 from proxy import control, reply_port
 from proxy.active_rules import ReloadOutcome
 from proxy.admin import ADMIN_TOKEN_ENV, AdminServer
-from proxy.dispatch_loop import Dispatcher
+from proxy.dispatch_loop import SHED_AFTER_S, Dispatcher
 from proxy.worker_process import WorkerSpec, hostport_text, worker_port
 
 log = logging.getLogger("callerid_proxy.workers")
@@ -203,7 +203,9 @@ class Supervisor:
             self._spawn(worker)
         for worker in self._workers:
             self._wait_ready(worker)
-        self._dispatcher = Dispatcher(self._udp, self._senders)
+        # The dispatcher sheds by its own queue's wait as the workers do by theirs.
+        shed_after = float(self._settings.get("max_loop_lag") or SHED_AFTER_S)
+        self._dispatcher = Dispatcher(self._udp, self._senders, shed_after)
         self._dispatcher.start()
 
     def _spawn(self, worker: Worker) -> None:
@@ -363,6 +365,8 @@ class Supervisor:
         if dispatch is not None:
             counters["dispatcher_dropped"] = dispatch.dropped
             counters["dispatcher_replies"] = dispatch.replies
+            counters["dispatcher_sent_ahead_to_shed"] = dispatch.sent_ahead
+            counters["dispatcher_backlog_peak"] = dispatch.backlog_peak
             for worker_info, sent in zip(workers, dispatch.dispatched, strict=True):
                 worker_info["dispatched"] = sent
         counters["worker_restarts"] = sum(w.restarts for w in self._workers)

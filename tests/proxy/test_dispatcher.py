@@ -122,11 +122,15 @@ addresses = st.one_of(
 )
 
 
-@given(addresses, st.integers(0, 65535), st.integers(0, 255), st.binary(max_size=2000))
-def test_header_round_trip(host: str, port: int, index: int, datagram: bytes) -> None:
-    """The worker gets the source exactly as the supervisor's socket reported it."""
-    assert decode_packet(encode_header(host, port, index) + datagram) == Packet(
-        host, port, index, datagram)
+@given(addresses, st.integers(0, 65535), st.integers(0, 255), st.binary(max_size=2000),
+       st.booleans())
+def test_header_round_trip(
+    host: str, port: int, index: int, datagram: bytes, shed: bool
+) -> None:
+    """The worker gets the source exactly as the supervisor's socket reported it, and whether
+    the dispatcher asks for the INVITE to be shed."""
+    assert decode_packet(encode_header(host, port, index, shed=shed) + datagram) == Packet(
+        host, port, index, datagram, shed)
 
 
 @pytest.mark.parametrize(("host", "port", "index"), [
@@ -145,10 +149,12 @@ def test_decode_never_raises(data: bytes) -> None:
         assert 0 <= packet.port <= 65535 and packet.host
 
 
-def test_decode_refuses_other_versions_and_truncation() -> None:
+def test_decode_refuses_other_versions_unknown_flags_and_truncation() -> None:
     packet = encode_header("192.0.2.1", 5060) + b"x"
-    assert decode_packet(b"\x02" + packet[1:]) is None
-    assert decode_packet(packet[:6]) is None
+    assert decode_packet(packet) is not None
+    assert decode_packet(b"\x01" + packet[1:]) is None  # the header before the shed flag
+    assert decode_packet(packet[:1] + b"\x02" + packet[2:]) is None
+    assert decode_packet(packet[:7]) is None
 
 
 def _receive(sockets: list[socket.socket], expected: int) -> list[list[bytes]]:
@@ -198,4 +204,77 @@ def test_dispatcher_thread_forwards_by_call_id_and_sends_replies_from_the_shared
     assert all(dispatcher.counters.dispatched)
     assert (reply, reply_from) == (b"SIP/2.0 200 OK\r\n\r\n", shared_address)
     assert dispatcher.counters.replies == 1
+    assert dispatcher.counters.dropped == 0
+
+
+# ------------------------------------------------------------------ shedding by the backlog's wait
+def _full_inbox() -> tuple[socket.socket, socket.socket, int]:
+    """A worker's socket pair whose worker reads nothing: filled until a send would block."""
+    sender, inbox = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sender.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    sender.setblocking(False)
+    filler = 0
+    with contextlib.suppress(BlockingIOError):
+        for _ in range(10_000):
+            sender.send(b"filler")
+            filler += 1
+    return sender, inbox, filler
+
+
+def _read_all(inbox: socket.socket, dispatcher: Dispatcher) -> list[bytes]:
+    """What the worker reads, the dispatcher flushing its backlog as room frees."""
+    inbox.setblocking(False)
+    got: list[bytes] = []
+    for _ in range(10_000):
+        try:
+            got.append(inbox.recv(70000))
+        except BlockingIOError:
+            dispatcher._flush(0)
+            try:
+                got.append(inbox.recv(70000))
+            except BlockingIOError:
+                return got
+    return got
+
+
+REINVITE = message(b"Call-ID: dialog@pbx").replace(
+    b"To: <sip:00442079460000@127.0.0.1>", b"To: <sip:00442079460000@127.0.0.1>;tag=callee"
+)
+
+
+@pytest.mark.parametrize("shed_after", [0.0, 60.0], ids=["waited past the bound", "within it"])
+def test_a_new_invite_for_a_worker_behind_goes_ahead_flagged_to_shed(shed_after: float) -> None:
+    """The worker's socket is full, so what comes waits in the dispatcher's backlog; once the
+    oldest has waited `shed_after`, a new INVITE goes ahead of it, flagged "shed". A BYE and
+    a re-INVITE (To tag) keep their place, and nothing is flagged within the bound."""
+    assert b";tag=callee" in REINVITE
+    shared = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    shared.bind(("127.0.0.1", 0))
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender, inbox, filler = _full_inbox()
+    dispatcher = Dispatcher([shared], [sender], shed_after=shed_after)
+    for fd in (shared.fileno(), sender.fileno()):
+        dispatcher._poller.register(fd)  # what start() does; the thread is not started here
+    shared.setblocking(False)
+    try:
+        bye = message(b"Call-ID: first@pbx", b"BYE")
+        new_call = message(b"Call-ID: new@pbx")
+        for datagram in (bye, REINVITE, new_call):
+            peer.sendto(datagram, shared.getsockname())
+        time.sleep(0.05)
+        dispatcher._drain(shared)
+        got = _read_all(inbox, dispatcher)
+    finally:
+        for sock in (shared, peer, sender, inbox):
+            sock.close()
+    assert got[:filler] == [b"filler"] * filler
+    packets = [decode_packet(raw) for raw in got[filler:]]
+    assert all(packet is not None for packet in packets)
+    order = [(p.datagram, p.shed) for p in packets if p is not None]
+    if shed_after == 0.0:
+        assert order == [(new_call, True), (bye, False), (REINVITE, False)]
+        assert dispatcher.counters.sent_ahead == 1
+    else:
+        assert order == [(bye, False), (REINVITE, False), (new_call, False)]
+        assert dispatcher.counters.sent_ahead == 0
     assert dispatcher.counters.dropped == 0
