@@ -10,9 +10,17 @@ the traffic it keeps (responses, in-dialog requests, CANCEL, ACK, the INVITEs it
 here, in arrival order. The age of the oldest message waiting is the queueing delay itself,
 which the overload detector steers (proxy/overload.py).
 
-A shed INVITE waits its turn too once the oldest message has waited `RETRANSMIT_GUARD`: T1
-(500 ms, RFC 3261 17.1.1.2) after sending an INVITE the PBX retransmits it, and a retransmission
-of one still waiting here must reach the transaction its original creates, not a 503 of its own.
+Once the oldest message has waited `RETRANSMIT_GUARD`, a retransmission may come of an INVITE
+still waiting here: T1 (500 ms, RFC 3261 17.1.1.2) after sending an INVITE the PBX retransmits
+it, and that copy must reach the transaction its original creates, not a 503 of its own. So
+the queue knows the INVITEs it holds that were admitted (their server-transaction key, from the
+same glance the shed path reads, `shed_glance`), and past the guard only a new INVITE that may
+be the copy of one of them waits its turn; any other is still answered at once. (Before, every
+shed INVITE waited past the guard: far over capacity, with the ACKs of the 503s queued, the
+queue stayed over the guard and the 503s came hundreds of ms late, their INVITEs retransmitted.)
+A copy is byte for byte its original, so one the glance cannot read can only be the copy of an
+admitted INVITE the glance could not read either: those are counted, and while one waits, every
+unreadable shed INVITE waits too.
 
 The server reads ahead while it sheds, and whenever the kernel's queue has started to build
 (`SO_MEMINFO`, proxy/transport.py): so when the overload is detected, what has piled up is
@@ -34,6 +42,9 @@ from __future__ import annotations
 from collections import deque
 
 from proxy.sip.addresses import Source
+from proxy.sip.untrusted import shed_glance
+
+ServerKey = tuple[str, str, str]
 
 DEFAULT_MAX_BYTES = 4 * 1024 * 1024  # the UDP receive buffer the proxy asks for (server.py)
 # s: a shed INVITE is answered at once only while nothing older has waited this long. The PBX
@@ -52,6 +63,11 @@ class ReadAheadQueue:
         self._arrivals: deque[float] = deque()
         self._sheds: deque[bool] = deque()  # a new INVITE already judged to be shed
         self._bytes = 0
+        # The admitted INVITEs waiting: their keys in order (None: unreadable at a glance), and
+        # how many of each key, and of unreadable ones, wait.
+        self._admitted_order: deque[ServerKey | None] = deque()
+        self._admitted: dict[ServerKey, int] = {}
+        self._unreadable = 0
 
     def __len__(self) -> int:
         return len(self._data)
@@ -71,14 +87,49 @@ class ReadAheadQueue:
         self._arrivals.append(now)
         self._sheds.append(shed)
         self._bytes += len(data)
+        if not shed and data.startswith(b"INVITE "):
+            self._admit(data)
         return True
+
+    def _admit(self, data: bytes) -> None:
+        seen = shed_glance(data)
+        key = None if seen is None else seen.key
+        self._admitted_order.append(key)
+        if key is None:
+            self._unreadable += 1
+        else:
+            self._admitted[key] = self._admitted.get(key, 0) + 1
+
+    def _release(self) -> None:
+        key = self._admitted_order.popleft()
+        if key is None:
+            self._unreadable -= 1
+            return
+        left = self._admitted[key] - 1
+        if left:
+            self._admitted[key] = left
+        else:
+            del self._admitted[key]
+
+    def may_hold_original_of(self, invite: bytes) -> bool:
+        """Whether `invite` may be the retransmission of an admitted INVITE waiting here (see
+        above); False at once when none waits."""
+        if not self._admitted and not self._unreadable:
+            return False
+        seen = shed_glance(invite)
+        if seen is None:
+            return self._unreadable > 0
+        return seen.key in self._admitted
 
     def take(self) -> tuple[bytes, Source, bool]:
         """The oldest message waiting, and whether it is to be shed (check `len` first)."""
         data = self._data.popleft()
         self._arrivals.popleft()
         self._bytes -= len(data)
-        return data, self._sources.popleft(), self._sheds.popleft()
+        shed = self._sheds.popleft()
+        if not shed and data.startswith(b"INVITE "):
+            self._release()
+        return data, self._sources.popleft(), shed
 
     def oldest_wait(self, now: float) -> float:
         """Seconds the oldest message has waited (0 when nothing waits): the queueing delay."""

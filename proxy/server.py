@@ -362,7 +362,9 @@ class ProxyServer:
             # message may (`--max-loop-lag`): the queue never grows past it (drop by sojourn
             # time, like CoDel, RFC 8289), whatever the detector has seen so far.
             shed = self._sheds_next_invite() or waiting.oldest_wait(now) >= self._max_wait
-        if shed and waiting.oldest_wait(now) < RETRANSMIT_GUARD:
+        if shed and (
+            waiting.oldest_wait(now) < RETRANSMIT_GUARD or not waiting.may_hold_original_of(data)
+        ):
             self.core.set_overloaded(True)
             self._handle(data, source)  # the glance's 503, or the transaction of an admitted one
             return

@@ -2,8 +2,8 @@
 order, its bound and its ages; while the server reads ahead a new INVITE to be shed is answered
 503 the moment it is read, ahead of what waits, and what waits is handled in arrival order; no
 INVITE is admitted behind a wait longer than `--max-loop-lag`; past the guard (T1 less 0.1 s)
-of waiting a shed INVITE waits its turn (a retransmission of one still waiting must find its
-transaction); the kernel's queue depth is read from the socket (SO_MEMINFO) and starts reading
+of waiting only a shed INVITE that may repeat an admitted one still waiting waits its turn (it
+must find its transaction); the kernel's queue depth is read from the socket (SO_MEMINFO) and starts reading
 ahead."""
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ async def _shed_behind_the_guard(directory: Path) -> tuple[int, int, int, int]:
     server._waiting._arrivals[0] = loop.time() - RETRANSMIT_GUARD  # ... and has waited the guard
     server._all_shed = True
     server.on_message(invite(7), PBX)  # its retransmission: the INVITE it repeats still waits
-    server.on_message(invite(8), PBX)  # a new one, shed: waits its turn too
+    server.on_message(invite(8), PBX)  # a new one, the copy of nothing waiting: shed at once
     answered_at_once = answers(transport, b"503")
     server._draining = False
     server._work_off_waiting()
@@ -134,14 +134,36 @@ async def _shed_behind_the_guard(directory: Path) -> tuple[int, int, int, int]:
             server.core.counters["retransmissions_absorbed"])  # fmt: skip
 
 
-def test_after_a_long_wait_a_shed_invite_waits_its_turn(tmp_path: Path) -> None:
+def test_after_a_long_wait_only_the_copy_of_a_waiting_invite_waits_its_turn(
+    tmp_path: Path,
+) -> None:
     """RFC 3261 17.1.1.2: the PBX retransmits after T1; the retransmission of an INVITE still
-    waiting reaches the transaction its original opened (absorbed), it is not refused."""
+    waiting reaches the transaction its original opened (absorbed), it is not refused. A new
+    INVITE that repeats nothing waiting is still answered 503 at once."""
     answered_at_once, forwarded, shed, absorbed = asyncio.run(_shed_behind_the_guard(tmp_path))
-    assert answered_at_once == 0
+    assert answered_at_once == 1  # the new INVITE
     assert forwarded == 1  # the original, admitted when it came
-    assert absorbed == 1  # its retransmission
-    assert shed == 1  # the new INVITE, in its turn
+    assert absorbed == 1  # its retransmission, in its turn
+    assert shed == 1
+
+
+def test_the_queue_knows_the_admitted_invites_it_holds() -> None:
+    queue = ReadAheadQueue()
+    folded = invite(2).replace(b"Max-Forwards: 70\r\n", b"Subject: a\r\n b\r\n")
+    assert not queue.may_hold_original_of(invite(1))
+    assert queue.put(invite(1), PBX, 0.0)  # admitted
+    assert queue.put(invite(9), PBX, 0.0, shed=True)  # shed in its turn: no original
+    assert queue.may_hold_original_of(invite(1))
+    assert not queue.may_hold_original_of(invite(9)) and not queue.may_hold_original_of(folded)
+    assert queue.put(folded, PBX, 0.0)  # admitted, unreadable at a glance
+    assert queue.may_hold_original_of(folded)
+    assert queue.may_hold_original_of(folded.replace(b"z9hG4bKPj", b"z9hG4bKXy"))  # can't tell
+    assert not queue.may_hold_original_of(invite(3))  # readable: not the copy of `folded`
+    queue.take()
+    assert not queue.may_hold_original_of(invite(1))  # taken: its transaction answers now
+    queue.take()
+    queue.take()
+    assert not queue.may_hold_original_of(folded) and not queue
 
 
 async def _untrusted_while_reading_ahead(directory: Path) -> tuple[int, int]:
