@@ -3,8 +3,8 @@ order, its bound and its ages; while the server reads ahead a new INVITE to be s
 503 the moment it is read, ahead of what waits, and what waits is handled in arrival order; no
 INVITE is admitted behind a wait longer than `--max-loop-lag`; past the guard (T1 less 0.1 s)
 of waiting only a shed INVITE that may repeat an admitted one still waiting waits its turn (it
-must find its transaction); the kernel's queue depth is read from the socket (SO_MEMINFO) and starts reading
-ahead."""
+must find its transaction); the kernel's queue depth is read from the socket (SO_MEMINFO) and
+starts reading ahead."""
 
 from __future__ import annotations
 
