@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +58,9 @@ class RunResult:
     # New INVITEs the proxy answered 503 itself (overload shedding, its /metrics): among the
     # failed calls, those refused at once rather than lost; failed - shed failed once admitted.
     shed: int | None = None
+    # Distinct calls whose INVITE got a 503 (loopback capture only): `shed` counts 503s, and a
+    # retransmitted INVITE shed again counts twice, which hid admitted calls that failed.
+    shed_calls: int | None = None
     # INVITE->503 of the shed calls, p50/p99 ms (loopback capture only: the target is 50 ms).
     invite_503_p50_ms: float | None = None
     invite_503_p99_ms: float | None = None
@@ -69,10 +73,13 @@ class RunResult:
 
     @property
     def failed_admitted(self) -> int | None:
-        """Failed calls the proxy had admitted (not answered 503 at once): the target is 0."""
+        """Failed calls the proxy had admitted (not answered 503 at once): the target is 0.
+        Failed less the calls shed: counted per call where the capture saw them, else the
+        proxy's count of 503s (over TCP nothing is retransmitted, so each is one call)."""
         if self.failed is None or self.shed is None:
             return None
-        return max(0, self.failed - self.shed)
+        refused = self.shed if self.shed_calls is None else self.shed_calls
+        return max(0, self.failed - refused)
 
 
 def baseline_calls(source: Path, target: Path) -> Path:
@@ -186,6 +193,8 @@ def measure(
         lat = {name: Latency.of(pbx_leg[name]) for name in (*RTD_NAMES, "invite_503")}
     result = _result(system, transport, rate, duration_s, wall_s, pbx, trunk,
                      (before, after), metrics, notes, (lat, "capture" if pbx_leg else "sipp"))
+    if pbx_leg is not None and result.shed is not None:
+        result = dataclasses.replace(result, shed_calls=len(pbx_leg["invite_503"]))
     return Measured(result, pbx, trunk)
 
 

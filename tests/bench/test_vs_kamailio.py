@@ -219,6 +219,8 @@ def test_failed_among_admitted_and_the_503_latency_columns() -> None:
         invite_503_p50_ms=0.8, invite_503_p99_ms=3.25, latency_source="capture",
     )
     assert shed.failed_admitted == 2
+    # 398 503s, but the capture saw only 380 calls get one: 18 INVITEs were shed twice
+    assert dataclasses.replace(shed, shed_calls=380).failed_admitted == 20
     assert _run("callerid-proxy", 20.0).failed_admitted is None  # shed not measured
     row = [cell.strip() for cell in report.markdown_table([shed]).splitlines()[2].split("|")[1:-1]]
     assert row[report.COLUMNS.index("failed among admitted")] == "2"
