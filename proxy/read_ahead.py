@@ -54,6 +54,11 @@ DEFAULT_MAX_BYTES = 4 * 1024 * 1024  # the UDP receive buffer the proxy asks for
 RETRANSMIT_GUARD = 0.4
 
 
+def _admitted_invite(data: bytes, shed: bool) -> bool:
+    """What `put` tracks and `take` releases, by one test so the two never disagree."""
+    return not shed and data.startswith(b"INVITE ")
+
+
 class ReadAheadQueue:
     def __init__(self, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self.max_bytes = max_bytes
@@ -87,7 +92,7 @@ class ReadAheadQueue:
         self._arrivals.append(now)
         self._sheds.append(shed)
         self._bytes += len(data)
-        if not shed and data.startswith(b"INVITE "):
+        if _admitted_invite(data, shed):
             self._admit(data)
         return True
 
@@ -127,7 +132,7 @@ class ReadAheadQueue:
         self._arrivals.popleft()
         self._bytes -= len(data)
         shed = self._sheds.popleft()
-        if not shed and data.startswith(b"INVITE "):
+        if _admitted_invite(data, shed):
             self._release()
         return data, self._sources.popleft(), shed
 

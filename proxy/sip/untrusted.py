@@ -14,7 +14,7 @@ import re
 from typing import NamedTuple
 
 from proxy.sip.errors import BadRequest
-from proxy.sip.grammar import MAGIC_COOKIE, parse_cseq, parse_name_addr, parse_via_value
+from proxy.sip.grammar import MAGIC_COOKIE, Via, parse_cseq, parse_name_addr, parse_via_value
 from proxy.sip.responses import OWN_TO_TAG_LENGTH, OWN_TO_TAG_PREFIX, SERVER_NAME, own_to_tag
 from proxy.sip.transactions import OUR_BRANCH_PREFIX
 from proxy.sip.values import FrozenValue
@@ -283,15 +283,10 @@ def trying_glance(data: bytes) -> TryingGlance | None:
     every call, and a full parse of it cost as much as a 180's (issue 6)."""
     if not data.startswith(TRYING):
         return None
-    end = data.find(b"\r\n\r\n")
+    end = _plain_header_end(data)
     if end < 0:
         return None
     stop = end + 2
-    breaks = data.count(b"\r\n", 0, stop)
-    if data.count(b"\n", 0, stop) != breaks or data.count(b"\r", 0, stop) != breaks:
-        return None  # a bare CR or LF: the parser's view of the lines may differ
-    if data.find(b"\r\n ", 0, stop) >= 0 or data.find(b"\r\n\t", 0, stop) >= 0:
-        return None  # folding
     top_via: bytes | None = None
     cseq: bytes | None = None
     length: bytes | None = None
@@ -312,31 +307,43 @@ def trying_glance(data: bytes) -> TryingGlance | None:
         digits = length.rstrip(b" \t")
         if not digits.isdigit() or len(digits) > 5 or int(digits) > len(data) - (end + 4):
             return None  # a truncated (or odd) length: the parse decides, and drops it
-    if top_via is None or cseq is None or b"," in top_via or b'"' in top_via:
+    if top_via is None or cseq is None:
         return None
     try:
         method = parse_cseq(cseq.rstrip(b" \t").decode("latin-1"))[1]
-        via = parse_via_value(top_via.rstrip(b" \t").decode("latin-1"), 0, 0)
+        via = _one_via(top_via.rstrip(b" \t"))
     except BadRequest:
         return None  # the parse will say what is wrong
+    if via is None:
+        return None
     branch = via.branch
     if branch is None or not branch.startswith(OUR_BRANCH_PREFIX):
         return None
     return TryingGlance(branch, method, via.host)
 
 
-def _glance_lines(data: bytes) -> dict[str, list[tuple[bytes, bytes]]] | None:
-    """The Via, From, To, Call-ID and CSeq lines of a header block, as (line, value), or None
-    when the parser might see the lines otherwise (bare CR or LF, folding) or there is no end."""
+def _plain_header_end(data: bytes) -> int:
+    """Where the blank line after the header block starts, or -1 when there is none or the
+    parser might see the lines otherwise than CRLF-split: a bare CR or LF, or folding (RFC 3261
+    7.3.1). What a glance needs before it reads lines the parser would read."""
     end = data.find(b"\r\n\r\n")
     if end < 0:
-        return None
+        return -1
     stop = end + 2
     breaks = data.count(b"\r\n", 0, stop)
     if data.count(b"\n", 0, stop) != breaks or data.count(b"\r", 0, stop) != breaks:
-        return None  # a bare CR or LF: the parser's view of the lines may differ
+        return -1  # a bare CR or LF: the parser's view of the lines may differ
     if data.find(b"\r\n ", 0, stop) >= 0 or data.find(b"\r\n\t", 0, stop) >= 0:
-        return None  # folding (RFC 3261 7.3.1)
+        return -1  # folding
+    return end
+
+
+def _glance_lines(data: bytes) -> dict[str, list[tuple[bytes, bytes]]] | None:
+    """The Via, From, To, Call-ID and CSeq lines of a header block, as (line, value), or None
+    when the parser might see the lines otherwise (`_plain_header_end`) or there is no end."""
+    end = _plain_header_end(data)
+    if end < 0:
+        return None
     lines: dict[str, list[tuple[bytes, bytes]]] = {}
     first = data.find(b"\n") + 1  # the start line aside
     if first >= end:
@@ -408,13 +415,21 @@ def _plain_call_id(call_id: bytes) -> bool:
     return bool(call_id) and b" " not in call_id and b"\t" not in call_id
 
 
+def _one_via(top_via: bytes) -> Via | None:
+    """The top Via value parsed, when it is one Via (no comma, no quote: else only the parse's
+    split can tell where the first ends); BadRequest when it does not parse."""
+    if b"," in top_via or b'"' in top_via:
+        return None
+    return parse_via_value(top_via.decode("latin-1"), 0, 0)
+
+
 def _rfc3261_key(top_via: bytes) -> tuple[str, str, str] | None:
     """The INVITE server-transaction key (RFC 3261 17.2.3) of a top Via value that is one Via
     with an RFC 3261 branch, or None: RFC 2543 matching needs the dialog fields, and a comma or
     a quote needs the parse."""
-    if b"," in top_via or b'"' in top_via:
+    via = _one_via(top_via)
+    if via is None:
         return None
-    via = parse_via_value(top_via.decode("latin-1"), 0, 0)
     branch = via.branch or ""
     if not branch.startswith(MAGIC_COOKIE) or len(branch) == len(MAGIC_COOKIE):
         return None
