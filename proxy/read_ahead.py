@@ -1,5 +1,5 @@
 """Reading ahead under overload: datagrams taken off the kernel's queue as they arrive, worked
-off in order, in short batches (proxy/server.py `ProxyServer.on_message`).
+off in short batches, responses first (proxy/server.py `ProxyServer.on_message`).
 
 Without it, the queue in front of an overloaded process is the socket's receive buffer, read
 first in, first out: a new INVITE that is going to be refused still waits behind everything that
@@ -7,8 +7,8 @@ arrived before it, so its 503 comes as late as the queue is long (150 ms and mor
 capacity; issue 6 asks for 50 ms). Reading ahead, the server sees every datagram the moment the
 loop can read it: a new INVITE it sheds gets its 503 from a glance at once (about 35 us), and only
 the traffic it keeps (responses, in-dialog requests, CANCEL, ACK, the INVITEs it admits) waits
-here, in arrival order. The age of the oldest message waiting is the queueing delay itself,
-which the overload detector steers (proxy/overload.py).
+here: responses first, the requests in arrival order (below). The age of the oldest message
+waiting is the queueing delay itself, which the overload detector steers (proxy/overload.py).
 
 Once the oldest message has waited `RETRANSMIT_GUARD`, a retransmission may come of an INVITE
 still waiting here: T1 (500 ms, RFC 3261 17.1.1.2) after sending an INVITE the PBX retransmits
@@ -32,7 +32,17 @@ no retransmission over a reliable transport). What waits is bounded in bytes lik
 buffer it replaces (`UDP_BUFFER_BYTES`); past that a datagram is dropped and counted, as the kernel
 would, and the peer's retransmission (RFC 3261 17.1.1.2, 17.1.2.2) brings it again.
 
-Three parallel deques, not one of tuples: no object is made per message beyond what the
+Responses go first. They wait in a lane of their own, worked off before the requests,
+in arrival order among themselves: a response completes work already admitted, costs little (a
+trunk's 100 Trying is absorbed at a glance), and is what stops the timers of the transactions
+it answers. Behind a queue longer than T1, a trunk's 100 or 200 waiting in line let our Timer A
+retransmit the INVITE (RFC 3261 17.1.1.2) and the PBX retransmit its own, and a UAS that gets
+the INVITE again after its 200 may end the call. Taking a response before requests that came
+earlier reorders nothing that depends on it: a response answers a request the proxy has already
+forwarded (so never one still waiting here), and what a peer sends after a response (an ACK,
+a BYE) still comes after it. Between different transactions, UDP promises no order anyway.
+
+Parallel deques, not one of tuples: no object is made per message beyond what the
 transport already made (the bytes and the Source), and nothing here is tracked by the cyclic GC.
 No I/O and no clock: the server passes `now`.
 """
@@ -67,6 +77,10 @@ class ReadAheadQueue:
         self._sources: deque[Source] = deque()
         self._arrivals: deque[float] = deque()
         self._sheds: deque[bool] = deque()  # a new INVITE already judged to be shed
+        # The responses' lane, taken first (see above); never shed.
+        self._response_data: deque[bytes] = deque()
+        self._response_sources: deque[Source] = deque()
+        self._response_arrivals: deque[float] = deque()
         self._bytes = 0
         # The admitted INVITEs waiting: their keys in order (None: unreadable at a glance), and
         # how many of each key, and of unreadable ones, wait.
@@ -75,7 +89,7 @@ class ReadAheadQueue:
         self._unreadable = 0
 
     def __len__(self) -> int:
-        return len(self._data)
+        return len(self._data) + len(self._response_data)
 
     @property
     def bytes_waiting(self) -> int:
@@ -87,11 +101,16 @@ class ReadAheadQueue:
         if self._bytes + len(data) > self.max_bytes:
             self.dropped += 1
             return False
+        self._bytes += len(data)
+        if data.startswith(b"SIP/"):  # a status line (a request line starts with a token)
+            self._response_data.append(data)
+            self._response_sources.append(source)
+            self._response_arrivals.append(now)
+            return True
         self._data.append(data)
         self._sources.append(source)
         self._arrivals.append(now)
         self._sheds.append(shed)
-        self._bytes += len(data)
         if _admitted_invite(data, shed):
             self._admit(data)
         return True
@@ -127,7 +146,13 @@ class ReadAheadQueue:
         return seen.key in self._admitted
 
     def take(self) -> tuple[bytes, Source, bool]:
-        """The oldest message waiting, and whether it is to be shed (check `len` first)."""
+        """The oldest response waiting, else the oldest request, and whether it is to be
+        shed (check `len` first)."""
+        if self._response_data:
+            data = self._response_data.popleft()
+            self._response_arrivals.popleft()
+            self._bytes -= len(data)
+            return data, self._response_sources.popleft(), False
         data = self._data.popleft()
         self._arrivals.popleft()
         self._bytes -= len(data)
@@ -138,4 +163,9 @@ class ReadAheadQueue:
 
     def oldest_wait(self, now: float) -> float:
         """Seconds the oldest message has waited (0 when nothing waits): the queueing delay."""
-        return now - self._arrivals[0] if self._arrivals else 0.0
+        oldest = now
+        if self._arrivals:
+            oldest = self._arrivals[0]
+        if self._response_arrivals:
+            oldest = min(oldest, self._response_arrivals[0])
+        return now - oldest

@@ -351,7 +351,8 @@ class ProxyServer:
     def _arrived_while_overloaded(self, data: bytes, source: Source) -> None:
         """Reading ahead (proxy/read_ahead.py): a new INVITE to be shed is answered 503 the
         moment it is read, not after the queue in front of it; everything else waits its turn
-        in arrival order and is worked off in batches between reads. An untrusted source's
+        (responses first, then requests in arrival order) and is worked off in batches
+        between reads. An untrusted source's
         refusal costs no more than a shed INVITE (a glance, issue 7), so it is answered at
         once too."""
         now = self._loop.time()

@@ -1,6 +1,7 @@
 """Reading ahead under overload (proxy/read_ahead.py, ProxyServer.on_message): the queue keeps
 order, its bound and its ages; while the server reads ahead a new INVITE to be shed is answered
-503 the moment it is read, ahead of what waits, and what waits is handled in arrival order; no
+503 the moment it is read, ahead of what waits, and what waits is handled responses first, then
+requests in arrival order; no
 INVITE is admitted behind a wait longer than `--max-loop-lag`; past the guard (T1 less 0.1 s)
 of waiting only a shed INVITE that may repeat an admitted one still waiting waits its turn (it
 must find its transaction); the kernel's queue depth is read from the socket (SO_MEMINFO) and
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.bench_calls import PBX, TRUNK, invite
+from bench.bench_calls import PBX, TRUNK, answer, invite
 from bench.bench_glue import CountingTransport, make_server
 from proxy.read_ahead import RETRANSMIT_GUARD, ReadAheadQueue
 from proxy.server import READ_AHEAD_BYTES, READ_AHEAD_HOLD, ProxyServer
@@ -45,6 +46,43 @@ def test_past_its_bound_in_bytes_the_queue_drops_and_counts() -> None:
     assert not queue.put(b"y" * 5, PBX, 0.0)  # 11 > 10: dropped, as a full socket buffer would
     assert queue.put(b"z" * 4, PBX, 0.0)  # 10: fits
     assert (len(queue), queue.dropped, queue.bytes_waiting) == (2, 1, 10)
+
+
+RINGING = b"SIP/2.0 180 Ringing\r\n\r\n"
+OK = b"SIP/2.0 200 OK\r\n\r\n"
+
+
+def test_responses_are_taken_before_requests_and_in_order_among_themselves() -> None:
+    """A response completes admitted work and stops the timers of what it answers: it does not
+    wait behind requests read before it (RFC 3261 17.1.1.2: Timer A would retransmit)."""
+    queue = ReadAheadQueue(max_bytes=1000)
+    assert queue.put(b"ACK a", PBX, 1.0)
+    assert queue.put(b"INVITE b", PBX, 1.1, shed=True)
+    assert queue.put(RINGING, TRUNK, 1.2)
+    assert queue.put(b"BYE c", PBX, 1.3)
+    assert queue.put(OK, TRUNK, 1.4)
+    assert len(queue) == 5 and queue.bytes_waiting == 18 + len(RINGING) + len(OK)
+    assert queue.oldest_wait(2.0) == pytest.approx(1.0)  # the oldest of either lane
+    assert [queue.take() for _ in range(5)] == [
+        (RINGING, TRUNK, False),
+        (OK, TRUNK, False),
+        (b"ACK a", PBX, False),
+        (b"INVITE b", PBX, True),
+        (b"BYE c", PBX, False),
+    ]
+    assert not queue and queue.bytes_waiting == 0 and queue.oldest_wait(2.0) == 0.0
+
+
+def test_a_response_alone_is_the_oldest_wait_and_counts_against_the_bound() -> None:
+    queue = ReadAheadQueue(max_bytes=len(OK) + 4)
+    assert queue.put(OK, TRUNK, 3.0)
+    assert queue.oldest_wait(3.25) == pytest.approx(0.25)
+    assert not queue.put(RINGING, TRUNK, 3.1)  # past the bound: dropped, as any datagram
+    assert queue.put(b"ACK", PBX, 3.2)
+    assert (len(queue), queue.dropped) == (2, 1)
+    assert queue.oldest_wait(3.25) == pytest.approx(0.25)
+    assert queue.take() == (OK, TRUNK, False)
+    assert queue.oldest_wait(3.25) == pytest.approx(0.05)
 
 
 # ------------------------------------------------------------------ in the server
@@ -164,6 +202,35 @@ def test_the_queue_knows_the_admitted_invites_it_holds() -> None:
     queue.take()
     queue.take()
     assert not queue.may_hold_original_of(folded) and not queue
+
+
+async def _a_trunk_answer_behind_queued_invites(directory: Path) -> list[bytes]:
+    server, transport = make_server(directory)
+    server.on_message(invite(0), PBX)  # handled as it comes: forwarded to the trunk
+    forwarded = invites_forwarded(transport)[0]
+    server._read_ahead = True
+    server._draining = True  # hold the batches: the queue is what the test says it is
+    for n in range(1, 6):  # admitted, waiting their turn
+        server.on_message(invite(n), PBX)
+    server.on_message(answer(forwarded, 180, "Ringing"), TRUNK)  # read after them
+    before = len(transport.sent)
+    server._draining = False
+    server._work_off_waiting()
+    if server._timer is not None:
+        server._timer.cancel()
+    return transport.sent[before:]
+
+
+def test_a_trunk_answer_is_relayed_before_the_invites_read_ahead_of_it(tmp_path: Path) -> None:
+    """The 180 read after five admitted INVITEs reaches the PBX first; the INVITEs follow in
+    their order."""
+    sent = asyncio.run(_a_trunk_answer_behind_queued_invites(tmp_path))
+    starts = [data.split(b" ", 2)[:2] for data in sent]
+    assert starts[0] == [b"SIP/2.0", b"180"]
+    later = [data for data in sent[1:] if data.startswith(b"INVITE ")]  # (and their 100s)
+    assert len(later) == 5
+    branches = [line for data in later for line in data.split(b"\r\n") if b"z9hG4bKPj" in line]
+    assert [b"z9hG4bKPj%08x" % n in line for n, line in enumerate(branches, 1)] == [True] * 5
 
 
 async def _untrusted_while_reading_ahead(directory: Path) -> tuple[int, int]:
