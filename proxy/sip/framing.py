@@ -14,8 +14,9 @@ from proxy.sip.values import FrozenValue
 DEFAULT_MAX_MESSAGE = 64 * 1024
 
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
-# Searched in the lowered header block, after a line break (the block starts with one added).
+# Searched in the lowered header block: after a line break, or as its first line.
 _CONTENT_LENGTH = re.compile(rb"\n(?:content-length|l)[ \t]*:[ \t]*([^\r\n]*)")
+_FIRST_LINE_CONTENT_LENGTH = re.compile(rb"(?:content-length|l)[ \t]*:[ \t]*([^\r\n]*)")
 
 
 class Frame(FrozenValue):
@@ -43,6 +44,7 @@ class StreamFramer:
     def __init__(self, max_message: int = DEFAULT_MAX_MESSAGE) -> None:
         self._buffer = bytearray()
         self._max = max_message
+        self._max_digits = len(str(max_message))
         self.broken = False
 
     @property
@@ -52,6 +54,10 @@ class StreamFramer:
     def feed(self, data: bytes) -> list[Frame]:
         if self.broken:
             return []
+        if not self._buffer:
+            whole = self._whole_message(data)
+            if whole is not None:
+                return [whole]
         self._buffer += data
         frames: list[Frame] = []
         while not self.broken:
@@ -71,28 +77,54 @@ class StreamFramer:
             return None
         block_end, header_end = span
         head = bytes(self._buffer[:header_end])
-        lengths = _content_lengths(head, block_end)
-        if len(lengths) != 1:
-            problem = "missing Content-Length" if not lengths else "several Content-Length"
-            return self._fail(head, problem + " on a stream transport")
-        text = lengths[0].strip()
-        if not text.isdigit():
-            return self._fail(head, f"invalid Content-Length {text[:20].decode('latin-1')!r}")
-        significant = text.lstrip(b"0") or b"0"
-        # Length before int(): a 4,301-digit value would raise ValueError, and any value with
-        # more digits than the cap is over it.
-        if len(significant) > len(str(self._max)):
-            reason = f"Content-Length of {len(text)} digits exceeds the cap"
-            return self._fail(head, reason, status=513)
-        total = header_end + int(significant)
-        if total > self._max:
-            reason = f"message of {total} octets exceeds the {self._max} limit"
-            return self._fail(head, reason, status=513)
+        total = self._total_length(head, block_end, header_end)
+        if isinstance(total, Frame):
+            return total
         if len(self._buffer) < total:
             return None
         message = bytes(self._buffer[:total])
         del self._buffer[:total]
         return Frame(message)
+
+    def _whole_message(self, data: bytes) -> Frame | None:
+        """The usual read of a stream between SIP peers: one whole message and nothing else, no
+        keep-alive before it, framed as `_next_frame` would, without copying it into the buffer
+        and out again (issue 6). None: the general path decides (a part of a message, several,
+        a keep-alive, no blank line yet)."""
+        if not data or data[0] in b"\r\n":
+            return None
+        span = _header_end(data)
+        if span is None:
+            return None
+        block_end, header_end = span
+        total = self._total_length(data, block_end, header_end)
+        if isinstance(total, Frame):
+            return total
+        return Frame(data) if total == len(data) else None
+
+    def _total_length(self, head: bytes, block_end: int, header_end: int) -> int | Frame:
+        """The message's length in octets from its one Content-Length (RFC 3261 18.3: required
+        on a stream), or the fatal frame of a header block that cannot be framed. `head` starts
+        with the header block (`header_end` octets, the blank line ending at `header_end`)."""
+        lengths = _content_lengths(head, block_end)
+        if len(lengths) != 1:
+            problem = "missing Content-Length" if not lengths else "several Content-Length"
+            return self._fail(head[:header_end], problem + " on a stream transport")
+        text = lengths[0].strip()
+        if not text.isdigit():
+            reason = f"invalid Content-Length {text[:20].decode('latin-1')!r}"
+            return self._fail(head[:header_end], reason)
+        significant = text.lstrip(b"0") or b"0"
+        # Length before int(): a 4,301-digit value would raise ValueError, and any value with
+        # more digits than the cap is over it.
+        if len(significant) > self._max_digits:
+            reason = f"Content-Length of {len(text)} digits exceeds the cap"
+            return self._fail(head[:header_end], reason, status=513)
+        total = header_end + int(significant)
+        if total > self._max:
+            reason = f"message of {total} octets exceeds the {self._max} limit"
+            return self._fail(head[:header_end], reason, status=513)
+        return total
 
     def _skip_keepalives(self) -> None:
         """RFC 5626 CRLF keep-alives between messages are not messages."""
@@ -108,7 +140,7 @@ class StreamFramer:
         return Frame(head, fatal=True, reason=reason, status=status)
 
 
-def _header_end(buffer: bytearray) -> tuple[int, int] | None:
+def _header_end(buffer: bytes | bytearray) -> tuple[int, int] | None:
     """Where the blank line after the headers starts and ends. The usual CRLF block is found
     with one `find`: any other end (a bare LF) has a bare LF before it, and then the regex
     tells which comes first."""
@@ -120,6 +152,11 @@ def _header_end(buffer: bytearray) -> tuple[int, int] | None:
 
 
 def _content_lengths(head: bytes, block_end: int) -> list[bytes]:
-    """The values of every Content-Length (or `l`) line of the header block, as sent."""
-    block = b"\n" + head[:block_end]
-    return [block[m.start(1) : m.end(1)] for m in _CONTENT_LENGTH.finditer(block.lower())]
+    """The values of every Content-Length (or `l`) line of the header block, as sent. The
+    first line counts as a line too (the framer does not judge start lines)."""
+    lowered = head[:block_end].lower()
+    found = [head[m.start(1) : m.end(1)] for m in _CONTENT_LENGTH.finditer(lowered)]
+    first = _FIRST_LINE_CONTENT_LENGTH.match(lowered)
+    if first is not None:
+        found.insert(0, head[first.start(1) : first.end(1)])
+    return found
