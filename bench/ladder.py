@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import capture, proc_stats
+from bench import capture, machine_speed, proc_stats
 from bench.sipp_run import (
     CALLS_FILE,
     RTD_NAMES,
@@ -64,6 +64,10 @@ class RunResult:
     # INVITE->503 of the shed calls, p50/p99 ms (loopback capture only: the target is 50 ms).
     invite_503_p50_ms: float | None = None
     invite_503_p99_ms: float | None = None
+    # The machine's speed just before and just after the calls (bench/machine_speed.py: CPU ms
+    # of a fixed workload, lower is faster): CPU figures of rows compare only at like speeds.
+    speed_before_ms: float | None = None
+    speed_after_ms: float | None = None
 
     @property
     def failed_pct(self) -> float | None:
@@ -171,6 +175,7 @@ def measure(
         if capture_latency and transport == "udp":
             captured = capture.LoopbackCapture(pbx_port)
             captured.start()
+        speed_before = machine_speed.speed_index_ms()
         before = proc_stats.sample(running.root_pid) if running.root_pid else None
         started = time.perf_counter()
         uac.start()
@@ -180,6 +185,7 @@ def measure(
         wall_s = time.perf_counter() - started
         time.sleep(drain_s)
         after = proc_stats.sample(running.root_pid) if running.root_pid else None
+        speed_after = machine_speed.speed_index_ms()
         metrics = running.metrics()
     finally:
         uas.quit()
@@ -195,6 +201,7 @@ def measure(
                      (before, after), metrics, notes, (lat, "capture" if pbx_leg else "sipp"))
     if pbx_leg is not None and result.shed is not None:
         result = dataclasses.replace(result, shed_calls=len(pbx_leg["invite_503"]))
+    result = dataclasses.replace(result, speed_before_ms=speed_before, speed_after_ms=speed_after)
     return Measured(result, pbx, trunk)
 
 

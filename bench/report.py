@@ -20,7 +20,7 @@ COLUMNS = (
     "failed among admitted", "INVITE→503 p50/p99 ms", "retrans",
     "caller-ID check failures", "INVITE→100 p50/p99 ms", "INVITE→200 p50/p99 ms",
     "p99 INVITE→200 added ms", "CPU s per 1,000 calls", "peak RSS MB", "max GC pause ms",
-    "GC pauses > 5 ms",
+    "GC pauses > 5 ms", "machine speed ms before / after",
 )  # fmt: skip
 
 
@@ -82,6 +82,8 @@ def row(run: RunResult, baselines: Mapping[tuple[str, float], RunResult]) -> lis
         _num(run.cpu_s_per_1000_calls, 2) if own else "-",
         _num(run.peak_rss_mb, 1) if own else "-",
         _num(run.gc_max_pause_ms, 1), _num(run.gc_pauses_over_5ms),
+        _pair(run.speed_before_ms, run.speed_after_ms, 2) if run.speed_before_ms is not None
+        else "-",
     ]  # fmt: skip
 
 

@@ -76,6 +76,11 @@ SIPP_CLOCK_NOTE = (
     "(4 ms ticks on this kernel), so they are multiples of 4 ms and an added latency under 4 ms "
     "shows as 0."
 )
+SPEED_NOTE = (
+    "The machine speed columns are the CPU milliseconds of a fixed workload just before and "
+    "just after each run's calls (bench/machine_speed.py; lower is faster): this host's speed "
+    "drifts (up to 1.8x within minutes), so compare CPU per call only between rows of like speed."
+)
 CAPTURE_NOTE = (
     "Latencies with decimals were timed on the loopback interface (bench/capture.py: kernel "
     "timestamps of the PBX leg's first INVITE, 100 and 200 per call), for UDP runs up to {rate:g} "
@@ -350,7 +355,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if SIPP is None:
         print("sipp is not on PATH: apt-get install sip-tester", file=sys.stderr)
         return 2
-    remarks = [*args.note, SIPP_CLOCK_NOTE]
+    remarks = [*args.note, SIPP_CLOCK_NOTE, SPEED_NOTE]
     args.capture_limit = capture_rate(args, remarks)
     chosen = systems(args, remarks)
     meta = metadata(argv, remarks)

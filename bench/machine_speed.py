@@ -1,0 +1,49 @@
+"""How fast this machine runs a fixed CPU workload right now: the benchmark's yardstick for
+comparing rows measured minutes apart.
+
+On a shared host (a VM whose neighbours come and go) the same work costs up to 1.8x more CPU
+time from one minute to the next (measured 2026-12-03: `bench/bench_calls.py` gave 503 and
+915 us per call within ten minutes). CPU per call of two systems measured at different moments
+is only comparable when the machine ran at the same speed for both, so each run records this
+index just before and just after its calls: the CPU milliseconds of a fixed mix of the work a
+proxy does (dict lookups, string and bytes scans, small allocations), the best of a few
+repeats, so that a preemption does not count (process time) and only the machine's speed does.
+Lower is faster; a row whose index is 30% above another's ran on a 30% slower machine.
+"""
+
+from __future__ import annotations
+
+import time
+
+REPEATS = 5
+_HEAD = (
+    b"INVITE sip:0044207946@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK1"
+    b"\r\nFrom: <sip:1001@pbx.example.com>;tag=1\r\nTo: <sip:0044207946@127.0.0.1>\r\n"
+    b"Call-ID: speed@pbx\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+)
+
+
+def workload(rounds: int = 400) -> int:
+    """A fixed mix of interpreter work (about 5 ms on a 2026 server core); returns a checksum
+    so that nothing of it can be skipped."""
+    table: dict[str, int] = {}
+    checksum = 0
+    for n in range(rounds):
+        text = _HEAD.decode("latin-1")
+        lines = text.split("\r\n")
+        for line in lines:
+            name, _, value = line.partition(":")
+            key = f"{name.lower()}-{n % 64}"
+            table[key] = table.get(key, 0) + len(value)
+        checksum += _HEAD.count(b"\r\n") + len(table) + sum(len(line) for line in lines)
+    return checksum + sum(table.values())
+
+
+def speed_index_ms(repeats: int = REPEATS) -> float:
+    """The best CPU time, in ms, of `repeats` runs of `workload`."""
+    best = float("inf")
+    for _ in range(max(1, repeats)):
+        started = time.process_time()
+        workload()
+        best = min(best, time.process_time() - started)
+    return best * 1000.0
