@@ -64,10 +64,11 @@ class RunResult:
     # INVITE->503 of the shed calls, p50/p99 ms (loopback capture only: the target is 50 ms).
     invite_503_p50_ms: float | None = None
     invite_503_p99_ms: float | None = None
-    # The machine's speed just before and just after the calls (bench/machine_speed.py: CPU ms
-    # of a fixed workload, lower is faster): CPU figures of rows compare only at like speeds.
-    speed_before_ms: float | None = None
-    speed_after_ms: float | None = None
+    # The machine's speed on each CPU just before and just after the calls
+    # (bench/machine_speed.py: CPU ms of a fixed workload, lower is faster): CPU figures of rows
+    # compare only at like speeds.
+    speed_before_ms: tuple[float, ...] | None = None
+    speed_after_ms: tuple[float, ...] | None = None
 
     @property
     def failed_pct(self) -> float | None:
@@ -175,7 +176,7 @@ def measure(
         if capture_latency and transport == "udp":
             captured = capture.LoopbackCapture(pbx_port)
             captured.start()
-        speed_before = machine_speed.speed_index_ms()
+        speed_before = machine_speed.speed_by_cpu()
         before = proc_stats.sample(running.root_pid) if running.root_pid else None
         started = time.perf_counter()
         uac.start()
@@ -185,7 +186,7 @@ def measure(
         wall_s = time.perf_counter() - started
         time.sleep(drain_s)
         after = proc_stats.sample(running.root_pid) if running.root_pid else None
-        speed_after = machine_speed.speed_index_ms()
+        speed_after = machine_speed.speed_by_cpu()
         metrics = running.metrics()
     finally:
         uas.quit()

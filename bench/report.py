@@ -20,7 +20,7 @@ COLUMNS = (
     "failed among admitted", "INVITE→503 p50/p99 ms", "retrans",
     "caller-ID check failures", "INVITE→100 p50/p99 ms", "INVITE→200 p50/p99 ms",
     "p99 INVITE→200 added ms", "CPU s per 1,000 calls", "peak RSS MB", "max GC pause ms",
-    "GC pauses > 5 ms", "machine speed ms before / after",
+    "GC pauses > 5 ms", "machine speed ms per CPU, before / after",
 )  # fmt: skip
 
 
@@ -50,6 +50,13 @@ def _num(value: float | int | None, digits: int = 0) -> str:
 
 def _pair(first: float | None, second: float | None, digits: int) -> str:
     return f"{_num(first, digits)} / {_num(second, digits)}"
+
+
+def _speeds(before: Sequence[float] | None, after: Sequence[float] | None) -> str:
+    """Each CPU's speed index before, then after: "2.31 · 4.19 / 2.30 · 4.21"."""
+    if before is None or after is None:
+        return "-"
+    return " / ".join(" · ".join(_num(value, 2) for value in side) for side in (before, after))
 
 
 def added_p99(run: RunResult, baselines: Mapping[tuple[str, float], RunResult]) -> float | None:
@@ -82,8 +89,7 @@ def row(run: RunResult, baselines: Mapping[tuple[str, float], RunResult]) -> lis
         _num(run.cpu_s_per_1000_calls, 2) if own else "-",
         _num(run.peak_rss_mb, 1) if own else "-",
         _num(run.gc_max_pause_ms, 1), _num(run.gc_pauses_over_5ms),
-        _pair(run.speed_before_ms, run.speed_after_ms, 2) if run.speed_before_ms is not None
-        else "-",
+        _speeds(run.speed_before_ms, run.speed_after_ms),
     ]  # fmt: skip
 
 
@@ -175,7 +181,12 @@ def write_json(
 
 def _run_of(item: Mapping[str, Any]) -> RunResult:
     fields = set(RunResult.__dataclass_fields__)
-    return RunResult(**{k: v for k, v in item.items() if k in fields})
+    values = {k: v for k, v in item.items() if k in fields}
+    for key in ("speed_before_ms", "speed_after_ms"):  # JSON lists; one number before per CPU
+        speed = values.get(key)
+        if speed is not None:
+            values[key] = tuple(speed) if isinstance(speed, list) else (float(speed),)
+    return RunResult(**values)
 
 
 def runs_from_json(text: str) -> list[RunResult]:

@@ -77,9 +77,10 @@ SIPP_CLOCK_NOTE = (
     "shows as 0."
 )
 SPEED_NOTE = (
-    "The machine speed columns are the CPU milliseconds of a fixed workload just before and "
-    "just after each run's calls (bench/machine_speed.py; lower is faster): this host's speed "
-    "drifts (up to 1.8x within minutes), so compare CPU per call only between rows of like speed."
+    "The machine speed column is the CPU milliseconds of a fixed workload on each CPU just "
+    "before and just after each run's calls (bench/machine_speed.py; lower is faster): this "
+    "VM's two vCPUs often differ by 1.8x and which one is slow changes within minutes, so "
+    "compare CPU per call only between rows of like speed."
 )
 CAPTURE_NOTE = (
     "Latencies with decimals were timed on the loopback interface (bench/capture.py: kernel "
