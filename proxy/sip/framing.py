@@ -14,9 +14,8 @@ from proxy.sip.values import FrozenValue
 DEFAULT_MAX_MESSAGE = 64 * 1024
 
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
-# Searched in the lowered header block: after a line break, or as its first line.
+# Searched in the lowered header block, after a line break (the block starts with one added).
 _CONTENT_LENGTH = re.compile(rb"\n(?:content-length|l)[ \t]*:[ \t]*([^\r\n]*)")
-_FIRST_LINE_CONTENT_LENGTH = re.compile(rb"(?:content-length|l)[ \t]*:[ \t]*([^\r\n]*)")
 
 
 class Frame(FrozenValue):
@@ -152,11 +151,6 @@ def _header_end(buffer: bytes | bytearray) -> tuple[int, int] | None:
 
 
 def _content_lengths(head: bytes, block_end: int) -> list[bytes]:
-    """The values of every Content-Length (or `l`) line of the header block, as sent. The
-    first line counts as a line too (the framer does not judge start lines)."""
-    lowered = head[:block_end].lower()
-    found = [head[m.start(1) : m.end(1)] for m in _CONTENT_LENGTH.finditer(lowered)]
-    first = _FIRST_LINE_CONTENT_LENGTH.match(lowered)
-    if first is not None:
-        found.insert(0, head[first.start(1) : first.end(1)])
-    return found
+    """The values of every Content-Length (or `l`) line of the header block, as sent."""
+    block = b"\n" + head[:block_end]
+    return [block[m.start(1) : m.end(1)] for m in _CONTENT_LENGTH.finditer(block.lower())]

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import random
-import re
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxy.sip.addresses import Source
-from proxy.sip.framing import DEFAULT_MAX_MESSAGE, Frame, StreamFramer, _content_lengths
+from proxy.sip.framing import DEFAULT_MAX_MESSAGE, Frame, StreamFramer
 from tests.proxy.sip.support import invite, make_core
 from tests.proxy.sip.torture_support import load
 
@@ -231,21 +230,6 @@ def test_a_whole_message_read_frames_as_the_buffered_path_does(data: bytes) -> N
         frames += framer.feed(data[position : position + 1])
     if not any(frame.fatal for frame in fast[0]):
         assert frames == fast[0]
-
-
-def _reference_content_lengths(head: bytes, block_end: int) -> list[bytes]:
-    """The framer's Content-Length scan as first written (a line break put before the block)."""
-    block = b"\n" + head[:block_end]
-    pattern = re.compile(rb"\n(?:content-length|l)[ \t]*:[ \t]*([^\r\n]*)")
-    return [block[m.start(1) : m.end(1)] for m in pattern.finditer(block.lower())]
-
-
-@settings(max_examples=400, deadline=None)
-@given(_READS)
-def test_content_length_lines_are_found_as_the_first_definition_found_them(data: bytes) -> None:
-    end = data.find(b"\r\n\r\n")
-    block_end = end if end >= 0 else len(data)
-    assert _content_lengths(data, block_end) == _reference_content_lengths(data, block_end)
 
 
 def test_a_whole_message_in_one_read_is_handed_on_without_a_copy() -> None:
