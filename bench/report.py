@@ -182,7 +182,8 @@ def write_json(
 def _run_of(item: Mapping[str, Any]) -> RunResult:
     fields = set(RunResult.__dataclass_fields__)
     values = {k: v for k, v in item.items() if k in fields}
-    for key in ("speed_before_ms", "speed_after_ms"):  # JSON lists; one number before per CPU
+    # JSON lists, one figure per CPU; files of 2026-12-03 10:49 UTC hold one number per side
+    for key in ("speed_before_ms", "speed_after_ms"):
         speed = values.get(key)
         if speed is not None:
             values[key] = tuple(speed) if isinstance(speed, list) else (float(speed),)
