@@ -101,7 +101,8 @@ class ProxyServer:
         self.metrics = EventMetrics()
         self._event_log = EventLog()
         self._lag_handle: asyncio.TimerHandle | None = None
-        self._lag_context = contextvars.copy_context()  # one for every check, not a copy each
+        # One context for the overload check and the core's timer, not a copy per call_at.
+        self._context = contextvars.copy_context()
         self._partial = 0.0  # 0 < share of new INVITEs shed < 1: decided per INVITE here
         self._all_shed = False  # every new INVITE is shed (the share reached ALL_SHED)
         self._overload_logged = False
@@ -499,8 +500,7 @@ class ProxyServer:
         interval, lag = self.settings.lag_interval, self._lag
         lag[_LAG_STARTED] = self._loop.time()
         lag[_LAG_EXPECTED] = lag[_LAG_STARTED] + interval
-        self._lag_handle = self._loop.call_later(interval, self._check_lag,
-                                                 context=self._lag_context)
+        self._lag_handle = self._loop.call_later(interval, self._check_lag, context=self._context)
 
     def _check_lag(self) -> None:
         """The one periodic check of the loop (also the health tick): how late it runs, the
@@ -724,7 +724,7 @@ class ProxyServer:
         if self._timer is not None:
             self._timer.cancel()
         self._timer_deadline = deadline
-        self._timer = self._loop.call_at(deadline, self._on_timer)
+        self._timer = self._loop.call_at(deadline, self._on_timer, context=self._context)
 
     def _on_timer(self) -> None:
         self.timer_wakeups += 1

@@ -27,6 +27,7 @@ PROBE_PREFIX = b"\x00callerid-proxy queue probe "
 MAX_PROBES = 64  # outstanding at once (one is sent per overload check)
 FRAMES_PER_TURN = 16  # TCP messages handled per loop turn and connection
 FEED_SLICE = 16 * 1024  # bytes given to the stream framer at once
+SOURCES_KEPT = 256  # peer addresses whose Source a UDP endpoint keeps (see `_source_of`)
 SO_MEMINFO = getattr(socket, "SO_MEMINFO", 55)  # Linux 4.12+: a socket's memory, u32 fields
 SK_MEMINFO_FIELDS = 9  # SK_MEMINFO_VARS; field 0 (SK_MEMINFO_RMEM_ALLOC): receive queue bytes
 
@@ -65,6 +66,7 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         self.sojourns: list[float] = []  # of the probes back since `take_sojourns`
         self._loop: asyncio.AbstractEventLoop | None = None
         self._meminfo_missing = False
+        self._sources: dict[tuple[str | int, ...], Source] = {}  # peer address -> its Source
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's UDP transport does not subclass asyncio.DatagramTransport; same interface.
@@ -80,7 +82,19 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         if len(data) == self._probe_size and data.startswith(self._token):
             self._probe_back(data)
             return
-        self.sink.on_message(data, Source("udp", str(addr[0]), int(addr[1])))
+        source = self._sources.get(addr)
+        if source is None:
+            source = self._source_of(addr)
+        self.sink.on_message(data, source)
+
+    def _source_of(self, addr: tuple[str | int, ...]) -> Source:
+        """The Source of a peer address, made once per peer (a PBX and a few trunks send
+        nearly every datagram) instead of once per datagram; forgotten all at once past
+        SOURCES_KEPT addresses, so that a spray of senders cannot grow it."""
+        if len(self._sources) >= SOURCES_KEPT:
+            self._sources.clear()
+        source = self._sources[addr] = Source("udp", str(addr[0]), int(addr[1]))
+        return source
 
     def probe(self, now: float) -> None:
         """Send one queue probe (at most MAX_PROBES wait at once)."""
