@@ -242,7 +242,7 @@ def _capacity(core: ProxyCore) -> dict[str, int]:
     tables = {
         "servers": layer._servers, "clients": layer._clients,
         "retired servers": layer._retired_servers, "retired clients": layer._retired_clients,
-        "timers": layer._timers._armed, "timer heap": layer._timers._heap,
+        "timers": layer._timers._slot_of, "timer slots": layer._timers._count,
         "dialogs": core._dialogs._entries,
     }  # fmt: skip
     return {name: sys.getsizeof(table) for name, table in tables.items()}
@@ -262,7 +262,7 @@ def test_the_tables_give_back_a_floods_capacity_when_shrunk() -> None:
     clocked.advance(clocked.now + 200.0)
     assert clocked.core.transaction_count == 0
     grown = _capacity(clocked.core)
-    assert all(grown[name] > 4 * quiet[name] for name in grown if name != "timer heap"), grown
+    assert all(grown[name] > 4 * quiet[name] for name in grown if name != "timer slots"), grown
     live = invite(branch="z9hG4bK-live", call_id="live@pbx")
     clocked.receive(live, PBX_SOURCE)  # one call in progress across the shrink
     servers = dict(clocked.core._transactions._servers)

@@ -51,10 +51,14 @@ def test_lingering_transactions_of_finished_calls_are_untracked() -> None:
     assert layer.pending_server_count == 0 and len(layer._clients) == 0
     lingering: list[object] = [*servers, *servers.values(), *clients, *clients.values()]
     timers = layer._timers
-    lingering += list(timers._heap) + list(timers._armed)
+    lingering += list(timers._slot_of)
+    for bucket in timers._wheel:
+        lingering += [*bucket, *bucket.values()]
+    assert len(lingering) > 4 * CALLS
     assert _untracked_after_a_young_collection(lingering) == []
     # The tables themselves stay tracked (frozen at start-up by the live policy).
-    assert gc.is_tracked(servers) and gc.is_tracked(timers._armed)
+    assert gc.is_tracked(servers) and gc.is_tracked(timers._slot_of)
+    assert all(gc.is_tracked(bucket) for bucket in timers._wheel)
 
 
 def test_a_finished_call_leaves_no_tracked_object_behind() -> None:
@@ -136,8 +140,9 @@ def test_timer_entries_and_tables_are_atoms() -> None:
     queue = TimerQueue()
     queue.arm(("z9hG4bK-1", "127.0.0.1:5070", "INVITE"), "L", 32.0)
     gc.collect()
-    assert [gc.is_tracked(entry) for entry in queue._heap] == [False]
-    assert [gc.is_tracked(key) for key in queue._armed] == [False]
+    assert [gc.is_tracked(key) for key in queue._slot_of] == [False]
+    (bucket,) = [bucket for bucket in queue._wheel if bucket]
+    assert [gc.is_tracked(entry) for entry in (*bucket, *bucket.values())] == [False, False]
     table: Table[tuple[str], tuple[int]] = Table()
     table[("a",)] = (1,)
     plain = {("a",): (1,)}
