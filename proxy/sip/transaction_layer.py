@@ -74,7 +74,10 @@ DEFAULT_FAILOVER_STATUSES = frozenset((408, 500, 502, 503, 504))
 # the garbage collector, one holding an Enum member never is.
 _TIMER_OF = {timer.value: timer for timer in Timer}
 _LETTER = {timer: timer.value for timer in Timer}  # a dict look-up: Enum.value is Python code
-_LIVE_CLIENT_LETTERS = tuple(t.value for t in CLIENT_TIMERS if t not in (Timer.D, Timer.K))
+# The timers a live client transaction may have armed, by kind (RFC 3261 17.1.1, 17.1.2; C:
+# 16.6 step 11): cancelling only these, not every client letter, builds half the keys.
+_INVITE_CLIENT_LETTERS = (Timer.A.value, Timer.B.value, Timer.C.value, Timer.NO_ANSWER.value)
+_NON_INVITE_CLIENT_LETTERS = (Timer.E.value, Timer.F.value, Timer.NO_ANSWER.value)
 _SERVER_LETTERS = tuple(t.value for t in SERVER_TIMERS)
 _RETIRED_CLIENT_TIMERS = (Timer.D, Timer.K)
 _FIRST_PROVISIONAL_STOPS = (Timer.A.value, Timer.B.value, Timer.NO_ANSWER.value)
@@ -515,7 +518,7 @@ class TransactionLayer:
             elif invite:
                 self._actions.append(RelayStateless(msg))  # 2xx retransmission: end to end
             return
-        self._timers.cancel_all(client.key, _LIVE_CLIENT_LETTERS)
+        self._timers.cancel_all(client.key, _live_letters(client))
         client.state = next_state(client.machine, client.state, response_input(status))
         if invite and status >= 300:
             head, to_value, tail = _ack_parts(client, msg)
@@ -523,7 +526,7 @@ class TransactionLayer:
             wait = 0 if client.reliable else TIMER_D
             self._retire_client(client, Timer.D, now + wait, head, tail)
         elif invite:
-            self._end_client(client)
+            self._end_client(client, cancelled=True)
         else:
             self._retire_client(client, Timer.K, now + (0 if client.reliable else T4))
         if client.probe is not None:
@@ -598,8 +601,9 @@ class TransactionLayer:
             self._events.append(Dropped("response with only our Via", None))
         return data
 
-    def _end_client(self, client: ClientTransaction) -> None:
-        self._timers.cancel_all(client.key, _LIVE_CLIENT_LETTERS)
+    def _end_client(self, client: ClientTransaction, *, cancelled: bool = False) -> None:
+        if not cancelled:  # its timers, unless the caller has just cancelled them
+            self._timers.cancel_all(client.key, _live_letters(client))
         client.state = State.TERMINATED
         self._clients.pop(client.key, None)
 
@@ -704,7 +708,7 @@ class TransactionLayer:
         if client.probe is not None:
             self._actions.append(ProbeResult(client.probe, None))
         silent = client.state in (State.CALLING, State.TRYING)
-        self._timers.cancel_all(client.key, _LIVE_CLIENT_LETTERS)
+        self._timers.cancel_all(client.key, _live_letters(client))
         client.state = next_state(client.machine, client.state, Input.TIMEOUT)
         head = tail = b""
         if client.method == "INVITE":
@@ -776,6 +780,10 @@ class TransactionLayer:
 
     def _arm(self, owner: ServerKey | ClientKey, timer: Timer, deadline: float) -> None:
         self._timers.arm(owner, _LETTER[timer], deadline)
+
+
+def _live_letters(client: ClientTransaction) -> tuple[str, ...]:
+    return _INVITE_CLIENT_LETTERS if client.method == "INVITE" else _NON_INVITE_CLIENT_LETTERS
 
 
 def _reliable(server: ServerTransaction) -> bool:

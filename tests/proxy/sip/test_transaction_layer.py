@@ -18,7 +18,7 @@ from proxy.sip.events import Answered, FailedOver, Forwarded, ResponseRelayed, T
 from proxy.sip.message import SipMessage
 from proxy.sip.parse import Message, parse_message
 from proxy.sip.responses import build_hop_request
-from proxy.sip.timers import TIMER_B, TIMER_D, TIMER_H
+from proxy.sip.timers import TIMER_B, TIMER_D, TIMER_H, Timer
 from proxy.sip.transaction_layer import RelayStateless, Retarget, TransactionLayer, hop_request
 from proxy.sip.transactions import (
     INVITE_CLIENT,
@@ -332,3 +332,31 @@ def test_a_100_by_branch_is_the_step_a_parsed_100_takes(method: str) -> None:
         sent = [(o.target, start_line(o.data)) for o in layer.take_outgoing()]
         outcomes.append((actions, client.state, client.retransmit_interval, deadlines, sent))
     assert outcomes[0] == outcomes[1]
+
+
+@pytest.mark.parametrize(
+    ("method", "status", "left"),
+    [("INVITE", 200, set()), ("INVITE", 486, {"D"}), ("OPTIONS", 200, {"K"})],
+)
+def test_a_final_response_leaves_only_the_retired_clients_timer(
+    method: str, status: int, left: set[str]
+) -> None:
+    """Only the letters of the client's kind are cancelled (INVITE: A, B, C, no-answer;
+    others: E, F, no-answer): none of its live timers may outlast the final response."""
+    layer = TransactionLayer(no_answer_timeout=2.0)
+    if method == "INVITE":
+        server = invite_server(layer)
+    else:
+        request = in_dialog(
+            method, uri="sip:x@127.0.0.1", via="SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-o",
+            from_="<sip:a@b>;tag=1", to="<sip:x@127.0.0.1>", cseq=1,
+        )  # fmt: skip
+        server = layer.open_server(parsed(request), PBX_SOURCE, 0.0)
+        server.plan = ForwardPlan("pbx", None, (), None, False, 0)
+    client = forward(layer, server, TRUNK, 0, 0.0)
+    if method == "INVITE":
+        layer.on_response(client, parsed(response_to(client.request, 180, "Ringing")), 0.05)
+        assert layer._timers.is_armed(client.key, "C")
+    layer.on_response(client, parsed(response_to(client.request, status, "X")), 0.1)
+    armed = {t.value for t in Timer if layer._timers.is_armed(client.key, t.value)}
+    assert armed == left
