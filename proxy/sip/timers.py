@@ -112,11 +112,13 @@ class TimerQueue:
         self._sequence = itertools.count()
 
     def arm(self, owner: Owner, name: str, deadline: float) -> None:
+        if not math.isfinite(deadline):  # refused before anything changes (floor would raise)
+            raise ValueError(f"timer {name} armed with a deadline of {deadline}")
+        slot = math.floor(deadline * SLOTS_PER_SECOND)
         key = (name, *owner)
         previous = self._slot_of.get(key)
         if previous is not None:
             self._remove(key, previous)
-        slot = math.floor(deadline * SLOTS_PER_SECOND)
         self._slot_of[key] = slot
         self._wheel[slot & _WHEEL_MASK][key] = (deadline, next(self._sequence), slot)
         count = self._count.get(slot)
@@ -159,8 +161,11 @@ class TimerQueue:
         """The timers whose deadline is <= now, in deadline order (arming order for equal
         deadlines), no longer armed."""
         heap, count = self._heap, self._count
-        current = math.floor(now * SLOTS_PER_SECOND)
         fired: list[tuple[Owner, str]] = []
+        if math.isnan(now) or not heap:
+            return fired
+        # +inf: every slot lies before now (deadlines are finite: `arm`).
+        current = math.floor(now * SLOTS_PER_SECOND) if now < math.inf else max(heap) + 1
         while heap and heap[0] <= current:
             slot = heap[0]
             if count[slot] and self._fire(slot, slot < current, now, fired):
@@ -196,16 +201,24 @@ class TimerQueue:
         self, slot: int, whole: bool, now: float, fired: list[tuple[Owner, str]]
     ) -> bool:
         """Disarm the slot's due timers (all of them if `whole`) and add them to `fired` in
-        order; True if some are left (then the slot's count and earliest are theirs). Besides
-        what it returns, this makes nothing that outlives it: the young generation then counts
-        one allocation per timer fired, so that firing 100,000 at once is collected as it goes,
+        order; True if some are left (then the slot's count and earliest are theirs). One pass
+        over the bucket, none when woken before the slot's earliest deadline. Besides what it
+        returns, this makes nothing that outlives it: the young generation then counts one
+        allocation per timer fired, so that firing 100,000 at once is collected as it goes,
         not walked at once afterwards (a deallocation, even of an untracked tuple, takes one off
         the count CPython collects by)."""
+        if not whole and now < self._earliest[slot]:
+            return True  # nothing in it is due yet
         bucket = self._wheel[slot & _WHEEL_MASK]
-        due = [
-            item for item in bucket.items()
-            if item[1][2] == slot and (whole or item[1][0] <= now)
-        ]  # fmt: skip
+        due: list[tuple[tuple[Hashable, ...], tuple[float, int, int]]] = []
+        earliest = math.inf
+        for key, entry in bucket.items():
+            if entry[2] != slot:
+                continue  # a slot one or more turns of the wheel later
+            if whole or entry[0] <= now:
+                due.append((key, entry))
+            elif entry[0] < earliest:
+                earliest = entry[0]
         due.sort(key=_entry)  # (deadline, sequence, slot): the sequence is unique
         slot_of = self._slot_of
         for key, _ in due:
@@ -216,7 +229,7 @@ class TimerQueue:
         if not left:
             return False
         self._count[slot] = left
-        self._earliest[slot] = min([entry[0] for entry in bucket.values() if entry[2] == slot])
+        self._earliest[slot] = earliest
         return True
 
     def _remove(self, key: tuple[Hashable, ...], slot: int) -> None:

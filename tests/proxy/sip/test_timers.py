@@ -1,8 +1,10 @@
-"""TimerQueue: deadlines keyed by (owner, name), a timing wheel of 1/64 s slots; re-arming replaces,
-cancelling removes at once, deadlines stay exact. Owners are tuples (transaction keys); what the
-queue holds is tuples of atoms the collector untracks."""
+"""TimerQueue: deadlines keyed by (owner, name), a timing wheel of 1/64 s slots; re-arming
+replaces, cancelling removes at once, deadlines stay exact. Owners are tuples (transaction
+keys); what the queue holds is tuples of atoms the collector untracks."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 from hypothesis import given, settings
@@ -219,6 +221,41 @@ def test_slots_a_turn_of_the_wheel_apart_share_a_bucket_and_fire_apart() -> None
     assert queue.pop_due(2.0 + turn) == []
     assert queue.pop_due(1.0 + 2 * turn) == [(("c",), "C")]
     assert len(queue) == 0 and queue.next_deadline() is None
+
+
+@pytest.mark.parametrize("deadline", [math.inf, -math.inf, math.nan])
+def test_a_non_finite_deadline_is_refused_and_changes_nothing(deadline: float) -> None:
+    queue = TimerQueue()
+    queue.arm(("t",), "A", 1.0)
+    with pytest.raises(ValueError):
+        queue.arm(("t",), "A", deadline)
+    assert queue.is_armed(("t",), "A") and queue.next_deadline() == 1.0
+    queue.cancel(("t",), "A")
+    assert len(queue) == 0 and queue.next_deadline() is None
+
+
+def test_pop_due_at_infinity_fires_everything_and_at_nan_nothing() -> None:
+    queue = TimerQueue()
+    assert queue.pop_due(math.inf) == []
+    queue.arm(("a",), "A", 1.0)
+    queue.arm(("c",), "C", 1e6)
+    assert queue.pop_due(math.nan) == []
+    assert queue.pop_due(math.inf) == [(("a",), "A"), (("c",), "C")]
+    assert len(queue) == 0
+
+
+def test_many_deadlines_in_one_slot_fire_in_order_as_time_passes() -> None:
+    """Woken at each deadline of a crowded slot (the glue wakes at next_deadline): each wakeup
+    fires exactly what is due."""
+    queue = TimerQueue()
+    deadlines = [3.0 + i / 10_000 for i in range(100)]  # all in the slot of 3.0 s
+    for i, deadline in enumerate(reversed(deadlines)):
+        queue.arm((i,), "K", deadline)
+    fired: list[float] = []
+    while (due := queue.next_deadline()) is not None:
+        assert queue.pop_due(due - 1e-9) == []
+        fired += [due] * len(queue.pop_due(due))
+    assert fired == deadlines
 
 
 def test_shrink_drops_emptied_slots_and_keeps_the_live_timers() -> None:
