@@ -5,6 +5,7 @@ keys); what the queue holds is tuples of atoms the collector untracks."""
 from __future__ import annotations
 
 import math
+import sys
 
 import pytest
 from hypothesis import given, settings
@@ -256,6 +257,28 @@ def test_many_deadlines_in_one_slot_fire_in_order_as_time_passes() -> None:
         assert queue.pop_due(due - 1e-9) == []
         fired += [due] * len(queue.pop_due(due))
     assert fired == deadlines
+
+
+def test_a_bucket_gives_back_its_table_once_its_slots_are_gone() -> None:
+    """A dict keeps its hash table when emptied; the wheel's buckets must not, or every
+    bucket would keep the largest table it ever needed (~9 MB over 4,096 at 1,000 calls/s)."""
+    queue = TimerQueue()
+    empty = sys.getsizeof(queue._wheel[64])
+    for i in range(200):
+        queue.arm((i,), "J", 1.0 + i / 1e6)  # all in slot 64
+    for i in range(100):
+        queue.cancel((i,), "J")  # emptied partly by cancels, then fired
+    bucket = queue._wheel[64]
+    assert sys.getsizeof(bucket) > empty
+    assert len(queue.pop_due(2.0)) == 100
+    assert sys.getsizeof(bucket) == empty
+    for i in range(200, 300):
+        queue.arm((i,), "J", 3.0)  # slot 192: cancelled, then the slot is reached
+    for i in range(200, 300):
+        queue.cancel((i,), "J")
+    assert sys.getsizeof(queue._wheel[192]) > empty
+    assert queue.next_deadline() is None
+    assert sys.getsizeof(queue._wheel[192]) == empty
 
 
 def test_shrink_drops_emptied_slots_and_keeps_the_live_timers() -> None:
