@@ -87,7 +87,7 @@ class TimerQueue:
     lazy deletion this replaces was rebuilt whenever its stale entries outnumbered the live ones,
     an O(n) pass that stopped the loop for 24 ms at 40,000 live timers, every few seconds under
     load (a call leaves ~3 timers that live 32 s, Timers J, L and D: about 100,000 at 1,000 calls
-    per second), and showed as the p99 INVITE->200 (17.9 ms at 1,000 calls/s; 6.3 ms without).
+    per second), and showed in the p99 INVITE->200 (17.9 ms at 1,000 calls/s, development run).
     The slot heap holds one int per slot in use, at most the horizon times SLOTS_PER_SECOND
     (11,520 for Timer C's 180 s) however many timers there are. Deadlines stay exact: each timer
     keeps its own, `pop_due` fires only those <= now, and each slot keeps its earliest as timers

@@ -64,9 +64,6 @@ from proxy.sip.transactions import (
     server_key,
 )
 
-CLIENT_TIMERS = (
-    Timer.A, Timer.B, Timer.C, Timer.D, Timer.E, Timer.F, Timer.K, Timer.NO_ANSWER
-)
 SERVER_TIMERS = (Timer.G, Timer.H, Timer.I, Timer.J, Timer.L)
 DEFAULT_FAILOVER_STATUSES = frozenset((408, 500, 502, 503, 504))
 
