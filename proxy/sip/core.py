@@ -36,7 +36,6 @@ from proxy.sip.edits import Edit, apply_edits
 from proxy.sip.errors import (
     BadExtension,
     BadRequest,
-    Forbidden,
     MessageTooLarge,
     SipError,
     TooManyHops,
@@ -103,7 +102,6 @@ _DROP_LABELS = (
     ("unparseable", "unparseable"),
     ("octets after", "trailing bytes"),
     ("response from", "bad response"),
-    ("ACK from unknown", "unknown source"),
 )
 
 
@@ -130,7 +128,8 @@ class ProxyCore:
     def receive(self, data: bytes, source: Source, now: float) -> None:
         """One datagram, or one framed stream message, from `source`."""
         self.counters["received"] += 1
-        if side_of(self.config, source) is None:  # trust before work (issue 7)
+        side = side_of(self.config, source)
+        if side is None:  # trust before work (issue 7)
             self._refuse_untrusted(data, source)
             return
         if self._shed_cause() is not None and self._shed_from_glance(data, source):
@@ -154,7 +153,7 @@ class ProxyCore:
                     f"{msg.wire.trailing_bytes} octets after the message ignored", count=False
                 )
             if msg.is_request:
-                self._on_request(msg, source, now)
+                self._on_request(msg, source, side, now)
             else:
                 self._on_response(msg, source, now)
         except SipError as error:
@@ -359,23 +358,14 @@ class ProxyCore:
         )
 
     # ----------------------------------------------------------------- requests
-    def _on_request(self, msg: Message, source: Source, now: float) -> None:
+    def _on_request(self, msg: Message, source: Source, side: str, now: float) -> None:
+        """A request from `side` (the trust check in `receive` has found one)."""
         if self._transactions.absorb(msg, now):
             return
         to_tag = msg.to_addr.tag
         if msg.method == "ACK" and to_tag is not None and _is_own_to_tag(msg, to_tag):
             self.counters["acks_of_our_answers"] += 1  # e.g. of a shed INVITE's 503: it ends here
             return
-        side = side_of(self.config, source)
-        if side is None:
-            if msg.method == "ACK":
-                self._drop(
-                    f"ACK from unknown source {source.host}:{source.port}",
-                    reason="unknown source",
-                    source=source,
-                )
-                return
-            raise Forbidden(f"source {source.host}:{source.port} is neither the PBX nor the trunk")
         if msg.method == "CANCEL":
             self._on_cancel(msg, source, side, now)
             return
@@ -744,13 +734,7 @@ class ProxyCore:
 
     # ----------------------------------------------------------------- responses
     def _on_response(self, msg: Message, source: Source, now: float) -> None:
-        if side_of(self.config, source) is None:
-            self._drop(
-                f"response from unknown source {source.host}:{source.port}",
-                reason="unknown source",
-                source=source,
-            )
-            return
+        """A response from the PBX or a trunk (the trust check in `receive` has found one)."""
         top = msg.vias[0]
         if not (top.branch or "").startswith(OUR_BRANCH_PREFIX) or not self._is_ours(top.host):
             self._drop(

@@ -64,9 +64,10 @@ _FIELD = re.compile(
 _TOKEN_NAME = re.compile(r"[!%'*+\-.0-9A-Z_`a-z~]+")
 
 
-# A header block's fields: canonical names, starts (then where the last field ends), the first
-# position of each name, and every position of the names seen more than once.
-Layout = tuple[list[str], list[int], dict[str, int], dict[str, list[int]]]
+# A header block's fields: canonical names, starts (then where the last field ends), where each
+# one's colon is, the first position of each name, and every position of the names seen more
+# than once.
+Layout = tuple[list[str], list[int], list[int], dict[str, int], dict[str, list[int]]]
 
 
 class Header(NamedTuple):
@@ -88,6 +89,7 @@ class SipMessage:
 
     __slots__ = (
         "_built",
+        "_colons",
         "_first",
         "_lists",
         "_names",
@@ -127,9 +129,10 @@ class SipMessage:
         self.status = 0
         self.reason = ""
         self.trailing_bytes = 0  # datagram octets after the message (RFC 4475 dblreq)
-        # Canonical name of each field; where each starts, then where the last one ends;
-        # canonical name -> its first position; for a name seen more than once, all of them.
-        self._names, self._starts, self._first, self._repeated = layout
+        # Canonical name of each field; where each starts, then where the last one ends; where
+        # its colon is; canonical name -> its first position; for a name seen more than once,
+        # all of them.
+        self._names, self._starts, self._colons, self._first, self._repeated = layout
         self._built: list[Header | None] = [None] * len(self._names)
         self._lists: dict[str, list[Header]] = {}  # get_all's answers, built once
 
@@ -184,7 +187,9 @@ class SipMessage:
         built = self._built[position]
         if built is None:
             start, end = self._starts[position], self._starts[position + 1]
-            built = _build_header(self._text, self._names[position], start, end)
+            built = _build_header(
+                self._text, self._names[position], start, end, self._colons[position]
+            )
             self._built[position] = built
         return built
 
@@ -287,16 +292,17 @@ def canonical_name(raw_name: str) -> str:
 def split_message(data: bytes) -> SipMessage:
     """Find start line, headers and where the body starts. Body length is decided by the caller.
     The usual message (every line ends with CRLF, no bare CR or LF in its header block) takes
-    one `str.split`; anything else the general, line-ending-tolerant regex path."""
+    one scan of line ends and colons, no string made per line; anything else the general,
+    line-ending-tolerant regex path."""
     end = data.find(b"\r\n\r\n")
     if end >= 0:
         text = data[: end + 2].decode("latin-1")
-        lines = text.split("\r\n")
-        breaks = len(lines) - 1
+        breaks = text.count("\r\n")
         if text.count("\n") == breaks == text.count("\r"):  # no bare LF or CR
-            start_line = lines[0]
+            first_end = text.find("\r\n")
+            start_line = text[:first_end]
             _check_start_line(start_line)
-            layout = _crlf_layout(lines, len(start_line) + 2)
+            layout = _crlf_layout(text, first_end + 2)
             return SipMessage(data, text, start_line, layout, end + 4)
     return _split_general(data)
 
@@ -306,34 +312,38 @@ def _check_start_line(start_line: str) -> None:
         raise UnparseableMessage("empty or indented start line")
 
 
-def _crlf_layout(lines: list[str], position: int) -> Layout:
-    """Names and starts of the fields of a CRLF-only header block split into `lines` (the start
-    line first, an empty string last); folded lines belong to their field (RFC 3261 7.3.1)."""
+def _crlf_layout(text: str, position: int) -> Layout:
+    """Names, starts and colons of the fields of a CRLF-only header block `text` (ending with
+    the last field's CRLF) from `position` on; folded lines belong to their field (RFC 3261
+    7.3.1). Line ends and colons are found in `text` itself: no string per line."""
     names: list[str] = []
     starts: list[int] = []
+    colons: list[int] = []
     first: dict[str, int] = {}
     repeated: dict[str, list[int]] = {}
-    spelled = _SPELLINGS.get
+    stop = len(text)
     number = 0
-    for line_number in range(1, len(lines) - 1):
-        line = lines[line_number]
-        if line[0] in " \t":
+    while position < stop:
+        line_end = text.find("\r\n", position)  # CRLF-only: every line ends so, the last too
+        lead = text[position]
+        if lead == " " or lead == "\t":
             if not names:
                 raise UnparseableMessage("continuation line before the first header")
-            position += len(line) + 2
+            position = line_end + 2
             continue
-        colon = line.find(":")
-        name = spelled(line[:colon]) if colon > 0 else None
+        colon = text.find(":", position, line_end)
+        name = _SPELLINGS.get(text[position:colon]) if colon > position else None
         if name is None:
-            name = _unusual_name(line, colon)
+            name = _unusual_name(text[position:line_end], colon - position if colon >= 0 else -1)
         if first.setdefault(name, number) != number:
             repeated.setdefault(name, [first[name]]).append(number)
         names.append(name)
         starts.append(position)
-        position += len(line) + 2
+        colons.append(colon)
+        position = line_end + 2
         number += 1
     starts.append(position)
-    return names, starts, first, repeated
+    return names, starts, colons, first, repeated
 
 
 def _unusual_name(line: str, colon: int) -> str:
@@ -365,6 +375,7 @@ def _general_layout(text: str, position: int) -> Layout:
     regex match per line); folded lines belong to their field."""
     names: list[str] = []
     starts: list[int] = []
+    colons: list[int] = []
     first: dict[str, int] = {}
     repeated: dict[str, list[int]] = {}
     stop = len(text)
@@ -382,20 +393,22 @@ def _general_layout(text: str, position: int) -> Layout:
             repeated.setdefault(name, [first[name]]).append(number)
         names.append(name)
         starts.append(position)
+        colons.append(text.index(":", field_match.end(1)))  # after the name and its blanks
         position = field_match.end()
     starts.append(position)
-    return names, starts, first, repeated
+    return names, starts, colons, first, repeated
 
 
 _SPACE = " \t\r\n"
 _new_header = tuple.__new__  # NamedTuple's own __new__ is a Python function: skip it
 
 
-def _build_header(text: str, name: str, start: int, end: int) -> Header:
-    """The field `start`..`end` (its line ending included): the value is what follows the
-    colon, without the surrounding whitespace (folding included) and the line ending. An empty
-    or blank value starts and ends where the line ending does."""
-    value_start = text.index(":", start) + 1  # a name never holds a colon
+def _build_header(text: str, name: str, start: int, end: int, colon: int) -> Header:
+    """The field `start`..`end` (its line ending included), whose name ends at the colon at
+    `colon`: the value is what follows it, without the surrounding whitespace (folding
+    included) and the line ending. An empty or blank value starts and ends where the line
+    ending does."""
+    value_start = colon + 1
     stop = end - 2 if text[end - 2] == "\r" else end - 1
     # The usual single space, then text: skipped before the one slice. (A line ending follows
     # the value, so a space at `value_start` has a character after it.)

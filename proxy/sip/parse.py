@@ -27,6 +27,13 @@ _REQUEST_METHOD = re.compile(rf"({TOKEN})[ \t]")
 _SIP_VERSION = re.compile(r"SIP/[0-9]+\.[0-9]+$", re.IGNORECASE)
 _STATUS_LINE = re.compile(r"SIP/2\.0 (?P<status>[1-6][0-9]{2}) (?P<reason>.*)$", re.DOTALL)
 _SINGLE_HEADERS = ("from", "to", "call-id", "cseq")
+# Methods whose name is known to be a token: a request line `METHOD uri SIP/2.0` with one of
+# them is read without the regex (the answer is the regex's: tests/proxy/sip/test_start_line.py).
+_USUAL_METHODS = frozenset(
+    ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "UPDATE", "INFO",
+     "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE", "PUBLISH")
+)  # fmt: skip
+_VERSION_SUFFIX = " SIP/2.0"
 
 
 class Message:
@@ -163,6 +170,11 @@ def lenient_split(data: bytes) -> SipMessage | None:
 def _parse_start_line(wire: SipMessage) -> None:
     line = wire.start_line
     if line[:4].upper() == "SIP/":
+        if _is_usual_status_line(line):  # `SIP/2.0 200 OK`: what _STATUS_LINE would match
+            wire.status = int(line[8:11])
+            wire.reason = line[12:]
+            wire.version = "SIP/2.0"
+            return
         match = _STATUS_LINE.match(line)
         if match is None:
             raise UnparseableMessage(f"malformed status line: {line[:60]!r}")
@@ -170,13 +182,19 @@ def _parse_start_line(wire: SipMessage) -> None:
         wire.reason = match.group("reason")
         wire.version = "SIP/2.0"
         return
+    method, _, rest = line.partition(" ")
+    if method in _USUAL_METHODS and rest.endswith(_VERSION_SUFFIX):
+        uri = rest[: -len(_VERSION_SUFFIX)]
+        if uri and " " not in uri and "\t" not in uri and "<" not in uri and ">" not in uri:
+            wire.method, wire.uri, wire.version = method, uri, "SIP/2.0"  # _REQUEST_LINE's
+            return
     match = _REQUEST_LINE.match(line)
     if match is None:
         # Still a request (RFC 4475 ltgtruri, lwsruri, lwsstart, trws): keep the method so that
         # it can be answered 400 rather than silently dropped.
-        method = _REQUEST_METHOD.match(line)
-        if method is not None:
-            wire.method = method.group(1)
+        method_match = _REQUEST_METHOD.match(line)
+        if method_match is not None:
+            wire.method = method_match.group(1)
         raise BadRequest(f"malformed request line: {line[:80]!r}")
     wire.method = match.group("method")
     wire.uri = match.group("uri")
@@ -185,6 +203,19 @@ def _parse_start_line(wire: SipMessage) -> None:
         if _SIP_VERSION.match(wire.version):
             raise VersionNotSupported(f"SIP version {wire.version} not supported")
         raise BadRequest(f"malformed SIP version {wire.version[:20]!r}")
+
+
+def _is_usual_status_line(line: str) -> bool:
+    """`SIP/2.0 `, a status code [1-6][0-9][0-9] (ASCII digits, not any Unicode digit), a space:
+    a line _STATUS_LINE matches, the reason being the rest (RFC 3261 7.2)."""
+    return (
+        len(line) >= 12
+        and line.startswith("SIP/2.0 ")
+        and line[11] == " "
+        and "1" <= line[8] <= "6"
+        and "0" <= line[9] <= "9"
+        and "0" <= line[10] <= "9"
+    )
 
 
 def _frame_body(wire: SipMessage, *, datagram: bool) -> None:

@@ -47,9 +47,9 @@ def built(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     names: list[str] = []
     real = message_module._build_header
 
-    def recording(text: str, name: str, start: int, end: int) -> Header:
+    def recording(text: str, name: str, start: int, end: int, colon: int) -> Header:
         names.append(name)
-        return real(text, name, start, end)
+        return real(text, name, start, end, colon)
 
     monkeypatch.setattr(message_module, "_build_header", recording)
     return names
