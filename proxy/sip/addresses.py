@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
+from typing import Final
 
 from proxy.sip.values import FrozenValue
 
-STREAM_TRANSPORTS = ("tcp", "tls")
+STREAM_TRANSPORTS: Final = ("tcp", "tls")
 # Via's transport token (RFC 3261 18.2.2) to ours; anything else reliable is treated as TCP.
-VIA_TRANSPORTS = {"UDP": "udp", "TCP": "tcp", "TLS": "tls"}
+VIA_TRANSPORTS: Final = {"UDP": "udp", "TCP": "tcp", "TLS": "tls"}
 
 
 class Target(FrozenValue):

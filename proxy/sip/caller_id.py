@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from types import MappingProxyType
+from typing import Final
 
 from proxy.sip.edits import Edit, remove_header, replace_span, replace_value
 from proxy.sip.errors import SipError
@@ -21,10 +22,10 @@ from proxy.sip.policy import CallerIdDecision, TrunkIdentity
 from proxy.sip.values import FrozenValue
 
 # RFC 3323 4.1.1.3: the From of an anonymous request; ".invalid" (RFC 2606) never resolves.
-ANONYMOUS_FROM = b'"Anonymous" <sip:anonymous@anonymous.invalid>'
-_PRIVACY_TOKENS = re.compile(r"[;,\s]+")
-_QUOTED_PAIR = re.compile(r"\\(.)")
-_NO_TRUNKS: Mapping[int, TrunkIdentity] = MappingProxyType({})
+ANONYMOUS_FROM: Final = b'"Anonymous" <sip:anonymous@anonymous.invalid>'
+_PRIVACY_TOKENS: Final = re.compile(r"[;,\s]+")
+_QUOTED_PAIR: Final = re.compile(r"\\(.)")
+_NO_TRUNKS: Final[Mapping[int, TrunkIdentity]] = MappingProxyType({})
 
 
 class ShownIdentity(FrozenValue):

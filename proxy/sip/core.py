@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+from typing import Final
 
 from proxy.sip import requests as request_edits
 from proxy.sip.addresses import (
@@ -94,11 +95,12 @@ from proxy.sip.untrusted import (
 )
 
 PBX, TRUNK = PBX_SIDE, TRUNK_SIDE
-ROUTABLE_SCHEMES = ("sip", "sips", "tel")
-DIALOG_CREATING = ("INVITE", "SUBSCRIBE", "REFER")
-UDP_PATH_MTU_LIMIT = 1300  # RFC 3261 18.1.1: larger requests need a congestion-controlled one
-UDP_MAX = 65_507  # the largest UDP payload over IPv4
-_DROP_LABELS = (
+ROUTABLE_SCHEMES: Final = ("sip", "sips", "tel")
+DIALOG_CREATING: Final = ("INVITE", "SUBSCRIBE", "REFER")
+# RFC 3261 18.1.1: larger requests need a congestion-controlled one
+UDP_PATH_MTU_LIMIT: Final = 1300
+UDP_MAX: Final = 65_507  # the largest UDP payload over IPv4
+_DROP_LABELS: Final = (
     ("unparseable", "unparseable"),
     ("octets after", "trailing bytes"),
     ("response from", "bad response"),

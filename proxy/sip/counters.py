@@ -13,13 +13,13 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import Iterator
-from typing import Generic, TypeVar
+from typing import Final, Generic, TypeVar
 
 K = TypeVar("K")
 # Slots reserved up front: 1 KiB, past pymalloc's 512-byte blocks, so the values' buffer is one
 # malloc'd block made at start-up, never re-made (and left in a flood's pool) when a name first
 # counted during a flood (timeouts, a refusal) needs one more slot.
-RESERVED = 128
+RESERVED: Final = 128
 
 
 class Counts(Generic[K]):

@@ -11,11 +11,13 @@ from __future__ import annotations
 import struct
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Final
 
 from proxy.sip.identity import DialogIdentity
 
-DEFAULT_CAPACITY = 100_000
-DEFAULT_TTL = 6 * 3600.0  # seconds without any in-dialog traffic before a dialog is forgotten
+DEFAULT_CAPACITY: Final = 100_000
+# seconds without any in-dialog traffic before a dialog is forgotten
+DEFAULT_TTL: Final = 6 * 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +33,7 @@ class RememberedDialog:
 # nothing) and a dialog remembered during a flood keeps few pymalloc pools of the flood's alive
 # (issue 7: RSS back near idle a minute after; a tuple of atoms was eight blocks of seven sizes).
 # The record above is built only when one is recalled.
-_HEADER = struct.Struct("<dqI")  # expires, trunk index, len(original From)
+_HEADER: Final = struct.Struct("<dqI")  # expires, trunk index, len(original From)
 
 
 def _key(call_id: str, pbx_tag: str) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from operator import itemgetter
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from proxy.sip.grammar import Via
 from proxy.sip.message import Header, SipMessage
@@ -22,8 +22,8 @@ class Edit(NamedTuple):
     data: bytes
 
 
-_new = tuple.__new__  # a NamedTuple's own __new__ is a Python function (a lambda): skip it
-_SPAN = itemgetter(0, 1)  # (start, end): a stable sort keeps inserts at one offset in order
+_new: Final = tuple.__new__  # a NamedTuple's own __new__ is a Python function (a lambda): skip it
+_SPAN: Final = itemgetter(0, 1)  # (start, end): a stable sort keeps inserts at one offset in order
 
 
 def apply_edits(raw: bytes, edits: Iterable[Edit], stop: int | None = None) -> bytes:

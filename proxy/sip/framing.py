@@ -8,14 +8,15 @@ the connection must then be closed, because the rest of the stream can no longer
 from __future__ import annotations
 
 import re
+from typing import Final
 
 from proxy.sip.values import FrozenValue
 
-DEFAULT_MAX_MESSAGE = 64 * 1024
+DEFAULT_MAX_MESSAGE: Final = 64 * 1024
 
-_HEADER_END = re.compile(rb"\r?\n\r?\n")
+_HEADER_END: Final = re.compile(rb"\r?\n\r?\n")
 # Searched in the lowered header block, after a line break (the block starts with one added).
-_CONTENT_LENGTH = re.compile(rb"\n(?:content-length|l)[ \t]*:[ \t]*([^\r\n]*)")
+_CONTENT_LENGTH: Final = re.compile(rb"\n(?:content-length|l)[ \t]*:[ \t]*([^\r\n]*)")
 
 
 class Frame(FrozenValue):

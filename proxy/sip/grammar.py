@@ -7,28 +7,31 @@ returns absolute spans, so an edit can replace exactly one part of one header.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Final, NamedTuple
 
 from proxy.sip.errors import BadRequest
 
 if TYPE_CHECKING:
     from proxy.sip.message import SipMessage
 
-LWS = r"(?:[ \t]*\r?\n)?[ \t]+"
-SWS = rf"(?:{LWS})?"
-TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
-QUOTED = r'"(?:[^"\\\r\n]|\\[\x00-\x09\x0b\x0c\x0e-\x7f])*"'
-IPV6 = r"[0-9A-Fa-f.]*:[0-9A-Fa-f:.]+"  # received=::1 is an unbracketed IPv6address (RFC 3261)
-_DISPLAY_NAME = re.compile(
+LWS: Final = r"(?:[ \t]*\r?\n)?[ \t]+"
+SWS: Final = rf"(?:{LWS})?"
+TOKEN: Final = r"[A-Za-z0-9\-.!%*_+`'~]+"
+QUOTED: Final = r'"(?:[^"\\\r\n]|\\[\x00-\x09\x0b\x0c\x0e-\x7f])*"'
+# received=::1 is an unbracketed IPv6address (RFC 3261)
+IPV6: Final = r"[0-9A-Fa-f.]*:[0-9A-Fa-f:.]+"
+_DISPLAY_NAME: Final = re.compile(
     rf"{SWS}(?:(?P<quoted>{QUOTED})|(?P<tokens>{TOKEN}(?:{LWS}{TOKEN})*))?{SWS}<"
 )
-_URI_IN_BRACKETS = re.compile(r"<(?P<uri>[^<>\s\"]+)>")
-_PARAM_VALUE = rf"{IPV6}|{TOKEN}|{QUOTED}|\[[0-9A-Fa-f:.]+\]"
-_PARAM = re.compile(rf"{SWS};{SWS}(?P<name>{TOKEN})(?:{SWS}={SWS}(?P<value>{_PARAM_VALUE}))?")
-_ADDR_SPEC = re.compile(r"(?P<uri>[A-Za-z][A-Za-z0-9+\-.]*:[^\s;,<>\"]+)")
-_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+\-.]*):")
+_URI_IN_BRACKETS: Final = re.compile(r"<(?P<uri>[^<>\s\"]+)>")
+_PARAM_VALUE: Final = rf"{IPV6}|{TOKEN}|{QUOTED}|\[[0-9A-Fa-f:.]+\]"
+_PARAM: Final = re.compile(
+    rf"{SWS};{SWS}(?P<name>{TOKEN})(?:{SWS}={SWS}(?P<value>{_PARAM_VALUE}))?"
+)
+_ADDR_SPEC: Final = re.compile(r"(?P<uri>[A-Za-z][A-Za-z0-9+\-.]*:[^\s;,<>\"]+)")
+_SCHEME: Final = re.compile(r"([A-Za-z][A-Za-z0-9+\-.]*):")
 
-MAGIC_COOKIE = "z9hG4bK"
+MAGIC_COOKIE: Final = "z9hG4bK"
 
 
 class NameAddr(NamedTuple):
@@ -49,22 +52,23 @@ class NameAddr(NamedTuple):
         return self.params.get("tag")
 
 
-_new = tuple.__new__  # a NamedTuple's own __new__ is a Python function: skip it
+_new: Final = tuple.__new__  # a NamedTuple's own __new__ is a Python function: skip it
 
 # `;name=value;name` with no whitespace and no quoted value (what _SIMPLE_PARAMS matches).
-_SIMPLE_PARAM_TEXT = rf"(?:;{TOKEN}(?:=(?:{IPV6}|{TOKEN}|\[[0-9A-Fa-f:.]+\]))?)*"
+_SIMPLE_PARAM_TEXT: Final = rf"(?:;{TOKEN}(?:=(?:{IPV6}|{TOKEN}|\[[0-9A-Fa-f:.]+\]))?)*"
 # The usual forms, whole: `"Name" <uri>;params`, `Name <uri>;params`, `<uri>;params` and an
 # addr-spec `sip:a@b;params`, without folding or odd whitespace. When one matches the whole value
 # the answer is the one `_parse_name_addr_general` gives (a property test holds them together).
 # The same languages as QUOTED and _SIMPLE_PARAM_TEXT, written for the regex engine's speed
 # (the quoted string unrolled, a token value tried before an IPv6 one): only ever fullmatch'ed.
-_QUOTED_UNROLLED = r'"[^"\\\r\n]*(?:\\[\x00-\x09\x0b\x0c\x0e-\x7f][^"\\\r\n]*)*"'
-_USUAL_PARAMS = rf"(?:;{TOKEN}(?:=(?:{TOKEN}|{IPV6}|\[[0-9A-Fa-f:.]+\]))?)*"
-_USUAL_NAME_ADDR = re.compile(  # groups: quoted display name, token display name, URI, params
+_QUOTED_UNROLLED: Final = r'"[^"\\\r\n]*(?:\\[\x00-\x09\x0b\x0c\x0e-\x7f][^"\\\r\n]*)*"'
+_USUAL_PARAMS: Final = rf"(?:;{TOKEN}(?:=(?:{TOKEN}|{IPV6}|\[[0-9A-Fa-f:.]+\]))?)*"
+# groups: quoted display name, token display name, URI, params
+_USUAL_NAME_ADDR: Final = re.compile(
     rf"(?:({_QUOTED_UNROLLED})[ \t]*|({TOKEN}(?:[ \t]+{TOKEN})*)[ \t]*)?"
     rf"<([^<>\s\"]+)>({_USUAL_PARAMS})"
 )
-_USUAL_ADDR_SPEC = re.compile(  # groups: URI, params
+_USUAL_ADDR_SPEC: Final = re.compile(  # groups: URI, params
     rf"([A-Za-z][A-Za-z0-9+\-.]*:[^\s;,<>\"?]+)({_USUAL_PARAMS})"
 )
 
@@ -149,7 +153,7 @@ def _parse_name_addr_general(value: str, offset: int, stop: int) -> NameAddr:
 
 # The common case, `;name=value;name` with no whitespace and no quoted value, in one match. Only
 # used when it covers the whole rest of the value; the general loop below decides otherwise.
-_SIMPLE_PARAMS = re.compile(_SIMPLE_PARAM_TEXT)
+_SIMPLE_PARAMS: Final = re.compile(_SIMPLE_PARAM_TEXT)
 
 
 def _parse_params(value: str, position: int, stop: int) -> tuple[dict[str, str | None], int]:
@@ -249,7 +253,7 @@ class SipUri(NamedTuple):
     has_headers: bool
 
 
-_SIP_URI = re.compile(
+_SIP_URI: Final = re.compile(
     r"(?P<scheme>sips?):(?:(?P<user>[^@:]*)(?::[^@]*)?@)?"
     r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-.]+)(?::(?P<port>[0-9]{1,5}))?"
     r"(?P<params>(?:;[^;?]*)*)(?P<headers>\?.*)?$",
@@ -266,6 +270,7 @@ def uri_scheme(uri: str) -> str:
 
 # The usual SIP URI, whole: lower-case scheme, no password, no `?headers`, one `@` at most (the
 # user's). When it matches, the answer is `_SIP_URI`'s (a property test holds them together).
+# Not Final: tests/proxy/sip/test_fast_paths.py swaps it out to reach the general path.
 _USUAL_SIP_URI = re.compile(
     r"(sips?):(?:([^@:;?]*)@)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-.]+)(?::([0-9]{1,5}))?"
     r"((?:;[^;?@]*)*)"
@@ -327,7 +332,7 @@ class Via(NamedTuple):
         return f"{self.host}:{self.port}" if self.port else self.host
 
 
-_VIA = re.compile(
+_VIA: Final = re.compile(
     rf"SIP{SWS}/{SWS}(?P<version>[0-9.]+){SWS}/{SWS}(?P<transport>{TOKEN}){LWS}"
     r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-.]+)"
     rf"(?:{SWS}:{SWS}(?P<port>[0-9]{{1,5}}))?",
@@ -335,6 +340,7 @@ _VIA = re.compile(
 )
 # The usual Via value, whole: `SIP/2.0/UDP host:port;params`, single spaces, simple params. When
 # it matches, the answer is the general parser's (a property test holds them together).
+# Not Final: tests/proxy/sip/test_fast_paths.py swaps it out to reach the general path.
 _USUAL_VIA = re.compile(
     rf"SIP/2\.0/({TOKEN}) (\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-.]+)(?::([0-9]{{1,5}}))?"
     rf"({_USUAL_PARAMS})"
@@ -385,8 +391,8 @@ def _check_via_numbers(params: dict[str, str | None]) -> None:
         bounded_number(ttl, "Via ttl", 255)
 
 
-_CSEQ = re.compile(rf"(?P<number>[0-9]+){LWS}(?P<method>{TOKEN})$")
-CSEQ_LIMIT = 2**31 - 1  # RFC 3261 8.1.1.5: the sequence number must be less than 2**31
+_CSEQ: Final = re.compile(rf"(?P<number>[0-9]+){LWS}(?P<method>{TOKEN})$")
+CSEQ_LIMIT: Final = 2**31 - 1  # RFC 3261 8.1.1.5: the sequence number must be less than 2**31
 
 
 def parse_cseq(value: str) -> tuple[int, str]:
@@ -405,12 +411,12 @@ def parse_cseq(value: str) -> tuple[int, str]:
 
 
 # ----------------------------------------------------------------------------- numbers
-_ASCII_DIGITS = re.compile(r"[0-9]+")
-DELTA_SECONDS_LIMIT = 2**32 - 1  # RFC 3261 25.1: delta-seconds; 2**32-1 is the usual bound
+_ASCII_DIGITS: Final = re.compile(r"[0-9]+")
+DELTA_SECONDS_LIMIT: Final = 2**32 - 1  # RFC 3261 25.1: delta-seconds; 2**32-1 is the usual bound
 # Numeric header fields nobody in the proxy reads, but which it forwards: bounded so that a peer
 # behind it is not handed a 5,000-digit number. A value that does not start with digits (RFC 4475
 # baddate's date in Expires) is left alone: RFC 3261 20.19 says to treat it as a default.
-NUMERIC_FIELDS: dict[str, int] = {
+NUMERIC_FIELDS: Final[dict[str, int]] = {
     "expires": DELTA_SECONDS_LIMIT,
     "min-expires": DELTA_SECONDS_LIMIT,
     "retry-after": DELTA_SECONDS_LIMIT,

@@ -18,20 +18,21 @@ from __future__ import annotations
 import binascii
 import hashlib
 import hmac
+from typing import Final
 
 from proxy.sip.errors import BadRequest
 from proxy.sip.values import FrozenValue
 
-_SEPARATOR = b"\x00"
-_IV_BYTES = 18  # 144 bits; base64url: 24 characters
-_IV_CHARS = 24
-_LEGACY_IV_BYTES = 16  # base64url: 22 characters
-_LEGACY_IV_CHARS = 22
-_TO_URL = bytes.maketrans(b"+/", b"-_")
-_FROM_URL = bytes.maketrans(b"-_", b"+/")
-_PADDING = (b"", b"", b"==", b"=")  # by length % 4 (1 cannot be canonical base64)
+_SEPARATOR: Final = b"\x00"
+_IV_BYTES: Final = 18  # 144 bits; base64url: 24 characters
+_IV_CHARS: Final = 24
+_LEGACY_IV_BYTES: Final = 16  # base64url: 22 characters
+_LEGACY_IV_CHARS: Final = 22
+_TO_URL: Final = bytes.maketrans(b"+/", b"-_")
+_FROM_URL: Final = bytes.maketrans(b"-_", b"+/")
+_PADDING: Final = (b"", b"", b"==", b"=")  # by length % 4 (1 cannot be canonical base64)
 # The last character of 2 or 3 characters in the last quantum carries 2 or 4 unused bits: zero.
-_CANONICAL_LAST = {2: "AQgw", 3: "AEIMQUYcgkosw048"}
+_CANONICAL_LAST: Final = {2: "AQgw", 3: "AEIMQUYcgkosw048"}
 
 
 class DialogIdentity(FrozenValue):

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import KeysView, Sequence
-from typing import NamedTuple, overload
+from typing import Final, NamedTuple, overload
 
-from proxy.sip.errors import BadRequest, UnparseableMessage
+from proxy.sip.errors import BadRequest, SipError, UnparseableMessage
 
-COMPACT_FORMS = {
+COMPACT_FORMS: Final = {
     "i": "call-id",
     "m": "contact",
     "e": "content-encoding",
@@ -38,7 +38,7 @@ COMPACT_FORMS = {
 
 # How header names are usually spelled, straight to their canonical name: one dict lookup per
 # line instead of a token check, `lower()` and the compact-form lookup (a miss takes that path).
-_USUAL_NAMES = (
+_USUAL_NAMES: Final = (
     "Accept", "Accept-Encoding", "Accept-Language", "Alert-Info", "Allow", "Allow-Events",
     "Authorization", "Call-ID", "Call-Info", "Contact", "Content-Disposition",
     "Content-Encoding", "Content-Language", "Content-Length", "Content-Type", "CSeq", "Date",
@@ -50,18 +50,18 @@ _USUAL_NAMES = (
     "Server", "Session-Expires", "Subject", "Subscription-State", "Supported", "Timestamp", "To",
     "Unsupported", "User-Agent", "Via", "Warning", "WWW-Authenticate",
 )
-_SPELLINGS: dict[str, str] = {
+_SPELLINGS: Final[dict[str, str]] = {
     spelling: COMPACT_FORMS.get(name.lower(), name.lower())
     for name in (*_USUAL_NAMES, *COMPACT_FORMS)
     for spelling in (name, name.lower(), name.upper(), name.title())
 }
 
-_HEADER_END = re.compile(rb"\r?\n\r?\n")
-_LINE_END = re.compile(r"\r?\n")
-_FIELD = re.compile(
+_HEADER_END: Final = re.compile(rb"\r?\n\r?\n")
+_LINE_END: Final = re.compile(r"\r?\n")
+_FIELD: Final = re.compile(
     r"([!%'*+\-.0-9A-Z_`a-z~]+)[ \t]*:([^\r\n]*(?:\r?\n[ \t][^\r\n]*)*)\r?\n"
 )
-_TOKEN_NAME = re.compile(r"[!%'*+\-.0-9A-Z_`a-z~]+")
+_TOKEN_NAME: Final = re.compile(r"[!%'*+\-.0-9A-Z_`a-z~]+")
 
 
 # A header block's fields: canonical names, starts (then where the last field ends), where each
@@ -293,18 +293,30 @@ def split_message(data: bytes) -> SipMessage:
     """Find start line, headers and where the body starts. Body length is decided by the caller.
     The usual message (every line ends with CRLF, no bare CR or LF in its header block) takes
     one scan of line ends and colons, no string made per line; anything else the general,
-    line-ending-tolerant regex path."""
+    line-ending-tolerant regex path, which also decides what is wrong with a block the scan
+    refuses when the block has a bare CR or LF (the scan may meet the bad field first)."""
     end = data.find(b"\r\n\r\n")
     if end >= 0:
         text = data[: end + 2].decode("latin-1")
-        breaks = text.count("\r\n")
-        if text.count("\n") == breaks == text.count("\r"):  # no bare LF or CR
-            first_end = text.find("\r\n")
-            start_line = text[:first_end]
-            _check_start_line(start_line)
-            layout = _crlf_layout(text, first_end + 2)
-            return SipMessage(data, text, start_line, layout, end + 4)
+        first_end = text.find("\n")
+        if text[first_end - 1] == "\r":  # (first_end 0: the last character, a LF, is read)
+            start_line = text[: first_end - 1]
+            try:
+                _check_start_line(start_line)
+                layout = _crlf_layout(text, first_end + 1)
+            except SipError:
+                if _crlf_only(text):
+                    raise
+                layout = None
+            if layout is not None:
+                return SipMessage(data, text, start_line, layout, end + 4)
     return _split_general(data)
+
+
+def _crlf_only(text: str) -> bool:
+    """No bare CR or LF in `text`: every CR starts a CRLF and every LF ends one."""
+    breaks = text.count("\r\n")
+    return text.count("\n") == breaks == text.count("\r")
 
 
 def _check_start_line(start_line: str) -> None:
@@ -312,10 +324,11 @@ def _check_start_line(start_line: str) -> None:
         raise UnparseableMessage("empty or indented start line")
 
 
-def _crlf_layout(text: str, position: int) -> Layout:
-    """Names, starts and colons of the fields of a CRLF-only header block `text` (ending with
-    the last field's CRLF) from `position` on; folded lines belong to their field (RFC 3261
-    7.3.1). Line ends and colons are found in `text` itself: no string per line."""
+def _crlf_layout(text: str, position: int) -> Layout | None:
+    """Names, starts and colons of the fields of the header block `text` (ending with the last
+    field's CRLF) from `position` on, or None when a line ends otherwise than with CRLF (a bare
+    LF, or a bare CR anywhere: left to the general path). Folded lines belong to their field
+    (RFC 3261 7.3.1). Line ends and colons are found in `text` itself: no string per line."""
     names: list[str] = []
     starts: list[int] = []
     colons: list[int] = []
@@ -323,25 +336,33 @@ def _crlf_layout(text: str, position: int) -> Layout:
     repeated: dict[str, list[int]] = {}
     stop = len(text)
     number = 0
+    breaks = 1  # the start line's
     while position < stop:
-        line_end = text.find("\r\n", position)  # CRLF-only: every line ends so, the last too
+        line_end = text.find("\n", position)  # never -1: `text` ends with a line ending
+        if text[line_end - 1] != "\r" or line_end == position:
+            return None  # a bare LF
+        breaks += 1
         lead = text[position]
         if lead == " " or lead == "\t":
             if not names:
                 raise UnparseableMessage("continuation line before the first header")
-            position = line_end + 2
+            position = line_end + 1
             continue
         colon = text.find(":", position, line_end)
         name = _SPELLINGS.get(text[position:colon]) if colon > position else None
         if name is None:
-            name = _unusual_name(text[position:line_end], colon - position if colon >= 0 else -1)
+            name = _unusual_name(
+                text[position : line_end - 1], colon - position if colon >= 0 else -1
+            )
         if first.setdefault(name, number) != number:
             repeated.setdefault(name, [first[name]]).append(number)
         names.append(name)
         starts.append(position)
         colons.append(colon)
-        position = line_end + 2
+        position = line_end + 1
         number += 1
+    if text.count("\r") != breaks:
+        return None  # a bare CR
     starts.append(position)
     return names, starts, colons, first, repeated
 
@@ -399,8 +420,8 @@ def _general_layout(text: str, position: int) -> Layout:
     return names, starts, colons, first, repeated
 
 
-_SPACE = " \t\r\n"
-_new_header = tuple.__new__  # NamedTuple's own __new__ is a Python function: skip it
+_SPACE: Final = " \t\r\n"
+_new_header: Final = tuple.__new__  # NamedTuple's own __new__ is a Python function: skip it
 
 
 def _build_header(text: str, name: str, start: int, end: int, colon: int) -> Header:
@@ -424,7 +445,7 @@ def _build_header(text: str, name: str, start: int, end: int, colon: int) -> Hea
     return _new_header(Header, (name, start, end, value_start, value_start + len(value), value))
 
 
-_FOLDING = re.compile(r"\r?\n[ \t]+")
+_FOLDING: Final = re.compile(r"\r?\n[ \t]+")
 
 
 def unfold(value: str) -> str:

@@ -7,6 +7,7 @@ things through untouched (unknown headers, unknown methods, odd but legal whites
 from __future__ import annotations
 
 import re
+from typing import Final
 
 from proxy.sip.errors import BadRequest, SipError, UnparseableMessage, VersionNotSupported
 from proxy.sip.grammar import (
@@ -22,18 +23,18 @@ from proxy.sip.grammar import (
 )
 from proxy.sip.message import SipMessage, split_message, unfold
 
-_REQUEST_LINE = re.compile(rf"(?P<method>{TOKEN}) (?P<uri>[^ \t<>]+) (?P<version>\S+)$")
-_REQUEST_METHOD = re.compile(rf"({TOKEN})[ \t]")
-_SIP_VERSION = re.compile(r"SIP/[0-9]+\.[0-9]+$", re.IGNORECASE)
-_STATUS_LINE = re.compile(r"SIP/2\.0 (?P<status>[1-6][0-9]{2}) (?P<reason>.*)$", re.DOTALL)
-_SINGLE_HEADERS = ("from", "to", "call-id", "cseq")
+_REQUEST_LINE: Final = re.compile(rf"(?P<method>{TOKEN}) (?P<uri>[^ \t<>]+) (?P<version>\S+)$")
+_REQUEST_METHOD: Final = re.compile(rf"({TOKEN})[ \t]")
+_SIP_VERSION: Final = re.compile(r"SIP/[0-9]+\.[0-9]+$", re.IGNORECASE)
+_STATUS_LINE: Final = re.compile(r"SIP/2\.0 (?P<status>[1-6][0-9]{2}) (?P<reason>.*)$", re.DOTALL)
+_SINGLE_HEADERS: Final = ("from", "to", "call-id", "cseq")
 # Methods whose name is known to be a token: a request line `METHOD uri SIP/2.0` with one of
 # them is read without the regex (the answer is the regex's: tests/proxy/sip/test_start_line.py).
-_USUAL_METHODS = frozenset(
+_USUAL_METHODS: Final = frozenset(
     ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "UPDATE", "INFO",
      "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE", "PUBLISH")
 )  # fmt: skip
-_VERSION_SUFFIX = " SIP/2.0"
+_VERSION_SUFFIX: Final = " SIP/2.0"
 
 
 class Message:

@@ -6,7 +6,7 @@ import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Protocol
+from typing import Final, Protocol
 
 from proxy.sip.addresses import Target
 from proxy.sip.identity import IdentitySeal
@@ -36,7 +36,7 @@ class TrunkIdentity(FrozenValue):
         object.__setattr__(self, "keep_pbx_host", keep_pbx_host)
 
 
-_NO_TRUNKS: Mapping[int, TrunkIdentity] = MappingProxyType({})
+_NO_TRUNKS: Final[Mapping[int, TrunkIdentity]] = MappingProxyType({})
 
 
 class CallerIdDecision(FrozenValue):

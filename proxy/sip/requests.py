@@ -6,6 +6,7 @@ Our Record-Route carries the signed dialog identity in its `cid` parameter (see 
 from __future__ import annotations
 
 import re
+from typing import Final
 
 from proxy.sip.addresses import Source, Target, normalise_host
 from proxy.sip.edits import (
@@ -27,13 +28,13 @@ from proxy.sip.policy import ProxyConfig
 from proxy.sip.transactions import Restore
 from proxy.sip.values import FrozenValue
 
-IDENTITY_PARAM = "cid"
-TRUNK_PARAM = "tr"
-_USERLESS_SIP_URI = re.compile(
+IDENTITY_PARAM: Final = "cid"
+TRUNK_PARAM: Final = "tr"
+_USERLESS_SIP_URI: Final = re.compile(
     r"(sips?):(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-.]+)(?::([0-9]{1,5}))?", re.IGNORECASE
 )
-_VALUELESS_RPORT = re.compile(r";[ \t]*rport(?=[ \t]*(?:;|$))", re.IGNORECASE)
-_new = tuple.__new__  # a NamedTuple's own __new__ is a Python function (a lambda): skip it
+_VALUELESS_RPORT: Final = re.compile(r";[ \t]*rport(?=[ \t]*(?:;|$))", re.IGNORECASE)
+_new: Final = tuple.__new__  # a NamedTuple's own __new__ is a Python function (a lambda): skip it
 
 
 def uri_user(uri: str) -> str:

@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import hashlib
 import re
+from typing import Final
 
 from proxy.sip.message import SipMessage
 from proxy.sip.values import FrozenValue
 
-SERVER_NAME = b"callerid-proxy"
-OWN_TO_TAG_PREFIX = "cp"
-OWN_TO_TAG_LENGTH = len(OWN_TO_TAG_PREFIX) + 10
-_TAIL = b"Server: " + SERVER_NAME + b"\r\nContent-Length: 0\r\n\r\n"
-_STATUS_LINES = {
+SERVER_NAME: Final = b"callerid-proxy"
+OWN_TO_TAG_PREFIX: Final = "cp"
+OWN_TO_TAG_LENGTH: Final = len(OWN_TO_TAG_PREFIX) + 10
+_TAIL: Final = b"Server: " + SERVER_NAME + b"\r\nContent-Length: 0\r\n\r\n"
+_STATUS_LINES: Final = {
     (100, "Trying"): b"SIP/2.0 100 Trying\r\n",
     (200, "OK"): b"SIP/2.0 200 OK\r\n",
 }
@@ -111,7 +112,7 @@ def own_to_tag(call_id: str, from_tag: str | None) -> str:
     return OWN_TO_TAG_PREFIX + hashlib.sha1(seed).hexdigest()[:10]
 
 
-_FROM_TAG = re.compile(rb";\s*tag\s*=\s*([^;>\s,]+)", re.IGNORECASE)
+_FROM_TAG: Final = re.compile(rb";\s*tag\s*=\s*([^;>\s,]+)", re.IGNORECASE)
 
 
 def _value(wire: SipMessage, name: str) -> bytes:

@@ -8,25 +8,26 @@ import itertools
 import math
 from collections.abc import Hashable
 from enum import Enum
-from typing import TypeVar, cast
+from typing import Final, TypeVar, cast
 
-T1 = 0.5  # RTT estimate
-T2 = 4.0  # maximum retransmit interval for non-INVITE requests and INVITE responses
-T4 = 5.0  # maximum duration a message remains in the network
-TIMER_B = 64 * T1  # INVITE client transaction timeout
-TIMER_C = 180.0  # proxy INVITE transaction timeout after a provisional response (16.6 step 11)
-TIMER_D = 32.0  # wait time for response retransmissions (UDP)
-TIMER_F = 64 * T1  # non-INVITE client transaction timeout
-TIMER_H = 64 * T1  # wait time for ACK receipt
-TIMER_J = 64 * T1  # wait time for non-INVITE request retransmissions (UDP)
-TIMER_L = 64 * T1  # RFC 6026 Accepted state: absorb INVITE retransmissions after a 2xx
+T1: Final = 0.5  # RTT estimate
+T2: Final = 4.0  # maximum retransmit interval for non-INVITE requests and INVITE responses
+T4: Final = 5.0  # maximum duration a message remains in the network
+TIMER_B: Final = 64 * T1  # INVITE client transaction timeout
+# proxy INVITE transaction timeout after a provisional response (16.6 step 11)
+TIMER_C: Final = 180.0
+TIMER_D: Final = 32.0  # wait time for response retransmissions (UDP)
+TIMER_F: Final = 64 * T1  # non-INVITE client transaction timeout
+TIMER_H: Final = 64 * T1  # wait time for ACK receipt
+TIMER_J: Final = 64 * T1  # wait time for non-INVITE request retransmissions (UDP)
+TIMER_L: Final = 64 * T1  # RFC 6026 Accepted state: absorb INVITE retransmissions after a 2xx
 
 # The queue's slots: deadlines are grouped by 1/SLOTS_PER_SECOND s (a power of two, so that
 # `deadline * SLOTS_PER_SECOND` is exact and a slot's bounds never round the wrong way), kept in
 # WHEEL_SIZE buckets made at start-up (64 s of slots: every RFC 3261 timer but C fits in one turn).
-SLOTS_PER_SECOND = 64
-WHEEL_SIZE = 4096  # a power of two: a slot's bucket is `slot & _WHEEL_MASK`
-_WHEEL_MASK = WHEEL_SIZE - 1
+SLOTS_PER_SECOND: Final = 64
+WHEEL_SIZE: Final = 4096  # a power of two: a slot's bucket is `slot & _WHEEL_MASK`
+_WHEEL_MASK: Final = WHEEL_SIZE - 1
 
 
 class Timer(Enum):

@@ -64,21 +64,22 @@ from proxy.sip.transactions import (
     server_key,
 )
 
-SERVER_TIMERS = (Timer.G, Timer.H, Timer.I, Timer.J, Timer.L)
-DEFAULT_FAILOVER_STATUSES = frozenset((408, 500, 502, 503, 504))
+SERVER_TIMERS: Final = (Timer.G, Timer.H, Timer.I, Timer.J, Timer.L)
+DEFAULT_FAILOVER_STATUSES: Final = frozenset((408, 500, 502, 503, 504))
 
 # The timer queue holds letters (str), not Timer members: an entry of atoms only is untracked by
 # the garbage collector, one holding an Enum member never is.
-_TIMER_OF = {timer.value: timer for timer in Timer}
-_LETTER = {timer: timer.value for timer in Timer}  # a dict look-up: Enum.value is Python code
+_TIMER_OF: Final = {timer.value: timer for timer in Timer}
+# a dict look-up: Enum.value is Python code
+_LETTER: Final = {timer: timer.value for timer in Timer}
 # The timers a live client transaction may have armed, by kind (RFC 3261 17.1.1, 17.1.2; C:
 # 16.6 step 11): cancelling only these, not every client letter, builds half the keys.
-_INVITE_CLIENT_LETTERS = (Timer.A.value, Timer.B.value, Timer.C.value, Timer.NO_ANSWER.value)
-_NON_INVITE_CLIENT_LETTERS = (Timer.E.value, Timer.F.value, Timer.NO_ANSWER.value)
-_SERVER_LETTERS = tuple(t.value for t in SERVER_TIMERS)
-_RETIRED_CLIENT_TIMERS = (Timer.D, Timer.K)
-_FIRST_PROVISIONAL_STOPS = (Timer.A.value, Timer.B.value, Timer.NO_ANSWER.value)
-_ACKED_STATES = (State.COMPLETED.value, State.CONFIRMED.value)  # an ACK is theirs (17.2.1)
+_INVITE_CLIENT_LETTERS: Final = (Timer.A.value, Timer.B.value, Timer.C.value, Timer.NO_ANSWER.value)
+_NON_INVITE_CLIENT_LETTERS: Final = (Timer.E.value, Timer.F.value, Timer.NO_ANSWER.value)
+_SERVER_LETTERS: Final = tuple(t.value for t in SERVER_TIMERS)
+_RETIRED_CLIENT_TIMERS: Final = (Timer.D, Timer.K)
+_FIRST_PROVISIONAL_STOPS: Final = (Timer.A.value, Timer.B.value, Timer.NO_ANSWER.value)
+_ACKED_STATES: Final = (State.COMPLETED.value, State.CONFIRMED.value)  # an ACK is theirs (17.2.1)
 
 # A server transaction that sent its final answer (Completed, Confirmed or Accepted): its state's
 # name, the last response, where it went (transport, host, port, connection), Timer G's interval,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from enum import Enum
+from typing import Final
 
 from proxy.sip.addresses import Source, Target
 from proxy.sip.caller_id import ShownIdentity
@@ -18,7 +19,7 @@ from proxy.sip.parse import Message
 from proxy.sip.responses import ResponseBase
 from proxy.sip.values import FrozenValue
 
-OUR_BRANCH_PREFIX = MAGIC_COOKIE + "cp"
+OUR_BRANCH_PREFIX: Final = MAGIC_COOKIE + "cp"
 
 
 class State(Enum):
@@ -51,7 +52,7 @@ _I = Input
 
 # Figure 5. A proxy ends the client on a 2xx (its retransmissions go end to end, RFC 3261
 # 16.7 step 5); after a timeout it lingers in Completed to ACK and absorb a late non-2xx.
-INVITE_CLIENT: Machine = {
+INVITE_CLIENT: Final[Machine] = {
     (_S.CALLING, _I.PROVISIONAL): _S.PROCEEDING,
     (_S.PROCEEDING, _I.PROVISIONAL): _S.PROCEEDING,
     (_S.CALLING, _I.SUCCESS): _S.TERMINATED,
@@ -66,7 +67,7 @@ INVITE_CLIENT: Machine = {
     (_S.COMPLETED, _I.END): _S.TERMINATED,
 }
 # Figure 6.
-NON_INVITE_CLIENT: Machine = {
+NON_INVITE_CLIENT: Final[Machine] = {
     (_S.TRYING, _I.PROVISIONAL): _S.PROCEEDING,
     (_S.PROCEEDING, _I.PROVISIONAL): _S.PROCEEDING,
     (_S.TRYING, _I.SUCCESS): _S.COMPLETED,
@@ -80,7 +81,7 @@ NON_INVITE_CLIENT: Machine = {
     (_S.COMPLETED, _I.END): _S.TERMINATED,
 }
 # Figure 7 with RFC 6026's Accepted state; the inputs are the responses the server *sends*.
-INVITE_SERVER: Machine = {
+INVITE_SERVER: Final[Machine] = {
     (_S.PROCEEDING, _I.PROVISIONAL): _S.PROCEEDING,
     (_S.PROCEEDING, _I.SUCCESS): _S.ACCEPTED,
     (_S.ACCEPTED, _I.SUCCESS): _S.ACCEPTED,  # a late 2xx from another branch still goes up
@@ -91,7 +92,7 @@ INVITE_SERVER: Machine = {
     (_S.ACCEPTED, _I.END): _S.TERMINATED,  # Timer L
 }
 # Figure 8.
-NON_INVITE_SERVER: Machine = {
+NON_INVITE_SERVER: Final[Machine] = {
     (_S.TRYING, _I.PROVISIONAL): _S.PROCEEDING,
     (_S.PROCEEDING, _I.PROVISIONAL): _S.PROCEEDING,
     (_S.TRYING, _I.SUCCESS): _S.COMPLETED,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from proxy.sip.errors import BadRequest
 from proxy.sip.grammar import MAGIC_COOKIE, Via, parse_cseq, parse_name_addr, parse_via_value
@@ -19,12 +19,12 @@ from proxy.sip.responses import OWN_TO_TAG_LENGTH, OWN_TO_TAG_PREFIX, SERVER_NAM
 from proxy.sip.transactions import OUR_BRANCH_PREFIX
 from proxy.sip.values import FrozenValue
 
-GLANCE_BYTES = 4096  # a normal request has its dialog headers well inside this
-GLANCE_LINES = 48
-UNTRUSTED_MODES = ("reply", "drop")
+GLANCE_BYTES: Final = 4096  # a normal request has its dialog headers well inside this
+GLANCE_LINES: Final = 48
+UNTRUSTED_MODES: Final = ("reply", "drop")
 
 # User-Agent substrings of SIP scanners and toll-fraud tools (lower case; matched anywhere).
-SCANNER_AGENTS: tuple[str, ...] = (
+SCANNER_AGENTS: Final[tuple[str, ...]] = (
     "friendly-scanner",
     "sipvicious",
     "sipcli",
@@ -42,13 +42,13 @@ SCANNER_AGENTS: tuple[str, ...] = (
     "sip-scanner",
 )
 
-_COMPACT = {b"v": b"via", b"f": b"from", b"t": b"to", b"i": b"call-id"}
-_WANTED = (b"via", b"from", b"to", b"call-id", b"cseq", b"user-agent")
-_METHOD = re.compile(rb"([A-Za-z0-9\-.!%*_+`'~]{1,32}) ")
+_COMPACT: Final = {b"v": b"via", b"f": b"from", b"t": b"to", b"i": b"call-id"}
+_WANTED: Final = (b"via", b"from", b"to", b"call-id", b"cseq", b"user-agent")
+_METHOD: Final = re.compile(rb"([A-Za-z0-9\-.!%*_+`'~]{1,32}) ")
 # A bare CR, NUL or other control octet (HT and folding aside): never reflected in a reply.
-_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
-_FOLD = re.compile(rb"\r\n[ \t]")
-_TAG = re.compile(rb";[ \t]*tag[ \t]*=", re.IGNORECASE)
+_CONTROL: Final = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_FOLD: Final = re.compile(rb"\r\n[ \t]")
+_TAG: Final = re.compile(rb";[ \t]*tag[ \t]*=", re.IGNORECASE)
 
 
 class Glance(FrozenValue):
@@ -164,19 +164,19 @@ def _first_value(via: bytes) -> bytes:
 # the wanted lines of its header block, found by one regex scan, before any parse. The glance
 # only answers when it sees what the parser would (CRLF lines, no folding, one From/To/Call-ID/
 # CSeq, an RFC 3261 top Via, no To tag); otherwise it says None and the core parses as usual.
-_SHED_NAMES = {
+_SHED_NAMES: Final = {
     b"via": "via", b"v": "via", b"from": "from", b"f": "from", b"to": "to", b"t": "to",
     b"call-id": "call-id", b"i": "call-id", b"cseq": "cseq",
 }
 # How they are usually spelled (one dict lookup per line); any other spelling of a line that
 # starts like one of them is lowered and looked up again.
-_SHED_SPELLINGS = {
+_SHED_SPELLINGS: Final = {
     spelling: canonical
     for name, canonical in _SHED_NAMES.items()
     for spelling in (name, name.upper(), name.capitalize(), b"Call-ID", b"CSeq")
     if spelling.lower() == name
 }
-_SHED_INITIALS = b"VvFfTtCcIi"
+_SHED_INITIALS: Final = b"VvFfTtCcIi"
 
 
 class ShedGlance(NamedTuple):
@@ -205,7 +205,7 @@ def shed_glance(data: bytes) -> ShedGlance | None:
         return None  # the parse will say what is wrong
 
 
-_OWN_TAG_MARK = b"tag=" + OWN_TO_TAG_PREFIX.encode()  # as `build_response` writes our To tag
+_OWN_TAG_MARK: Final = b"tag=" + OWN_TO_TAG_PREFIX.encode()  # as `build_response` writes our To tag
 
 
 class AckGlance(NamedTuple):
@@ -260,10 +260,10 @@ class TryingGlance(NamedTuple):
     host: str
 
 
-TRYING = b"SIP/2.0 100 "  # how a 100 Trying's status line starts (RFC 3261 7.2)
+TRYING: Final = b"SIP/2.0 100 "  # how a 100 Trying's status line starts (RFC 3261 7.2)
 # The Via, CSeq and Content-Length lines of a header block whose lines are CRLF-separated
 # (RFC 3261 7.3.1: any case, compact forms, blanks before the colon).
-_TRYING_LINES = re.compile(
+_TRYING_LINES: Final = re.compile(
     rb"\r\n(via|v|cseq|content-length|l)[ \t]*:[ \t]*([^\r\n]*)", re.IGNORECASE
 )
 
@@ -436,7 +436,7 @@ def _rfc3261_key(top_via: bytes) -> tuple[str, str, str] | None:
     return (branch, via.sent_by, "INVITE")
 
 
-_FROM_TAG = re.compile(rb";\s*tag\s*=\s*([^;>\s,]+)", re.IGNORECASE)
+_FROM_TAG: Final = re.compile(rb";\s*tag\s*=\s*([^;>\s,]+)", re.IGNORECASE)
 
 
 def _from_tag(value: bytes) -> str | None:
