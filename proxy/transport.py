@@ -201,6 +201,7 @@ class TcpConnection(asyncio.Protocol):
         self.counters: Counter[str] = Counter() if counters is None else counters
         self.transport: asyncio.Transport | None = None
         self.peer: tuple[str, int] = ("", 0)
+        self._source = Source(self.transport_name, "", 0, connection_id, dialled)  # (peer)
         self._idle: asyncio.TimerHandle | None = None
         self._deadline: asyncio.TimerHandle | None = None
         self.closed = asyncio.get_running_loop().create_future()
@@ -222,6 +223,8 @@ class TcpConnection(asyncio.Protocol):
             transport.close()
             return
         self.peer = (str(peer[0]), int(peer[1]))
+        # What each of its messages says it came from: made once, not once per read.
+        self._source = Source(self.transport_name, *self.peer, self.id, self.dialled)
         sock = transport.get_extra_info("socket")
         self._fileno = sock.fileno() if sock is not None else -1
         transport.set_write_buffer_limits(high=self.limits.max_write_buffer)  # type: ignore[attr-defined]
@@ -270,7 +273,7 @@ class TcpConnection(asyncio.Protocol):
         with reading paused, until the next turn."""
         self._continuing = False
         frames = self._frames
-        source = Source(self.transport_name, self.peer[0], self.peer[1], self.id, self.dialled)
+        source = self._source
         for _ in range(min(len(frames), FRAMES_PER_TURN)):
             frame = frames.popleft()
             size = len(frame.data)
