@@ -54,14 +54,14 @@ METHODS = st.sampled_from(
 )
 URIS = st.sampled_from(
     ["sip:a@b", "sip:+44@10.0.0.1:5060;user=phone", "<sip:a@b>", "sip:a\tb", "", "tel:+1",
-     "sip:a@b ", "sip:ä@b", "sip:a@b>"]
+     "sip:a@b ", "sip:ä@b", "sip:a@b>", "sip:a\rb", "sip:a\xa0b", "sip:a\x85b", "sip:a\x0bb"]
 )  # fmt: skip
 VERSIONS = st.sampled_from(
     ["SIP/2.0", "SIP/3.0", "sip/2.0", "SIP/2.0 ", "SIP/2.0\r", "SIP/2.0x", "SIP/2", "SIP/2.0 x"]
 )
 SEPARATORS = st.sampled_from([" ", " ", " ", "  ", "\t"])
 CODES = st.sampled_from(["200", "100", "486", "699", "099", "700", "2x0", "²00", "20", "2000"])
-REASONS = st.sampled_from(["OK", "", "Busy Here", " two  spaces", "tab\there", "é"])
+REASONS = st.sampled_from(["OK", "", "Busy Here", " two  spaces", "tab\there", "é", "a\rb", "\xa0"])
 
 
 @st.composite
@@ -70,9 +70,8 @@ def start_lines(draw: st.DrawFn) -> str:
         sip = draw(st.sampled_from(["SIP/2.0", "SIP/2.0", "sip/2.0", "SIP/2.1", "SIP/2.0 "]))
         tail = draw(st.sampled_from([" ", " ", ""])) + draw(REASONS)
         return sip + draw(SEPARATORS) + draw(CODES) + tail
-    return (
-        draw(METHODS) + draw(SEPARATORS) + draw(URIS) + draw(SEPARATORS) + draw(VERSIONS)
-    ).strip("\r")
+    line = draw(METHODS) + draw(SEPARATORS) + draw(URIS) + draw(SEPARATORS) + draw(VERSIONS)
+    return line.rstrip("\r")  # a CR at the end would make the block's line ending CRCRLF
 
 
 @SETTINGS
