@@ -201,7 +201,8 @@ class TcpConnection(asyncio.Protocol):
         self.counters: Counter[str] = Counter() if counters is None else counters
         self.transport: asyncio.Transport | None = None
         self.peer: tuple[str, int] = ("", 0)
-        self._source = Source(self.transport_name, "", 0, connection_id, dialled)  # (peer)
+        # What its messages say they came from; the peer's address is put in once connected.
+        self._source = Source(self.transport_name, "", 0, connection_id, dialled)
         self._idle: asyncio.TimerHandle | None = None
         self._deadline: asyncio.TimerHandle | None = None
         self.closed = asyncio.get_running_loop().create_future()
@@ -223,7 +224,7 @@ class TcpConnection(asyncio.Protocol):
             transport.close()
             return
         self.peer = (str(peer[0]), int(peer[1]))
-        # What each of its messages says it came from: made once, not once per read.
+        # Made once, not once per read.
         self._source = Source(self.transport_name, *self.peer, self.id, self.dialled)
         sock = transport.get_extra_info("socket")
         self._fileno = sock.fileno() if sock is not None else -1

@@ -339,8 +339,8 @@ def _crlf_layout(text: str, position: int) -> Layout | None:
     breaks = 1  # the start line's
     while position < stop:
         line_end = text.find("\n", position)  # never -1: `text` ends with a line ending
-        if text[line_end - 1] != "\r" or line_end == position:
-            return None  # a bare LF
+        if text[line_end - 1] != "\r":
+            return None  # a bare LF (an empty line too: the LF before it is one)
         breaks += 1
         lead = text[position]
         if lead == " " or lead == "\t":

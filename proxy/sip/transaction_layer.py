@@ -70,7 +70,7 @@ DEFAULT_FAILOVER_STATUSES: Final = frozenset((408, 500, 502, 503, 504))
 # The timer queue holds letters (str), not Timer members: an entry of atoms only is untracked by
 # the garbage collector, one holding an Enum member never is.
 _TIMER_OF: Final = {timer.value: timer for timer in Timer}
-# a dict look-up: Enum.value is Python code
+# Timer -> letter by a dict look-up: Enum.value is Python code.
 _LETTER: Final = {timer: timer.value for timer in Timer}
 # The timers a live client transaction may have armed, by kind (RFC 3261 17.1.1, 17.1.2; C:
 # 16.6 step 11): cancelling only these, not every client letter, builds half the keys.
