@@ -8,15 +8,15 @@ from __future__ import annotations
 import bisect
 import logging
 from array import array
-from collections.abc import Iterable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from proxy import logs
 from proxy.log_summary import AUDIT_EVENT
-from proxy.sip.addresses import Source
+from proxy.sip.addresses import Source, Target
 from proxy.sip.counters import Counts
 from proxy.sip.events import (
     Answered,
@@ -33,6 +33,7 @@ from proxy.sip.events import (
     TrunkStateChanged,
 )
 
+K = TypeVar("K")
 core_log = logging.getLogger("callerid_proxy.core")
 transactions_log = logging.getLogger("callerid_proxy.transactions")
 AUDIT_LINE = "call-id=%s user=%s destination=%s shown=%s step=%s privacy=%s reason=%r rules=%s"
@@ -99,8 +100,10 @@ class EventMetrics(Collector):
 
     def __init__(self) -> None:
         self.decisions: Counts[str] = Counts()  # by resolution step
-        self.requests: Counts[tuple[str, str, str]] = Counts()  # side, next hop, method
-        self.responses: Counts[tuple[str, str, str]] = Counts()  # method, class, from hop
+        # Per message: keyed by the event's own values (a hop's Target, a status class as a
+        # number); their labels are formatted at scrape time, not per message.
+        self.requests: Counts[tuple[str, Target, str]] = Counts()  # side, next hop, method
+        self.responses: Counts[tuple[str, int, Target]] = Counts()  # method, class, from hop
         self.failovers: Counts[tuple[str, str]] = Counts()
         self.dropped: Counts[str] = Counts()
         self.refused: Counts[str] = Counts()
@@ -114,14 +117,14 @@ class EventMetrics(Collector):
 
     def observe(self, event: Event) -> None:
         if isinstance(event, ResponseRelayed):
-            self.responses[(event.method, f"{event.status // 100}xx", event.hop.hostport())] += 1
+            self.responses.add((event.method, event.status // 100, event.hop))
             if event.method == "INVITE":
                 if event.first:
                     self.first_response.observe(event.since_request)
                 if event.status >= 200:
                     self.final_response.observe(event.since_request)
         elif isinstance(event, Forwarded):
-            self.requests[(event.side, event.destination.hostport(), event.method)] += 1
+            self.requests.add((event.side, event.destination, event.method))
         elif isinstance(event, CallerIdDecided):
             self.decisions[decision_step(event.step or event.reason)] += 1
         elif isinstance(event, Dropped):
@@ -153,12 +156,14 @@ class EventMetrics(Collector):
         )
         yield _counter(
             "callerid_proxy_requests", "Requests forwarded statefully, by side and next hop",
-            ["side", "destination", "method"], self.requests,
+            ["side", "destination", "method"],
+            _relabelled(self.requests, lambda key: (key[0], key[1].hostport(), key[2])),
         )
         yield _counter(
             "callerid_proxy_responses",
             "Responses relayed along transactions, by class and the hop (trunk) that sent them",
-            ["method", "class", "hop"], self.responses,
+            ["method", "class", "hop"],
+            _relabelled(self.responses, lambda key: (key[0], f"{key[1]}xx", key[2].hostport())),
         )
         yield _counter(
             "callerid_proxy_failovers", "Failovers to the next trunk", ["from", "to"],
@@ -203,6 +208,17 @@ def _counter(
     for key, count in sorted(counts.items()):
         family.add_metric(list(key) if isinstance(key, tuple) else [key], count)
     return family
+
+
+def _relabelled(
+    counts: Counts[K], labels_of: Callable[[K], tuple[str, ...]]
+) -> Counts[tuple[str, ...]]:
+    """The counts by their labels (at scrape time): keys that print the same add up (two hops
+    that differ only in transport show one `host:port`)."""
+    relabelled: Counts[tuple[str, ...]] = Counts()
+    for key, count in counts.items():
+        relabelled[labels_of(key)] += count
+    return relabelled
 
 
 def decision_step(step: str) -> str:

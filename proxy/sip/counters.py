@@ -6,7 +6,8 @@ pool allocated during the flood and pins its whole 1 MiB arena long after the fl
 are gone. Here the values live in an `array('q')` (machine integers, no object per value): an
 increment only makes a temporary int, freed at once. The API is the part of Counter the code
 uses: `counts[name] += 1` (a missing name reads 0 and is not added by the read), `get` (0 by
-default), `in`, iteration, `len`, `keys`/`values`/`items` and `dict(counts)`.
+default), `in`, iteration, `len`, `keys`/`values`/`items` and `dict(counts)`; and `add`, the
+increment in one lookup.
 """
 
 from __future__ import annotations
@@ -41,6 +42,14 @@ class Counts(Generic[K]):
                 self._values.extend(array("q", bytes(8 * slot)))  # doubled: rare, amortised
             self._index[name] = slot
         self._values[slot] = value
+
+    def add(self, name: K, amount: int = 1) -> None:
+        """`counts[name] += amount` with one lookup instead of two (a count bumped per message)."""
+        slot = self._index.get(name)
+        if slot is None:
+            self[name] = amount
+        else:
+            self._values[slot] += amount
 
     def get(self, name: K, default: int = 0) -> int:
         slot = self._index.get(name)

@@ -31,6 +31,20 @@ def test_counts_read_and_write_like_a_counter(steps: list[tuple[str, int]]) -> N
     assert counts == dict(expected)
 
 
+@given(st.lists(st.tuples(NAMES, st.integers(min_value=0, max_value=2**40)), max_size=40))
+def test_add_is_an_increment(steps: list[tuple[str, int]]) -> None:
+    added: Counts[str] = Counts()
+    incremented: Counts[str] = Counts()
+    for name, step in steps:
+        added.add(name, step)
+        incremented[name] += step
+    assert added.items() == incremented.items()  # the same counts, in the same order
+    ones: Counts[str] = Counts()
+    for name, _ in steps:
+        ones.add(name)
+    assert dict(ones) == dict(Counter(name for name, _ in steps))
+
+
 @pytest.mark.parametrize(
     ("read", "expected"),
     [
