@@ -33,6 +33,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from proxy.loop_health import next_beat
+
 log = logging.getLogger("callerid_proxy.gc")
 
 GENERATIONS = (0, 1, 2)
@@ -99,7 +101,9 @@ class GcPacer:
         return generation
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._handle = loop.call_later(self.interval, self._run, loop, context=self._context)
+        # on the beat the overload check keeps too (proxy/loop_health.py): one idle wakeup
+        deadline = next_beat(loop.time(), self.interval)
+        self._handle = loop.call_at(deadline, self._run, loop, context=self._context)
 
     def stop(self) -> None:
         if self._handle is not None:

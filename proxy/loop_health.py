@@ -5,16 +5,28 @@ a loop stalled for seconds (a blocking call, a GC pause, a CPU-starved host) sho
 even though the handler eventually gets to answer.
 
 The proxy server does not `start()` its ticker: its overload check, already periodic, calls
-`tick()` every TICK_INTERVAL (one loop timer instead of two).
+`tick()` every TICK_INTERVAL (one loop timer instead of two). The check and the GC pacer keep
+the same beat (`next_beat`), so an idle loop wakes once for both.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 from array import array
 from collections.abc import Callable
 
 TICK_INTERVAL = 0.25
+
+
+def next_beat(now: float, interval: float) -> float:
+    """The first multiple of `interval` on the loop's clock at least half an interval after
+    `now` (so between 0.5 and 1.5 intervals away, one on average): periodic jobs with the same
+    interval (the overload check, the GC pacer) scheduled on it run in one wakeup of an idle
+    loop instead of one each, wherever each started. The half interval keeps a job that ran
+    late from running again at once: the overload check after a stall then still comes an
+    interval or so later, as it did when scheduled an interval after each run."""
+    return (math.floor((now + interval / 2) / interval) + 1.0) * interval
 STALE_AFTER = 2.0  # seconds without a tick: the loop is not responsive
 
 

@@ -22,7 +22,7 @@ from proxy.active_rules import ActiveRules, ReloadOutcome
 from proxy.admin import AdminServer
 from proxy.dns import TrunkResolver
 from proxy.gc_monitor import GcMonitor
-from proxy.loop_health import TICK_INTERVAL, LoopTicker
+from proxy.loop_health import TICK_INTERVAL, LoopTicker, next_beat
 from proxy.memory_trim import MemoryTrimmer
 from proxy.metrics import EventLog, EventMetrics
 from proxy.overload import OverloadDetector, OverloadLimits, Sample
@@ -459,18 +459,18 @@ class ProxyServer:
                 if not batch:
                     break
                 for outgoing in batch:
-                    self._send_one(outgoing)
+                    try:
+                        self._send(outgoing)
+                    except (OSError, ValueError) as error:  # ValueError: uvloop, non-IP address
+                        self._send_failed(outgoing, error)
         finally:
             self._flushing = False
         self._handle_events()
         self._arm_timer()
 
-    def _send_one(self, outgoing: Outgoing) -> None:
-        try:
-            self._send(outgoing)
-        except (OSError, ValueError) as error:  # ValueError: uvloop on a non-IP address
-            log.warning("send to %s failed: %s", outgoing.target.hostport(), error)
-            self.core.transport_failed(outgoing.target, self._loop.time())
+    def _send_failed(self, outgoing: Outgoing, error: Exception) -> None:
+        log.warning("send to %s failed: %s", outgoing.target.hostport(), error)
+        self.core.transport_failed(outgoing.target, self._loop.time())
 
     def on_unreachable(self, target: Target) -> None:
         """ICMP said nobody listens at `target` (proxy/udp_errors.py): its pending requests
@@ -497,10 +497,13 @@ class ProxyServer:
         return self._lag[_LAG]
 
     def _schedule_lag_check(self) -> None:
-        interval, lag = self.settings.lag_interval, self._lag
+        lag = self._lag
         lag[_LAG_STARTED] = self._loop.time()
-        lag[_LAG_EXPECTED] = lag[_LAG_STARTED] + interval
-        self._lag_handle = self._loop.call_later(interval, self._check_lag, context=self._context)
+        # on the beat the GC pacer keeps too: one wakeup of an idle loop for both
+        lag[_LAG_EXPECTED] = next_beat(lag[_LAG_STARTED], self.settings.lag_interval)
+        self._lag_handle = self._loop.call_at(
+            lag[_LAG_EXPECTED], self._check_lag, context=self._context
+        )
 
     def _check_lag(self) -> None:
         """The one periodic check of the loop (also the health tick): how late it runs, the
@@ -524,9 +527,10 @@ class ProxyServer:
         detector = self.overload
         if detector.sample(sample):
             self._overload_changed()
-        for _, endpoint in self._udp:
-            endpoint.probe(now)
-        self._decide_read_ahead(now)
+        queued = self._kernel_queues()
+        for (_, endpoint), queued_bytes in zip(self._udp, queued, strict=True):
+            endpoint.probe_unless_idle(now, queued_bytes)
+        self._decide_read_ahead(now, queued)
         if now - self.ticker.last_tick >= TICK_INTERVAL:
             self.ticker.tick(now)
         self._event_log.flush()  # the audit lines since the last check, in one write
@@ -567,11 +571,16 @@ class ProxyServer:
                         "INVITEs", detector.delay * 1e3, self.loop_lag * 1e3,
                         detector.busy_smoothed * 100)  # fmt: skip
 
-    def _decide_read_ahead(self, now: float) -> None:
-        """Read ahead (proxy/read_ahead.py) while shedding or while a kernel queue builds, and
-        READ_AHEAD_HOLD seconds more; otherwise every datagram is handled as it is read."""
+    def _kernel_queues(self) -> list[int]:
+        """Bytes in each UDP socket's kernel receive queue now (in `self._udp`'s order)."""
+        return [endpoint.kernel_queue_bytes() for _, endpoint in self._udp]
+
+    def _decide_read_ahead(self, now: float, kernel_queues: list[int]) -> None:
+        """Read ahead (proxy/read_ahead.py) while shedding or while a kernel queue builds
+        (`kernel_queues`, read once per check), and READ_AHEAD_HOLD seconds more; otherwise
+        every datagram is handled as it is read."""
         building = len(self._waiting) >= READ_AHEAD_BATCH or any(
-            e.kernel_queue_bytes() >= READ_AHEAD_BYTES for _, e in self._udp
+            queued >= READ_AHEAD_BYTES for queued in kernel_queues
         )
         if building or self.overload.overloaded:
             self._lag[_READ_AHEAD_UNTIL] = now + READ_AHEAD_HOLD  # unboxed: see `_lag`

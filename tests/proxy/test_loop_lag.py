@@ -8,18 +8,30 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
+from proxy.gc_monitor import GcPacer
+from proxy.loop_health import next_beat
 from proxy.server import ServerSettings
 from proxy.sip.addresses import Source
 from proxy.sip.core import ProxyCore
 from tests.proxy.example_server import example_server
 
 
-async def _lag_and_recover(tmp_path: Path) -> list[bool]:
+async def _lag_and_recover(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     settings = ServerSettings(
         listen=(("127.0.0.1", 5060),), pid_file=tmp_path / "p.pid", max_loop_lag=0.1,
         lag_interval=0.02,
     )
     server = example_server(settings)
+    lags: list[float] = []  # what each check measured (the next one, on the beat, may be soon)
+    check = server._check_lag
+
+    def recording_check() -> None:
+        check()
+        lags.append(server.loop_lag)
+
+    monkeypatch.setattr(server, "_check_lag", recording_check)
     seen = [server.core.overloaded]
     server._schedule_lag_check()
     await asyncio.sleep(0.05)
@@ -29,15 +41,17 @@ async def _lag_and_recover(tmp_path: Path) -> list[bool]:
     time.sleep(0.3)  # stalled again at the next check: overloaded
     await asyncio.sleep(0.01)
     seen.append(server.core.overloaded)
-    assert server.status()["loop_lag"] > 0.1
+    assert max(lags) > 0.1
     await asyncio.sleep(0.2)  # checks on time again
     seen.append(server.core.overloaded)
     await server.stop()
     return seen
 
 
-def test_loop_lag_sets_and_clears_overload(tmp_path: Path) -> None:
-    assert asyncio.run(_lag_and_recover(tmp_path)) == [False, False, True, False]
+def test_loop_lag_sets_and_clears_overload(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert asyncio.run(_lag_and_recover(tmp_path, monkeypatch)) == [False, False, True, False]
 
 
 class SlowReceive:
@@ -92,3 +106,48 @@ async def _busy_and_recover(tmp_path: Path) -> list[bool]:
 
 def test_a_loop_busy_all_the_time_sheds_though_never_late(tmp_path: Path) -> None:
     assert asyncio.run(_busy_and_recover(tmp_path)) == [False, True, False]
+
+
+@pytest.mark.parametrize(
+    ("now", "interval", "beat"),
+    [
+        (0.0, 0.05, 0.05),
+        (0.01, 0.05, 0.05),
+        (0.024, 0.05, 0.05),
+        (0.026, 0.05, 0.1),  # under half an interval to the next beat: the one after
+        (0.07, 0.05, 0.1),
+        (0.05, 0.05, 0.1),  # a job run on its beat: the next beat
+        (123.456, 0.25, 123.75),
+        (7.999, 2.0, 10.0),
+    ],
+)
+def test_next_beat(now: float, interval: float, beat: float) -> None:
+    assert next_beat(now, interval) == pytest.approx(beat)
+    assert interval / 2 <= next_beat(now, interval) - now < 1.5 * interval + 1e-9
+
+
+async def _deadlines(tmp_path: Path) -> tuple[float, float, float, float]:
+    settings = ServerSettings(listen=(("127.0.0.1", 5060),), pid_file=tmp_path / "p.pid")
+    server = example_server(settings)
+    pacer = GcPacer(interval=settings.lag_interval)
+    loop = asyncio.get_running_loop()
+    server._schedule_lag_check()
+    await asyncio.sleep(0.013)  # started at another moment than the check
+    pacer.start(loop)
+    try:
+        assert server._lag_handle is not None and pacer._handle is not None
+        first = (server._lag_handle.when(), pacer._handle.when())
+        await asyncio.sleep(0.12)  # both ran twice or so, each rescheduling itself
+        assert server._lag_handle is not None and pacer._handle is not None
+        return (*first, server._lag_handle.when(), pacer._handle.when())
+    finally:
+        pacer.stop()
+        await server.stop()
+
+
+def test_the_overload_check_and_the_gc_pacer_share_one_wakeup(tmp_path: Path) -> None:
+    check, pacer, check_later, pacer_later = asyncio.run(_deadlines(tmp_path))
+    # started at different moments, they first wait for beats at most one apart...
+    assert abs(check - pacer) == pytest.approx(0.0) or abs(check - pacer) == pytest.approx(0.05)
+    # ...and once each has run, they keep the same one: an idle loop wakes once for both
+    assert check_later == pacer_later > max(check, pacer)

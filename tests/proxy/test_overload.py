@@ -189,6 +189,65 @@ def test_a_probe_comes_back_through_the_socket_and_is_never_a_message() -> None:
     assert len(messages) == 1 and messages[0].endswith(bytes(8))  # the forged one, as data
 
 
+async def _idle_and_busy_checks() -> list[tuple[list[float], int]]:
+    """Three overload checks in a row on a real socket: idle, after a datagram, idle again;
+    what each left: (sojourns taken, datagrams the sink got)."""
+    loop = asyncio.get_running_loop()
+    sink = Sink()
+    transport, endpoint = await loop.create_datagram_endpoint(
+        lambda: UdpEndpoint(sink), local_addr=("127.0.0.1", 0)
+    )
+    peer, _ = await loop.create_datagram_endpoint(
+        asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0)
+    )
+    seen: list[tuple[list[float], int]] = []
+
+    async def check() -> None:
+        endpoint.probe_unless_idle(loop.time(), endpoint.kernel_queue_bytes())
+        for _ in range(100):  # a probe sent comes back; an idle check sends none
+            await asyncio.sleep(0.01)
+            if endpoint.sojourns and endpoint.oldest_probe_age(loop.time()) == 0.0:
+                break
+        seen.append((endpoint.take_sojourns(), len(sink.messages)))
+
+    try:
+        await check()
+        peer.sendto(b"OPTIONS sip:x SIP/2.0\r\n\r\n", transport.get_extra_info("sockname"))
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if sink.messages:
+                break
+        await check()
+        await check()
+        return seen
+    finally:
+        peer.close()
+        transport.close()
+
+
+def test_an_idle_socket_is_not_probed_and_reads_as_an_empty_queue() -> None:
+    idle, busy, idle_again = asyncio.run(_idle_and_busy_checks())
+    assert idle == ([0.0], 0)  # no probe sent: a sojourn of 0 for the empty queue
+    (sojourn,), messages = busy  # a datagram was read since: a real probe, back
+    assert 0.0 <= sojourn < 1.0 and messages == 1
+    assert idle_again == ([0.0], 1)  # the probe itself is not traffic
+
+
+def test_an_unread_kernel_queue_is_probed_even_with_nothing_read() -> None:
+    async def probed() -> bool:
+        loop = asyncio.get_running_loop()
+        transport, endpoint = await loop.create_datagram_endpoint(
+            lambda: UdpEndpoint(Sink()), local_addr=("127.0.0.1", 0)
+        )
+        try:
+            endpoint.probe_unless_idle(loop.time(), queued_bytes=4096)
+            return endpoint.oldest_probe_age(loop.time() + 1.0) > 0.0 and not endpoint.sojourns
+        finally:
+            transport.close()
+
+    assert asyncio.run(probed())
+
+
 # ------------------------------------------------------------------ a share, in the server
 async def _half_shed(directory: Path) -> tuple[int, int]:
     server, transport = make_server(directory)

@@ -275,7 +275,7 @@ async def _read_ahead_follows_the_kernel_queue(directory: Path) -> list[bool]:
     for now, depth in ((0.0, 0), (0.05, READ_AHEAD_BYTES), (0.5, 0),
                        (0.05 + READ_AHEAD_HOLD + 0.01, 0)):  # fmt: skip
         endpoint.depth = depth
-        server._decide_read_ahead(now)
+        server._decide_read_ahead(now, server._kernel_queues())
         seen.append(server._read_ahead)
     return seen
 
