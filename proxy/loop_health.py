@@ -17,6 +17,7 @@ from array import array
 from collections.abc import Callable
 
 TICK_INTERVAL = 0.25
+STALE_AFTER = 2.0  # seconds without a tick: the loop is not responsive
 
 
 def next_beat(now: float, interval: float) -> float:
@@ -24,10 +25,10 @@ def next_beat(now: float, interval: float) -> float:
     `now` (so between 0.5 and 1.5 intervals away, one on average): periodic jobs with the same
     interval (the overload check, the GC pacer) scheduled on it run in one wakeup of an idle
     loop instead of one each, wherever each started. The half interval keeps a job that ran
-    late from running again at once: the overload check after a stall then still comes an
-    interval or so later, as it did when scheduled an interval after each run."""
+    late from running again at once: the overload check after a stall still comes at least
+    half an interval later (it came a whole one later when scheduled an interval after each
+    run)."""
     return (math.floor((now + interval / 2) / interval) + 1.0) * interval
-STALE_AFTER = 2.0  # seconds without a tick: the loop is not responsive
 
 
 class LoopTicker:

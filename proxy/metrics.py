@@ -101,7 +101,8 @@ class EventMetrics(Collector):
     def __init__(self) -> None:
         self.decisions: Counts[str] = Counts()  # by resolution step
         # Per message: keyed by the event's own values (a hop's Target, a status class as a
-        # number); their labels are formatted at scrape time, not per message.
+        # number); their labels are formatted at scrape time, not per message. A key first
+        # seen keeps its Target (a few small objects, as the label string kept before).
         self.requests: Counts[tuple[str, Target, str]] = Counts()  # side, next hop, method
         self.responses: Counts[tuple[str, int, Target]] = Counts()  # method, class, from hop
         self.failovers: Counts[tuple[str, str]] = Counts()

@@ -21,7 +21,7 @@ from proxy import CORE_BUILD, control, logs
 from proxy.active_rules import ActiveRules, ReloadOutcome
 from proxy.admin import AdminServer
 from proxy.dns import TrunkResolver
-from proxy.gc_monitor import GcMonitor
+from proxy.gc_monitor import PACE_S, GcMonitor
 from proxy.loop_health import TICK_INTERVAL, LoopTicker, next_beat
 from proxy.memory_trim import MemoryTrimmer
 from proxy.metrics import EventLog, EventMetrics
@@ -56,7 +56,7 @@ class ServerSettings:
     # Queueing delay (seconds: the loop's lateness, a UDP probe's sojourn, TCP bytes waiting)
     # over this, sustained and growing, sheds new INVITEs with 503 (proxy/overload.py).
     max_loop_lag: float = 0.1
-    lag_interval: float = 0.05
+    lag_interval: float = PACE_S  # the GC pacer's: equal, the two share one wakeup (next_beat)
     # CPU share of the loop's thread, smoothed over `busy_window` seconds, above which new
     # INVITEs are shed (the core runs on one CPU: at 100% every queue only grows).
     max_busy: float = 0.95
@@ -117,6 +117,8 @@ class ProxyServer:
         # The check's figures, re-made at every check and kept until the next, unboxed (issue
         # 7: a float kept so is served from a flood's pymalloc pool and pins its arena).
         self._lag = array("d", [0.0, 0.0, 0.0, self.cpu_clock(), 0.0, 0.0])
+        # messages arrived, and that count at the last overload check (unboxed, as `_lag`)
+        self._arrivals = array("q", [0, 0])
         self.overload = OverloadDetector(OverloadLimits(
             settings.max_loop_lag, settings.max_busy, settings.overload_sustain,
             settings.busy_window,
@@ -325,6 +327,7 @@ class ProxyServer:
         return self.overload.busy_share
 
     def on_message(self, data: bytes, source: Source) -> None:
+        self._arrivals[0] += 1
         if (self._read_ahead or self._waiting) and source.transport == "udp":
             self._arrived_while_overloaded(data, source)
             return
@@ -337,6 +340,7 @@ class ProxyServer:
         there past `--max-loop-lag`, proxy/dispatch_loop.py): answered at once, as a shed
         INVITE read ahead is. The core still judges it: an outsider's is refused as always, and
         the retransmission of an INVITE admitted earlier gets its transaction's answer."""
+        self._arrivals[0] += 1
         self.core.set_overloaded(True)
         self._handle(data, source)
         self.core.set_overloaded(self._all_shed)
@@ -528,8 +532,11 @@ class ProxyServer:
         if detector.sample(sample):
             self._overload_changed()
         queued = self._kernel_queues()
+        arrivals = self._arrivals
+        idle = arrivals[0] == arrivals[1]
+        arrivals[1] = arrivals[0]
         for (_, endpoint), queued_bytes in zip(self._udp, queued, strict=True):
-            endpoint.probe_unless_idle(now, queued_bytes)
+            endpoint.probe_unless_idle(now, queued_bytes, idle=idle)
         self._decide_read_ahead(now, queued)
         if now - self.ticker.last_tick >= TICK_INTERVAL:
             self.ticker.tick(now)

@@ -67,8 +67,6 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._meminfo_missing = False
         self._sources: dict[tuple[str | int, ...], Source] = {}  # peer address -> its Source
-        self.received = 0  # datagrams handed on (probes not counted)
-        self._received_at_check = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's UDP transport does not subclass asyncio.DatagramTransport; same interface.
@@ -84,7 +82,6 @@ class UdpEndpoint(asyncio.DatagramProtocol):
         if len(data) == self._probe_size and data.startswith(self._token):
             self._probe_back(data)
             return
-        self.received += 1
         source = self._sources.get(addr)
         if source is None:
             source = self._source_of(addr)
@@ -111,14 +108,13 @@ class UdpEndpoint(asyncio.DatagramProtocol):
             return
         self._outstanding.append(now)
 
-    def probe_unless_idle(self, now: float, queued_bytes: int) -> None:
-        """The overload check's probe, unless the socket was idle: nothing read since the last
-        check and nothing waiting in the kernel now (`queued_bytes`). A probe then would only
-        measure an empty queue, so its sojourn is taken as 0 without a datagram sent, read
-        and woken up for (two of the three wakeups an idle proxy had per check)."""
-        idle = self.received == self._received_at_check and queued_bytes == 0
-        self._received_at_check = self.received
-        if idle and not self._outstanding:
+    def probe_unless_idle(self, now: float, queued_bytes: int, *, idle: bool) -> None:
+        """The overload check's probe, unless the proxy was `idle` (no message arrived since
+        the last check, by any path: this socket, another one, a `--workers` inbox) and
+        nothing waits here: none in the kernel (`queued_bytes`), no probe still out. A probe
+        then would only measure an empty queue, so its sojourn is taken as 0, without a
+        datagram sent, read and woken up for."""
+        if idle and queued_bytes == 0 and not self._outstanding:
             self.sojourns.append(0.0)
             return
         self.probe(now)

@@ -89,6 +89,35 @@ def test_nothing_is_formatted_when_the_level_is_off(caplog: pytest.LogCaptureFix
     assert caplog.records == []
 
 
+def test_hops_that_print_the_same_add_up_to_one_labelled_count() -> None:
+    # counted per message by the Target itself; labelled `host:port` at scrape time, where a
+    # hop over UDP and over TCP, or by name and by address, is one label: one summed line
+    metrics = EventMetrics()
+    named = Target("udp", "127.0.0.1", 5080, "trunk.example.com")
+    over_tcp = Target("tcp", "127.0.0.1", 5080)
+    v6 = Target("udp", "2001:db8::1", 5080)
+    for hop in (TRUNK, named, over_tcp, over_tcp, v6):
+        metrics.observe(Forwarded("INVITE", hop, "trunk"))
+        metrics.observe(ResponseRelayed("INVITE", 183, hop, 0.01, True))
+    metrics.observe(ResponseRelayed("BYE", 603, TRUNK, 0.01, True))
+    registry = CollectorRegistry()
+    registry.register(metrics)
+    lines = [
+        line for line in generate_latest(registry).decode().splitlines()
+        if line.startswith(("callerid_proxy_requests_total", "callerid_proxy_responses_total"))
+    ]  # fmt: skip
+    assert lines == [
+        'callerid_proxy_requests_total{destination="127.0.0.1:5080",method="INVITE",'
+        'side="trunk"} 4.0',
+        'callerid_proxy_requests_total{destination="[2001:db8::1]:5080",method="INVITE",'
+        'side="trunk"} 1.0',
+        'callerid_proxy_responses_total{class="6xx",hop="127.0.0.1:5080",method="BYE"} 1.0',
+        'callerid_proxy_responses_total{class="1xx",hop="127.0.0.1:5080",method="INVITE"} 4.0',
+        'callerid_proxy_responses_total{class="1xx",hop="[2001:db8::1]:5080",method="INVITE"} '
+        "1.0",
+    ]
+
+
 def test_metrics_count_each_event_by_its_labels() -> None:
     metrics = EventMetrics()
     for event in EVENTS:

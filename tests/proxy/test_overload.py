@@ -15,6 +15,7 @@ from typing import Any
 from bench.bench_calls import PBX, invite
 from bench.bench_glue import make_server
 from proxy.overload import OverloadDetector, OverloadLimits, Sample
+from proxy.server import ProxyServer
 from proxy.transport import UdpEndpoint
 from tests.proxy.recording_sink import Sink
 
@@ -189,63 +190,87 @@ def test_a_probe_comes_back_through_the_socket_and_is_never_a_message() -> None:
     assert len(messages) == 1 and messages[0].endswith(bytes(8))  # the forged one, as data
 
 
-async def _idle_and_busy_checks() -> list[tuple[list[float], int]]:
-    """Three overload checks in a row on a real socket: idle, after a datagram, idle again;
-    what each left: (sojourns taken, datagrams the sink got)."""
+async def _checks_on_a_socket(
+    checks: list[tuple[bool, int]], lost_probe: bool = False
+) -> list[list[float]]:
+    """Overload checks in a row on a real socket, each (idle, queued bytes) as the server would
+    pass them; the sojourns each left once its probe, if any, came back. `lost_probe`: one
+    probe is out and will never come back (lost in a flood) before the first check."""
     loop = asyncio.get_running_loop()
-    sink = Sink()
     transport, endpoint = await loop.create_datagram_endpoint(
-        lambda: UdpEndpoint(sink), local_addr=("127.0.0.1", 0)
+        lambda: UdpEndpoint(Sink()), local_addr=("127.0.0.1", 0)
     )
-    peer, _ = await loop.create_datagram_endpoint(
-        asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0)
-    )
-    seen: list[tuple[list[float], int]] = []
-
-    async def check() -> None:
-        endpoint.probe_unless_idle(loop.time(), endpoint.kernel_queue_bytes())
-        for _ in range(100):  # a probe sent comes back; an idle check sends none
-            await asyncio.sleep(0.01)
-            if endpoint.sojourns and endpoint.oldest_probe_age(loop.time()) == 0.0:
-                break
-        seen.append((endpoint.take_sojourns(), len(sink.messages)))
-
+    if lost_probe:
+        endpoint._outstanding.append(loop.time() - 1.0)
+    seen: list[list[float]] = []
     try:
-        await check()
-        peer.sendto(b"OPTIONS sip:x SIP/2.0\r\n\r\n", transport.get_extra_info("sockname"))
-        for _ in range(100):
-            await asyncio.sleep(0.01)
-            if sink.messages:
-                break
-        await check()
-        await check()
+        for idle, queued in checks:
+            endpoint.probe_unless_idle(loop.time(), queued, idle=idle)
+            for _ in range(100):  # a probe sent comes back; an idle check sends none
+                if endpoint.sojourns and endpoint.oldest_probe_age(loop.time()) == 0.0:
+                    break
+                await asyncio.sleep(0.01)
+            seen.append(endpoint.take_sojourns())
+        assert endpoint.oldest_probe_age(loop.time()) == 0.0  # nothing left out
         return seen
     finally:
-        peer.close()
         transport.close()
 
 
-def test_an_idle_socket_is_not_probed_and_reads_as_an_empty_queue() -> None:
-    idle, busy, idle_again = asyncio.run(_idle_and_busy_checks())
-    assert idle == ([0.0], 0)  # no probe sent: a sojourn of 0 for the empty queue
-    (sojourn,), messages = busy  # a datagram was read since: a real probe, back
-    assert 0.0 <= sojourn < 1.0 and messages == 1
-    assert idle_again == ([0.0], 1)  # the probe itself is not traffic
+def _probed(sojourns: list[float]) -> bool:
+    """A real probe's sojourn: measured, never exactly the 0 of a check that sent none."""
+    return len(sojourns) == 1 and 0.0 < sojourns[0] < 1.0
 
 
-def test_an_unread_kernel_queue_is_probed_even_with_nothing_read() -> None:
-    async def probed() -> bool:
-        loop = asyncio.get_running_loop()
-        transport, endpoint = await loop.create_datagram_endpoint(
-            lambda: UdpEndpoint(Sink()), local_addr=("127.0.0.1", 0)
-        )
-        try:
-            endpoint.probe_unless_idle(loop.time(), queued_bytes=4096)
-            return endpoint.oldest_probe_age(loop.time() + 1.0) > 0.0 and not endpoint.sojourns
-        finally:
-            transport.close()
+def test_an_idle_proxy_sends_no_probe_and_reads_an_empty_queue() -> None:
+    idle, busy, idle_again = asyncio.run(_checks_on_a_socket([(True, 0), (False, 0), (True, 0)]))
+    assert idle == [0.0] and idle_again == [0.0]
+    assert _probed(busy)
 
-    assert asyncio.run(probed())
+
+def test_an_unread_kernel_queue_is_probed_even_when_nothing_arrived() -> None:
+    (queued,) = asyncio.run(_checks_on_a_socket([(True, 4096)]))
+    assert _probed(queued)
+
+
+def test_a_probe_lost_in_a_flood_is_cleared_by_the_next_one_even_when_idle() -> None:
+    # the lost probe's age would read as a queue stuck for a second, check after check, until
+    # a later probe comes back and retires it: an idle check still sends that probe
+    (first,) = asyncio.run(_checks_on_a_socket([(True, 0)], lost_probe=True))
+    assert _probed(first)
+
+
+class IdleRecorder(UdpEndpoint):
+    """Records what each overload check told it (`idle`), sends nothing."""
+
+    def __init__(self, sink: ProxyServer) -> None:
+        super().__init__(sink)
+        self.told: list[bool] = []
+
+    def probe_unless_idle(self, now: float, queued_bytes: int, *, idle: bool) -> None:
+        self.told.append(idle)
+
+
+async def _idle_as_the_server_sees_it(directory: Path) -> list[bool]:
+    server, _ = make_server(directory)
+    endpoint = IdleRecorder(server)
+    server._udp = [("127.0.0.1", endpoint)]
+    try:
+        server._check_lag()  # nothing arrived yet
+        server.on_message(invite(1), PBX)  # as a `--workers` inbox hands it: not via the socket
+        server._check_lag()
+        server._check_lag()  # nothing since
+        server.on_shed_by_dispatcher(invite(2), PBX)
+        server._check_lag()
+        return endpoint.told
+    finally:
+        for handle in (server._lag_handle, server._timer):
+            if handle is not None:
+                handle.cancel()
+
+
+def test_a_message_by_any_path_makes_the_next_check_probe(tmp_path: Path) -> None:
+    assert asyncio.run(_idle_as_the_server_sees_it(tmp_path)) == [True, False, True, False]
 
 
 # ------------------------------------------------------------------ a share, in the server
