@@ -466,13 +466,13 @@ class ProxyServer:
                     try:
                         self._send(outgoing)
                     except (OSError, ValueError) as error:  # ValueError: uvloop, non-IP address
-                        self._send_failed(outgoing, error)
+                        self._on_send_error(outgoing, error)
         finally:
             self._flushing = False
         self._handle_events()
         self._arm_timer()
 
-    def _send_failed(self, outgoing: Outgoing, error: Exception) -> None:
+    def _on_send_error(self, outgoing: Outgoing, error: Exception) -> None:
         log.warning("send to %s failed: %s", outgoing.target.hostport(), error)
         self.core.transport_failed(outgoing.target, self._loop.time())
 

@@ -83,7 +83,7 @@ class ResponseBase(FrozenValue):
         if self.tag_seed is None:
             return b""
         call_id, from_value = self.tag_seed
-        tag = own_to_tag(call_id.strip().decode("latin-1"), _from_tag(from_value))
+        tag = own_to_tag(call_id.strip().decode("latin-1"), tag_after_uri(from_value))
         return b";tag=" + tag.encode()
 
     def render(
@@ -120,7 +120,9 @@ def _value(wire: SipMessage, name: str) -> bytes:
     return b"" if header is None else wire.raw[header.value_start : header.value_end]
 
 
-def _from_tag(value: bytes) -> str | None:
+def tag_after_uri(value: bytes) -> str | None:
+    """The tag parameter of a From or To value as sent (after its URI), or None: how our own
+    To tag is seeded, and how the glances (proxy/sip/untrusted.py) read the tags they match."""
     after_uri = value[value.rfind(b">") + 1 :] if b">" in value else value
     found = _FROM_TAG.search(after_uri)
     return found.group(1).decode("latin-1") if found else None

@@ -15,7 +15,13 @@ from typing import Final, NamedTuple
 
 from proxy.sip.errors import BadRequest
 from proxy.sip.grammar import MAGIC_COOKIE, Via, parse_cseq, parse_name_addr, parse_via_value
-from proxy.sip.responses import OWN_TO_TAG_LENGTH, OWN_TO_TAG_PREFIX, SERVER_NAME, own_to_tag
+from proxy.sip.responses import (
+    OWN_TO_TAG_LENGTH,
+    OWN_TO_TAG_PREFIX,
+    SERVER_NAME,
+    own_to_tag,
+    tag_after_uri,
+)
 from proxy.sip.transactions import OUR_BRANCH_PREFIX
 from proxy.sip.values import FrozenValue
 
@@ -436,15 +442,10 @@ def _rfc3261_key(top_via: bytes) -> tuple[str, str, str] | None:
     return (branch, via.sent_by, "INVITE")
 
 
-_FROM_TAG: Final = re.compile(rb";\s*tag\s*=\s*([^;>\s,]+)", re.IGNORECASE)
-
-
 def _from_tag(value: bytes) -> str | None:
     """The From tag as `build_response` reads it (after the URI), once the value parses."""
     parse_name_addr(value.decode("latin-1"))  # a From the parser would refuse: let it refuse
-    after_uri = value[value.rfind(b">") + 1 :] if b">" in value else value
-    found = _FROM_TAG.search(after_uri)
-    return found.group(1).decode("latin-1") if found else None
+    return tag_after_uri(value)
 
 
 def shed_response(seen: ShedGlance, retry_after: int) -> bytes:
