@@ -93,6 +93,7 @@ from proxy.sip.untrusted import (
     short_forbidden,
     trying_glance,
 )
+from proxy.sip.value_memo import ValueMemo
 
 PBX, TRUNK = PBX_SIDE, TRUNK_SIDE
 ROUTABLE_SCHEMES: Final = ("sip", "sips", "tel")
@@ -116,6 +117,7 @@ class ProxyCore:
         self._outbox: list[Outgoing] = []
         self._events: list[Event] = []
         self._dialogs = DialogMemory(config.max_dialogs)
+        self._parsed = ValueMemo()  # From/To/Contact/Via/Route values seen lately, parsed
         self._transactions = TransactionLayer(
             self.counters, config.failover_statuses, config.no_answer_timeout
         )
@@ -141,7 +143,9 @@ class ProxyCore:
         if data.startswith(TRYING) and self._trying_at_a_glance(data, now):
             return  # a 100 Trying to a live client transaction: absorbed (RFC 3261 16.7 step 5)
         try:
-            msg = parse_message(data, datagram=source.transport == "udp", lazy=True)
+            msg = parse_message(
+                data, datagram=source.transport == "udp", lazy=True, memo=self._parsed
+            )
             if msg.wire.method == "INVITE" and self._shed_at_once(msg, source, now):
                 return  # overload: answered 503 from the lazy parse, nothing validated
             if _may_be_forwarded(msg):

@@ -17,11 +17,10 @@ from proxy.sip.grammar import (
     bounded_number,
     check_numeric_fields,
     parse_cseq,
-    parse_name_addr,
-    parse_via_value,
     split_comma_values,
 )
 from proxy.sip.message import SipMessage, split_message, unfold
+from proxy.sip.value_memo import NoMemo, ValueMemo
 
 _REQUEST_LINE: Final = re.compile(rf"(?P<method>{TOKEN}) (?P<uri>[^ \t<>]+) (?P<version>\S+)$")
 _REQUEST_METHOD: Final = re.compile(rf"({TOKEN})[ \t]")
@@ -35,6 +34,7 @@ _USUAL_METHODS: Final = frozenset(
      "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE", "PUBLISH")
 )  # fmt: skip
 _VERSION_SUFFIX: Final = " SIP/2.0"
+NO_MEMO: Final = NoMemo(0)  # stateless: parses every value (messages parsed outside a core)
 
 
 class Message:
@@ -52,6 +52,7 @@ class Message:
         "cseq_method",
         "cseq_number",
         "max_forwards",
+        "memo",
         "top_via",
         "wire",
     )
@@ -64,6 +65,7 @@ class Message:
         cseq_method: str,
         max_forwards: int | None,
         top_via: Via,
+        memo: ValueMemo = NO_MEMO,
     ) -> None:
         self.wire = wire
         self.call_id = call_id
@@ -75,6 +77,8 @@ class Message:
         self._to: NameAddr | None = None
         self._vias: list[Via] | None = None
         self._validated = False
+        # where its values are parsed: the core's memo of values by text (proxy/sip/value_memo.py)
+        self.memo = memo
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Message):
@@ -108,21 +112,21 @@ class Message:
     def from_addr(self) -> NameAddr:
         if self._from is None:
             header = self.wire.one("from")
-            self._from = parse_name_addr(header.value, header.value_start)
+            self._from = self.memo.name_addr(header.value, header.value_start)
         return self._from
 
     @property
     def to_addr(self) -> NameAddr:
         if self._to is None:
             header = self.wire.one("to")
-            self._to = parse_name_addr(header.value, header.value_start)
+            self._to = self.memo.name_addr(header.value, header.value_start)
         return self._to
 
     @property
     def vias(self) -> list[Via]:
         """The whole Via stack, parsed on first use (the top one is always parsed)."""
         if self._vias is None:
-            self._vias = parse_vias(self.wire, self.top_via)
+            self._vias = parse_vias(self.wire, self.top_via, self.memo)
         return self._vias
 
     def validate(self) -> None:
@@ -134,7 +138,7 @@ class Message:
             parsed = (self.from_addr, self.to_addr, self.vias)
             assert parsed[2], "parse_message guarantees a Via"
             for contact in self.wire.get_all("contact"):
-                _validate_contact(contact.value, contact.value_start)
+                _validate_contact(contact.value, contact.value_start, self.memo)
             check_numeric_fields(self.wire)
         except SipError as error:
             error.wire = self.wire
@@ -142,14 +146,17 @@ class Message:
         self._validated = True
 
 
-def parse_message(data: bytes, *, datagram: bool, lazy: bool = False) -> Message:
+def parse_message(
+    data: bytes, *, datagram: bool, lazy: bool = False, memo: ValueMemo = NO_MEMO
+) -> Message:
     """Parse one message. Over UDP the body is what Content-Length says (RFC 3261 18.3).
-    `lazy`: only what every message needs is checked now; call `validate()` before forwarding."""
+    `lazy`: only what every message needs is checked now; call `validate()` before forwarding.
+    `memo`: where From, To, Contact and Via values parsed before are found again (a core's)."""
     wire = split_message(data)
     try:
         _parse_start_line(wire)
         _frame_body(wire, datagram=datagram)
-        msg = _validate(wire)
+        msg = _validate(wire, memo)
     except SipError as error:
         error.wire = wire
         raise
@@ -234,7 +241,7 @@ def _frame_body(wire: SipMessage, *, datagram: bool) -> None:
     wire.trailing_bytes = available - length
 
 
-def _validate(wire: SipMessage) -> Message:
+def _validate(wire: SipMessage, memo: ValueMemo) -> Message:
     wire.require_once(_SINGLE_HEADERS)  # RFC 3261 8.1.1
     if "via" not in wire.names():
         raise BadRequest("missing Via header")
@@ -244,20 +251,22 @@ def _validate(wire: SipMessage) -> Message:
     call_id = wire.one("call-id").value
     if not call_id or " " in call_id or "\t" in call_id or "\n" in call_id or "\r" in call_id:
         raise BadRequest("malformed Call-ID")
-    return Message(wire, call_id, cseq_number, cseq_method, _max_forwards(wire), _top_via(wire))
+    max_forwards = _max_forwards(wire)  # checked before the Via, as always
+    top_via = _top_via(wire, memo)
+    return Message(wire, call_id, cseq_number, cseq_method, max_forwards, top_via, memo)
 
 
-def _top_via(wire: SipMessage) -> Via:
+def _top_via(wire: SipMessage, memo: ValueMemo) -> Via:
     position = wire.positions("via")[0]
     header = wire.header_at(position)
     value = header.value
     if "," not in value and '"' not in value:  # the usual Via line: one value
-        return parse_via_value(value, header.value_start, position)
+        return memo.via(value, header.value_start, position)
     start, end = split_comma_values(value)[0]
-    return parse_via_value(value[start:end], header.value_start + start, position)
+    return memo.via(value[start:end], header.value_start + start, position)
 
 
-def parse_vias(wire: SipMessage, top: Via | None = None) -> list[Via]:
+def parse_vias(wire: SipMessage, top: Via | None = None, memo: ValueMemo = NO_MEMO) -> list[Via]:
     """Every Via value in order; `top`, already parsed, is reused for the first one."""
     vias: list[Via] = []
     for position in wire.positions("via"):
@@ -268,22 +277,22 @@ def parse_vias(wire: SipMessage, top: Via | None = None) -> list[Via]:
                 vias.append(top)
                 top = None
             else:
-                vias.append(parse_via_value(value, header.value_start, position))
+                vias.append(memo.via(value, header.value_start, position))
             continue
         for start, end in split_comma_values(value):
             if top is not None:
                 vias.append(top)
                 top = None
                 continue
-            vias.append(parse_via_value(value[start:end], header.value_start + start, position))
+            vias.append(memo.via(value[start:end], header.value_start + start, position))
     return vias
 
 
-def _validate_contact(value: str, offset: int) -> None:
+def _validate_contact(value: str, offset: int, memo: ValueMemo) -> None:
     if value == "*":
         return
     for start, end in split_comma_values(value):
-        parse_name_addr(value[start:end], offset + start)
+        memo.name_addr(value[start:end], offset + start)
 
 
 def _max_forwards(wire: SipMessage) -> int | None:

@@ -205,7 +205,7 @@ def pop_our_routes(msg: Message, config: ProxyConfig) -> OurRoute:
         spans = _comma_values(header.value)
         mine = 0
         for start, end in spans:
-            value = parse_name_addr(header.value[start:end], header.value_start + start)
+            value = msg.memo.name_addr(header.value[start:end], header.value_start + start)
             uri = _our_uri(value.uri, config)
             if uri is None:
                 break
