@@ -3,15 +3,16 @@
 Within a call the same header values come back again and again: the From and To the proxy
 forwarded return in every response, the PBX's Via in every response below ours, the Route the
 PBX copies from our Record-Route in every in-dialog request. Validating them (RFC 3261 16.3,
-RFC 4475) is most of the grammar work per message. The grammar is a pure function of a value's
+RFC 4475) is much of the grammar work per message. The grammar is a pure function of a value's
 text, and its spans are relative to where the value starts, so a value parsed once answers for
 the same text anywhere: the parse is kept at offset 0 and moved to the new offset (a tuple, no
 regex). A value the grammar refuses is never kept; it is refused again each time.
 
-One memo belongs to one core (no global state). It is bounded: when a table is full it is
-emptied, which costs one parse per value afterwards, never a wrong answer. Each message gets a
-parse of its own (its own params dict), and what the tables keep is invisible to the cyclic GC;
-tests/proxy/sip/test_value_memo.py holds both.
+One memo belongs to one core (no global state). It is bounded, in values and in their length
+(a longer one is parsed every time): when a table is full it is emptied, which costs one parse
+per value afterwards, never a wrong answer. Each message gets a parse of its own (its own params
+dict), and what the tables keep is invisible to the cyclic GC; tests/proxy/sip/test_value_memo.py
+holds both.
 """
 
 from __future__ import annotations
@@ -20,7 +21,10 @@ from typing import Final, cast
 
 from proxy.sip.grammar import NameAddr, Via, parse_name_addr, parse_via_value
 
-DEFAULT_LIMIT: Final = 2048  # values per table: ~1 MB each, a few hundred calls' worth
+DEFAULT_LIMIT: Final = 2048  # values per table: a few hundred calls' worth
+# Longer values are parsed every time and never kept: the tables stay within a few MB however
+# long the values a peer sends (a usual From, To or Via is 40 to 150 characters).
+LONGEST_KEPT: Final = 320
 
 _new: Final = tuple.__new__  # as the grammar builds them (a NamedTuple's __new__ is Python)
 
@@ -68,6 +72,8 @@ class ValueMemo:
         kept = self._name_addrs.get(value)
         if kept is None:
             parsed = parse_name_addr(value, offset)  # a SipError propagates: nothing kept
+            if len(value) > LONGEST_KEPT:
+                return parsed
             table = self._name_addrs
             if len(table) >= self.limit:
                 table.clear()
@@ -102,6 +108,8 @@ class ValueMemo:
         kept = self._vias.get(value)
         if kept is None:
             parsed = parse_via_value(value, offset, header_index)
+            if len(value) > LONGEST_KEPT:
+                return parsed
             table = self._vias
             if len(table) >= self.limit:
                 table.clear()

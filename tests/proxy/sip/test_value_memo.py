@@ -14,7 +14,7 @@ from proxy.sip.errors import SipError
 from proxy.sip.grammar import NameAddr, Via, parse_name_addr, parse_via_value
 from proxy.sip.message import split_message
 from proxy.sip.parse import parse_message
-from proxy.sip.value_memo import ValueMemo
+from proxy.sip.value_memo import LONGEST_KEPT, ValueMemo
 from tests.proxy.sip.support import invite
 from tests.proxy.sip.torture_support import NAMES, load
 
@@ -147,6 +147,16 @@ def test_the_memo_is_bounded() -> None:
         assert len(memo) <= 2 * 4
     # emptied when full, never wrong: the first value parses again to the same answer
     assert memo.name_addr("<sip:0@example.com>", 5) == parse_name_addr("<sip:0@example.com>", 5)
+
+
+def test_a_long_value_is_parsed_every_time_and_never_kept() -> None:
+    memo = ValueMemo()
+    name_addr = f'"{"x" * LONGEST_KEPT}" <sip:1001@pbx.example.com>;tag=1'
+    via = f"SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK{'y' * LONGEST_KEPT}"
+    for offset in (0, 33):
+        assert memo.name_addr(name_addr, offset) == parse_name_addr(name_addr, offset)
+        assert memo.via(via, offset, 2) == parse_via_value(via, offset, 2)
+    assert len(memo) == 0
 
 
 @pytest.mark.parametrize("name", NAMES)
