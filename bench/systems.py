@@ -1,5 +1,6 @@
-"""The systems the benchmark puts between the PBX and the trunk SIPp: callerid-proxy (whatever
-code is on PYTHONPATH), Kamailio with bench/kamailio/kamailio.cfg, or nothing (the baseline).
+"""The systems the benchmark puts between the PBX and the trunk SIPp: callerid-proxy (the code
+on PYTHONPATH, or its copy installed for another interpreter), Kamailio with
+bench/kamailio/kamailio.cfg, or nothing (the baseline).
 
 Each is started fresh for every run, on free loopback ports, so its peak RSS and its GC
 figures belong to that run alone.
@@ -8,6 +9,7 @@ figures belong to that run alone.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -152,16 +154,41 @@ class Baseline(System):
 class CallerIdProxy(System):
     """`python -m proxy run` with bench/rules.yaml, --admin for /metrics, INFO logging."""
 
-    def __init__(self, workers: int | None = None, extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        workers: int | None = None,
+        extra_args: tuple[str, ...] = (),
+        python: str | None = None,
+        label: str | None = None,
+    ) -> None:
         self.workers = workers
         self.extra_args = extra_args  # more `proxy run` flags, e.g. ("--max-busy", "1")
-        self.name = "callerid-proxy" if workers is None else f"callerid-proxy x{workers}"
+        # Another interpreter with the proxy installed (bench/interpreters.py `install`); None:
+        # this one, running the code on PYTHONPATH.
+        self.python = python
+        name = "callerid-proxy" if workers is None else f"callerid-proxy x{workers}"
+        self.name = f"{name} ({label})" if label else name
+
+    def command(self, settings: list[str]) -> list[str]:
+        """`python -m proxy run` with `settings`, this system's workers and extra flags."""
+        command = [self.python or sys.executable, "-m", "proxy", "run", *settings]
+        if self.workers is not None:
+            command += ["--workers", str(self.workers)]
+        return command + list(self.extra_args)
+
+    def environment(self) -> dict[str, str]:
+        """This checkout on PYTHONPATH, unless another interpreter runs its own installed copy."""
+        env = dict(os.environ)
+        if self.python is not None:
+            env.pop("PYTHONPATH", None)
+        else:
+            env["PYTHONPATH"] = os.environ.get("PYTHONPATH") or str(REPO)
+        return env
 
     def start(self, transport: str, trunk_port: int, pbx_port: int, workdir: Path) -> Running:
         listen, admin = free_port(), free_port()
-        log = workdir / f"{self.name.replace(' ', '-')}.log"
-        command = [
-            sys.executable, "-m", "proxy", "run",
+        log = workdir / f"{re.sub(r'[^A-Za-z0-9.]+', '-', self.name).strip('-')}.log"
+        command = self.command([
             "--rules", str(RULES),
             "--listen", f"{HOST}:{listen}",
             "--pbx", f"{transport}:{HOST}:{pbx_port}",
@@ -173,11 +200,8 @@ class CallerIdProxy(System):
             # one audit line per call, as Kamailio's xlog writes: the same job (the default
             # budget would write 20 per 10 s and a summary)
             "--audit-log-budget", "0",
-        ]  # fmt: skip
-        if self.workers is not None:
-            command += ["--workers", str(self.workers)]
-        command += self.extra_args
-        env = dict(os.environ, PYTHONPATH=os.environ.get("PYTHONPATH") or str(REPO))
+        ])  # fmt: skip
+        env = self.environment()
         with log.open("wb") as output:
             process = subprocess.Popen(
                 command, cwd=workdir, env=env, stdin=subprocess.DEVNULL,

@@ -3,11 +3,14 @@
     python3 bench/vs_kamailio.py [--rates 250,500,1000,2000,3000] [--duration 10]
         [--transports udp,tcp] [--workers 1,2] [--out bench/results] [--update-readme]
         [--recovery-overload RATE] [--recovery-rate 250] [--recovery-duration 10] [--no-recovery]
+        [--python /usr/bin/python3.11 ...]
 
 For every transport and rate it runs, each on fresh free loopback ports:
   - baseline: the PBX SIPp straight to the trunk SIPp (no proxy), for the latency added;
   - callerid-proxy (`python -m proxy run`, the code on PYTHONPATH) with bench/rules.yaml, once
-    per --workers value (N > 1 only when `proxy run --help` lists --workers);
+    per --workers value (N > 1 only when `proxy run --help` lists --workers); with --python,
+    once more per --workers value under each such interpreter, the proxy installed into a
+    venv of it (bench/interpreters.py: which CPython runs it changes the CPU per call a lot);
   - Kamailio (bench/kamailio/kamailio.cfg, `-m 1024 -M 64`), the same job: tm, record_route,
     uac_replace_from with restore_mode auto, P-Asserted-Identity replaced, the same rules.
 The PBX side (bench/scenarios/pbx_uac.xml) places rate x duration calls of 100 ms (INVITE, 100,
@@ -53,7 +56,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `python3 bench/vs_kamailio.py` puts bench/, not the repo, first
     sys.path.insert(0, str(REPO))
 
-from bench import capture, recovery, report  # noqa: E402
+from bench import capture, interpreters, recovery, report  # noqa: E402
 from bench.ladder import Load, RunResult, run_one  # noqa: E402
 from bench.recovery import RecoveryPlan, RecoveryResult, overload_rate, run_recovery  # noqa: E402
 from bench.systems import (  # noqa: E402
@@ -170,6 +173,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                              f"{recovery.DEFAULT_DURATION_S:g})")
     parser.add_argument("--no-recovery", action="store_true",
                         help="skip the recovery runs (overload, then a normal rate, one process)")
+    parser.add_argument("--python", action="append", default=[], metavar="PATH",
+                        help="also run callerid-proxy under this interpreter (repeat it): a "
+                             "venv of it with the proxy installed by its pip (bench/"
+                             "interpreters.py), one row per --workers value")
     parser.add_argument("--keep", type=Path,
                         help="keep SIPp and system logs here (default: a temporary directory)")
     return parser.parse_args(argv)  # fmt: skip
@@ -184,6 +191,11 @@ def systems(args: argparse.Namespace, remarks: list[str]) -> list[System]:
     supported = any(n > 1 for n in workers)
     for n in dict.fromkeys(workers):
         chosen.append(CallerIdProxy(n if supported else None, tuple(args.proxy_arg)))
+    default = interpreters.this_interpreter()
+    remarks.append(f"callerid-proxy rows without a (python ...) suffix ran under "
+                   f"{default.executable} ({default.label}), the code on PYTHONPATH.")
+    for python in args.python:
+        chosen += other_interpreter(python, args, workers if supported else [None], remarks)
     if args.no_kamailio:
         return chosen
     binary = find_kamailio()
@@ -197,6 +209,27 @@ def systems(args: argparse.Namespace, remarks: list[str]) -> list[System]:
         raise SystemExit(f"bench/kamailio/kamailio.cfg does not load:\n{output[-2000:]}")
     chosen.append(Kamailio(binary))
     return chosen
+
+
+def other_interpreter(
+    python: str, args: argparse.Namespace, workers: Sequence[int | None], remarks: list[str]
+) -> list[System]:
+    """callerid-proxy under `python`, installed into a venv of it (kept for the whole run in
+    args.python_dir); none, with a remark saying why, when that cannot be done."""
+    directory = Path(tempfile.mkdtemp(prefix="venv-", dir=args.python_dir))
+    print(f"installing callerid-proxy for {python} in {directory} ...", flush=True)
+    try:
+        installed = interpreters.install(python, REPO, directory)
+        found = interpreters.probe(str(installed))
+    except interpreters.InterpreterError as error:
+        print(f"  cannot: {error}", file=sys.stderr, flush=True)
+        remarks.append(f"{python}: not run ({str(error)[:200]}).")
+        return []
+    remarks.append(f"callerid-proxy rows marked ({found.label}) ran under {python} "
+                   "(in a venv of it, the proxy installed by its pip from this checkout's "
+                   "files: the core compiled with that interpreter's headers and flags).")
+    return [CallerIdProxy(n, tuple(args.proxy_arg), python=str(installed), label=found.label)
+            for n in dict.fromkeys(workers)]  # fmt: skip
 
 
 def _version(command: list[str]) -> str:
@@ -358,6 +391,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     remarks = [*args.note, SIPP_CLOCK_NOTE, SPEED_NOTE]
     args.capture_limit = capture_rate(args, remarks)
+    with tempfile.TemporaryDirectory(prefix="vs_kamailio-python-") as python_dir:
+        args.python_dir = python_dir  # the venvs of --python, for the whole run
+        return run(args, argv, remarks)
+
+
+def run(args: argparse.Namespace, argv: Sequence[str], remarks: list[str]) -> int:
     chosen = systems(args, remarks)
     meta = metadata(argv, remarks)
     print(f"{meta['machine']}; systems: {', '.join(s.name for s in chosen)}; "

@@ -7,14 +7,16 @@ from __future__ import annotations
 import dataclasses
 import gc
 import os
+import platform
 import re
+import sys
 from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 import rules
-from bench import capture, report
+from bench import capture, interpreters, report
 from bench.ladder import RunResult, baseline_calls, run_one
 from bench.proc_stats import descendants, parse_hwm_kb, parse_stat, sample
 from bench.sipp_run import CALLS_FILE
@@ -295,3 +297,77 @@ def test_workers_are_passed_when_the_proxy_has_the_option(
     assert [(s.name, getattr(s, "workers", None)) for s in chosen] == [
         ("callerid-proxy x1", 1), ("callerid-proxy x2", 2)
     ]
+
+
+# ------------------------------------------------------------------ which interpreter
+@pytest.mark.parametrize(
+    ("output", "expected"),
+    [
+        ("/usr/bin/python3.11\n3.11.2\nstatic\n",
+         interpreters.Interpreter("/usr/bin/python3.11", "3.11.2", "static")),
+        ("/opt/py/bin/python3\n3.12.1\nshared",
+         interpreters.Interpreter("/opt/py/bin/python3", "3.12.1", "shared")),
+    ],
+)  # fmt: skip
+def test_what_an_interpreter_says_of_itself(
+    output: str, expected: interpreters.Interpreter
+) -> None:
+    assert interpreters.parse_probe(output) == expected
+
+
+@pytest.mark.parametrize("output", ["", "/usr/bin/python3\n3.11.2\n", "a\n\nb\n", "a\nb\nc\nd\n"])
+def test_an_odd_answer_from_an_interpreter_is_refused(output: str) -> None:
+    with pytest.raises(interpreters.InterpreterError):
+        interpreters.parse_probe(output)
+
+
+def test_the_running_interpreter_is_probed() -> None:
+    found = interpreters.this_interpreter()
+    assert found.version == platform.python_version()
+    assert found.libpython in ("shared", "static")  # Linux: /proc/self/maps is readable
+    assert found.label == f"python {found.version}, {found.libpython} libpython"
+
+
+def test_an_interpreter_that_does_not_run_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(interpreters.InterpreterError):
+        interpreters.probe(str(tmp_path / "no-python"))
+
+
+def test_the_files_copied_for_an_install_are_a_clones() -> None:
+    repo = Path(__file__).resolve().parents[2]
+    names = {name.as_posix() for name in interpreters.source_files(repo)}
+    assert {"pyproject.toml", "setup.py", "proxy/sip/core.py", "rules/example.yaml"} <= names
+    assert not any(name.endswith((".so", ".pyc")) or name.startswith("build/") for name in names)
+    assert "proxy/compiled_core.json" not in names  # this tree's record: the build writes its own
+
+
+def test_another_interpreter_runs_its_installed_copy_without_pythonpath(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PYTHONPATH", "/somewhere/else")
+    other = CallerIdProxy(1, ("--max-busy", "1"), python="/v/bin/python", label="python 3.11.2")
+    assert other.name == "callerid-proxy x1 (python 3.11.2)"
+    assert other.command(["--rules", "r.yaml"]) == [
+        "/v/bin/python", "-m", "proxy", "run", "--rules", "r.yaml", "--workers", "1",
+        "--max-busy", "1",
+    ]  # fmt: skip
+    assert "PYTHONPATH" not in other.environment()
+    this = CallerIdProxy()
+    assert this.name == "callerid-proxy"
+    assert this.command([])[:4] == [sys.executable, "-m", "proxy", "run"]
+    assert this.environment()["PYTHONPATH"] == "/somewhere/else"
+
+
+def test_an_interpreter_the_proxy_cannot_be_installed_for_is_a_remark_not_a_row(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bench import vs_kamailio
+
+    args = vs_kamailio.parse_args(["--no-kamailio", "--python", str(tmp_path / "no-python")])
+    args.python_dir = str(tmp_path)
+    remarks: list[str] = []
+    chosen = vs_kamailio.systems(args, remarks)
+    assert [system.name for system in chosen] == ["baseline", "callerid-proxy"]
+    assert any(remark.startswith(f"{tmp_path / 'no-python'}: not run") for remark in remarks)
+    assert any("ran under" in remark and "the code on PYTHONPATH" in remark for remark in remarks)
+    assert "cannot" in capsys.readouterr().err

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -99,3 +100,31 @@ def test_the_pure_switch_loads_every_core_module_from_its_source() -> None:
 def test_the_compiled_build_loads_the_extension() -> None:
     path, compiled = _core_file({}).splitlines()
     assert path.endswith(SUFFIX) and compiled == "True"
+
+
+def test_a_wheel_carries_the_compiled_core_and_its_record(tmp_path: Path) -> None:
+    """A plain `pip install .` (a wheel, not the editable install) runs the compiled core: the
+    extensions and the build record that vouches for them are both in the wheel, the record
+    matching the wheel's sources. Built from a copy of the checkout's files, so that this tree's
+    own build and record stay as they are."""
+    from bench.interpreters import source_files  # the files a clone has
+
+    source = tmp_path / "source"
+    for name in source_files(ROOT):
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        (source / name).write_bytes((ROOT / name).read_bytes())
+    env = {key: value for key, value in os.environ.items() if key != "CALLERID_PROXY_PURE"}
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+         "-w", str(tmp_path / "wheels"), str(source)],
+        check=True, env=env, timeout=900, capture_output=True,
+    )  # fmt: skip
+    (wheel,) = (tmp_path / "wheels").glob("callerid_proxy-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        record = json.loads(archive.read("proxy/compiled_core.json"))
+        assert record["compiler"] == "mypyc"
+        assert record["sources"], "the record names the compiled sources"
+        for path, digest in record["sources"].items():
+            assert hashlib.sha256(archive.read(path)).hexdigest() == digest
+    assert any(name.startswith("proxy/sip/core.") and name.endswith(".so") for name in names)
