@@ -87,14 +87,18 @@ def source_files(repo: Path) -> list[Path]:
     return [Path(name) for name in names if (repo / name).is_file()]
 
 
+def copy_sources(repo: Path, target: Path) -> Path:
+    """`source_files(repo)` copied under `target`; returns `target`."""
+    for name in source_files(repo):
+        (target / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(repo / name, target / name)
+    return target
+
+
 def install(python: str, repo: Path, directory: Path) -> Path:
     """A venv of `python` in `directory` with the proxy installed from a copy of `repo`'s files
     by that venv's pip; returns the venv's interpreter."""
-    source = directory / "source"
-    for name in source_files(repo):
-        target = source / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(repo / name, target)
+    source = copy_sources(repo, directory / "source")
     venv = directory / "venv"
     _run([python, "-m", "venv", str(venv)], f"{python} -m venv (Debian: apt-get install "
          "python3-venv; the build needs the interpreter's headers too, python3-dev)")  # fmt: skip

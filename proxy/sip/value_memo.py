@@ -39,14 +39,6 @@ _NAME_ADDR_FIELDS: Final = 7  # end, display, uri, uri_start, uri_end, bracketed
 _VIA_FIELDS: Final = 5  # end, transport, host, port, params_end
 
 
-def _flat_params(params: dict[str, str | None]) -> list[object]:
-    flat: list[object] = []
-    for name, value in params.items():
-        flat.append(name)
-        flat.append(value)
-    return flat
-
-
 def _params_of(kept: _Kept, first: int) -> dict[str, str | None]:
     params: dict[str, str | None] = {}
     for index in range(first, len(kept), 2):
@@ -72,11 +64,6 @@ class ValueMemo:
         kept = self._name_addrs.get(value)
         if kept is None:
             parsed = parse_name_addr(value, offset)  # a SipError propagates: nothing kept
-            if len(value) > LONGEST_KEPT:
-                return parsed
-            table = self._name_addrs
-            if len(table) >= self.limit:
-                table.clear()
             fields: list[object] = [
                 parsed.end - offset,
                 parsed.display_name,
@@ -86,7 +73,7 @@ class ValueMemo:
                 parsed.bracketed,
                 parsed.params_start - offset,
             ]
-            table[value] = tuple(fields + _flat_params(parsed.params))
+            self._keep(self._name_addrs, value, fields, parsed.params)
             return parsed
         return _new(
             NameAddr,
@@ -108,11 +95,6 @@ class ValueMemo:
         kept = self._vias.get(value)
         if kept is None:
             parsed = parse_via_value(value, offset, header_index)
-            if len(value) > LONGEST_KEPT:
-                return parsed
-            table = self._vias
-            if len(table) >= self.limit:
-                table.clear()
             fields: list[object] = [
                 parsed.end - offset,
                 parsed.transport,
@@ -120,7 +102,7 @@ class ValueMemo:
                 parsed.port,
                 parsed.params_end - offset,
             ]
-            table[value] = tuple(fields + _flat_params(parsed.params))
+            self._keep(self._vias, value, fields, parsed.params)
             return parsed
         return _new(
             Via,
@@ -135,6 +117,25 @@ class ValueMemo:
                 cast(int, kept[4]) + offset,
             ),
         )
+
+
+    def _keep(
+        self,
+        table: dict[str, _Kept],
+        value: str,
+        fields: list[object],
+        params: dict[str, str | None],
+    ) -> None:
+        """Keep a parse of `value` (its fields at offset 0, then its params), unless the value
+        is too long; a full table is emptied first."""
+        if len(value) > LONGEST_KEPT:
+            return
+        if len(table) >= self.limit:
+            table.clear()
+        for name, param_value in params.items():
+            fields.append(name)
+            fields.append(param_value)
+        table[value] = tuple(fields)  # one flat tuple, made after its atoms
 
 
 class NoMemo(ValueMemo):

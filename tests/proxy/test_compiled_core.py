@@ -107,12 +107,9 @@ def test_a_wheel_carries_the_compiled_core_and_its_record(tmp_path: Path) -> Non
     extensions and the build record that vouches for them are both in the wheel, the record
     matching the wheel's sources. Built from a copy of the checkout's files, so that this tree's
     own build and record stay as they are."""
-    from bench.interpreters import source_files  # the files a clone has
+    from bench.interpreters import copy_sources  # the files a clone has
 
-    source = tmp_path / "source"
-    for name in source_files(ROOT):
-        (source / name).parent.mkdir(parents=True, exist_ok=True)
-        (source / name).write_bytes((ROOT / name).read_bytes())
+    source = copy_sources(ROOT, tmp_path / "source")
     env = {key: value for key, value in os.environ.items() if key != "CALLERID_PROXY_PURE"}
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
