@@ -18,41 +18,68 @@ from proxy.sip.core import ProxyCore
 from tests.proxy.example_server import example_server
 
 
-async def _lag_and_recover(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+class DrivenClock:
+    """The loop as the overload check sees it, with its clock and its one timer driven by the
+    test: a check runs when the test says, so "late" is exact and no other load on the host
+    can move a check (the real-time version of this test failed once beside a CPU-heavy job:
+    its short sleep outlasted the interval and put an on-time check between two stalls)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.now = loop.time()
+        self.due: tuple[float, Callable[[], None]] | None = None
+
+    def time(self) -> float:
+        return self.now
+
+    def call_at(
+        self, when: float, callback: Callable[[], None], *, context: object = None
+    ) -> asyncio.TimerHandle:
+        assert self.due is None, "one periodic check at a time"
+        self.due = (when, callback)
+        return self.loop.call_at(when + 3600.0, lambda: None)  # a real handle, never due
+
+    def run_check(self, late: float = 0.0) -> float:
+        """Run the scheduled check `late` seconds after it was due; its lateness as measured."""
+        assert self.due is not None
+        when, callback = self.due
+        self.due = None
+        self.now = when + late
+        callback()
+        return self.now - when
+
+
+async def _lag_and_recover(tmp_path: Path) -> list[bool]:
     settings = ServerSettings(
         listen=(("127.0.0.1", 5060),), pid_file=tmp_path / "p.pid", max_loop_lag=0.1,
         lag_interval=0.02,
     )
     server = example_server(settings)
-    lags: list[float] = []  # what each check measured (the next one, on the beat, may be soon)
-    check = server._check_lag
-
-    def recording_check() -> None:
-        check()
-        lags.append(server.loop_lag)
-
-    monkeypatch.setattr(server, "_check_lag", recording_check)
+    clock = DrivenClock(server._loop)
+    server._loop = clock  # type: ignore[assignment]
+    server.cpu_clock = lambda: 0.0  # the loop's thread idle: only the lag can overload
     seen = [server.core.overloaded]
     server._schedule_lag_check()
-    await asyncio.sleep(0.05)
-    time.sleep(0.3)  # one stall (a GC pass, the scheduler): not yet overload
-    # the late check runs at once; the next one is due half an interval or more after it
-    await asyncio.sleep(0.001)
+    clock.run_check()
+    assert server.loop_lag == 0.0
+    clock.run_check(late=0.3)  # one stall (a GC pass, the scheduler): not yet overload
+    assert server.loop_lag == pytest.approx(0.3)
     seen.append(server.core.overloaded)
-    time.sleep(0.3)  # stalled again at the next check: overloaded
-    await asyncio.sleep(0.01)
+    clock.run_check(late=0.3)  # stalled again at the next check: overloaded
     seen.append(server.core.overloaded)
-    assert max(lags) > 0.1
-    await asyncio.sleep(0.2)  # checks on time again
+    checks = 0
+    while server.core.overloaded and checks < 10:  # checks on time again: 0.2 s of them
+        clock.run_check()
+        checks += 1
+    assert server.loop_lag == 0.0
     seen.append(server.core.overloaded)
+    server._loop = clock.loop
     await server.stop()
     return seen
 
 
-def test_loop_lag_sets_and_clears_overload(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    assert asyncio.run(_lag_and_recover(tmp_path, monkeypatch)) == [False, False, True, False]
+def test_loop_lag_sets_and_clears_overload(tmp_path: Path) -> None:
+    assert asyncio.run(_lag_and_recover(tmp_path)) == [False, False, True, False]
 
 
 class SlowReceive:
