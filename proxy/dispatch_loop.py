@@ -51,6 +51,7 @@ class DispatchCounters:
     dropped: int = 0
     backlog_peak: int = 0
     sent_ahead: int = 0  # new INVITEs sent ahead of a backlog to be shed
+    relayed: int = 0  # stream packets passed between workers (TCP/TLS on the shared port)
     by_reason: dict[str, int] = field(default_factory=dict)
 
 
@@ -191,15 +192,20 @@ class Dispatcher:
         self._poller.modify(inbox, select.POLLIN)
 
     def _replies(self, inbox: socket.socket) -> None:
-        """Send what a worker answers to a dispatched request from the shared socket."""
+        """Send what a worker answers to a dispatched request from the shared socket; pass a
+        stream packet (a TCP/TLS message or its answer, proxy/dispatcher.py) to its worker."""
         for _ in range(BATCH):
             try:
-                packet = decode_packet(inbox.recv(MAX_DATAGRAM + 128))
+                raw = inbox.recv(MAX_DATAGRAM + 128)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as error:
                 self._drop(f"reply recv: {error.strerror}")
                 return
+            packet = decode_packet(raw)
+            if packet is not None and packet.stream is not None:
+                self._relay(packet.stream.to, raw)
+                continue
             if packet is None or packet.socket >= len(self._shared_list):
                 self._drop("malformed reply from a worker")
                 continue
@@ -209,6 +215,14 @@ class Dispatcher:
                 self._drop(f"reply send: {type(error).__name__}")
                 continue
             self.counters.replies += 1
+
+    def _relay(self, index: int, packet: bytes) -> None:
+        """A stream packet between workers, in order behind what already waits for `index`."""
+        if index >= len(self._inboxes):
+            self._drop("stream packet for no worker")
+            return
+        self.counters.relayed += 1
+        self._send(index, packet)
 
     def _drop(self, reason: str) -> None:
         self.counters.dropped += 1

@@ -23,11 +23,14 @@ from typing import Any
 
 from proxy import log_summary, reply_port
 from proxy.active_rules import ActiveRules
-from proxy.dispatcher import decode_packet, encode_header
+from proxy.dispatcher import Packet, decode_packet, encode_header
 from proxy.gc_monitor import GcPacer, apply_gc_policy
 from proxy.server import ProxyServer, ServerSettings
-from proxy.sip.addresses import Outgoing, Source
+from proxy.sip.addresses import Outgoing, Source, Target
 from proxy.sip.policy import ProxyConfig
+from proxy.stream_relay import REMOTE_STREAMS, StreamRelay, remote_stream
+from proxy.tcp_accept import Acceptor
+from proxy.transport import TcpConnection
 
 log = logging.getLogger("callerid_proxy.worker")
 INBOX_BATCH = 64
@@ -45,6 +48,7 @@ class WorkerSpec:
     lifeline_fd: int  # read end of a pipe the supervisor holds open: EOF = supervisor gone
     tcp_fds: tuple[int, ...]  # the shared TCP listening sockets, one per --listen address
     send_direct: bool = False  # replies may leave from our own socket on the shared port
+    workers: int = 1  # how many there are: a TCP message goes to the one its Call-ID names
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -58,6 +62,7 @@ class WorkerSpec:
             lifeline_fd=int(data["lifeline_fd"]),
             tcp_fds=tuple(int(fd) for fd in data["tcp_fds"]),
             send_direct=bool(data.get("send_direct", False)),
+            workers=int(data.get("workers", 1)),
         )
 
 
@@ -103,7 +108,19 @@ class WorkerInbox:
         except (BlockingIOError, ValueError):  # full like a UDP buffer, or not an IP literal
             self.reply_drops += 1
 
-    def on_readable(self, server: ProxyServer) -> None:
+    def send_stream_packet(self, packet: bytes) -> bool:
+        """A stream packet for another worker (proxy/stream_relay.py); False when the socket to
+        the supervisor has no room for it now."""
+        try:
+            self._sock.send(packet)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError as error:
+            log.warning("stream packet for another worker not sent: %s", error.strerror)
+            return False
+        return True
+
+    def on_readable(self, server: WorkerServer) -> None:
         for _ in range(INBOX_BATCH):
             try:
                 packet = decode_packet(self._sock.recv(MAX_PACKET))
@@ -112,6 +129,9 @@ class WorkerInbox:
             if packet is None:
                 self.malformed += 1
                 log.warning("malformed datagram from the dispatcher dropped")
+                continue
+            if packet.stream is not None:
+                server.on_stream_packet(packet)
                 continue
             source = Source("udp", packet.host, packet.port, shared_connection(packet.socket))
             if packet.shed:
@@ -125,13 +145,82 @@ class WorkerServer(ProxyServer):
     that port: from its own socket on it (proxy/reply_port.py) or through the dispatcher;
     everything else leaves from the worker's own port."""
 
-    def __init__(self, config: ProxyConfig, rules: ActiveRules, settings: ServerSettings) -> None:
+    def __init__(
+        self, config: ProxyConfig, rules: ActiveRules, settings: ServerSettings,
+        relay: StreamRelay | None = None,
+    ) -> None:
         super().__init__(config, rules, settings)
         self.inbox: WorkerInbox | None = None
         self.shared_senders: list[socket.socket] = []
         self.reply_drops = 0
+        self.relay = relay or StreamRelay(0, 1)
+
+    # ------------------------------------------- TCP/TLS on the shared port (stream_relay.py)
+    async def adopt_listening_socket(self, sock: socket.socket) -> None:
+        """The shared port's listener: its connections' calls are spread over the workers."""
+        acceptor = Acceptor(self._budget, self._accepted_on_shared_port, self.transport_counters)
+        acceptor.adopt(sock)
+        self._acceptors.append(acceptor)
+
+    def _accepted_on_shared_port(self, host: str) -> TcpConnection:
+        connection = self._accepted_connection(host)
+        self.relay.shared.add(connection.id)
+        return connection
+
+    def on_connection_closed(self, connection: TcpConnection) -> None:
+        self.relay.shared.discard(connection.id)
+        super().on_connection_closed(connection)
+
+    def on_message(self, data: bytes, source: Source) -> None:
+        if source.connection in self.relay.shared and self._relayed(data, source):
+            return
+        super().on_message(data, source)
+
+    def _relayed(self, data: bytes, source: Source) -> bool:
+        """Sent to the worker its Call-ID names, if that is another and the peer is one we
+        serve (an outsider is refused here, and its connection closed, as always)."""
+        relay = self.relay
+        owner = relay.owner(data, source)
+        if owner == relay.index or self.inbox is None:
+            return False
+        connection = self._connections.get(source.connection or 0)
+        if connection is None or not connection.trusted:
+            return False
+        packet = relay.message_packet(owner, data, source)
+        if packet is None or not self.inbox.send_stream_packet(packet):
+            relay.counters["stream_kept_unrelayable"] += 1
+            return False  # handled here rather than lost: nothing retransmits over TCP
+        relay.counters["stream_relayed_out"] += 1
+        return True
+
+    def on_stream_packet(self, packet: Packet) -> None:
+        """From another worker: a message read from its connection (ours to handle), or what
+        we answered on one of ours (to send on it)."""
+        hop = packet.stream
+        assert hop is not None
+        relay = self.relay
+        if not hop.reply:
+            connection = remote_stream(hop.holder, hop.connection)
+            if hop.to != relay.index or connection is None:
+                relay.counters["stream_misdirected"] += 1
+                return
+            relay.counters["stream_relayed_in"] += 1
+            self.on_message(packet.datagram, Source(hop.transport, packet.host, packet.port,
+                                                    connection))  # fmt: skip
+            return
+        target = Target(hop.transport, packet.host, packet.port)
+        own = self._connections.get(hop.connection)
+        # An id this worker's previous life gave to a connection now closed may name another
+        # peer's connection today: only the same peer's is the one the answer belongs to.
+        same_peer = own is not None and own.peer == (target.host, target.port)
+        connection = hop.connection if same_peer else None
+        relay.counters["stream_replies_sent"] += 1
+        ProxyServer._send(self, Outgoing(packet.datagram, target, connection, hop.close_after))
 
     def _send(self, outgoing: Outgoing) -> None:
+        if outgoing.connection is not None and outgoing.connection >= REMOTE_STREAMS:
+            self._send_to_holder(outgoing)
+            return
         shared = shared_socket_of(outgoing.connection)
         if shared is None or outgoing.target.transport != "udp" or self.inbox is None:
             super()._send(outgoing)
@@ -147,11 +236,22 @@ class WorkerServer(ProxyServer):
             return
         self.inbox.reply(outgoing, shared)
 
+    def _send_to_holder(self, outgoing: Outgoing) -> None:
+        """An answer on a connection another worker holds: sent there to go out on it."""
+        packet = self.relay.reply_packet(outgoing)
+        if packet is None or self.inbox is None or not self.inbox.send_stream_packet(packet):
+            self.relay.counters["stream_reply_drops"] += 1
+            log.warning("an answer for %s:%s over another worker's connection was dropped",
+                        outgoing.target.host, outgoing.target.port)
+            return
+        self.relay.counters["stream_replies_relayed"] += 1
+
     def status(self) -> dict[str, Any]:
         status = super().status()
         inbox = self.inbox
         status["counters"] = {
             **status["counters"],
+            **self.relay.counters,
             "shared_reply_drops": self.reply_drops + (inbox.reply_drops if inbox else 0),
             "dispatched_malformed": inbox.malformed if inbox else 0,
         }
@@ -220,7 +320,7 @@ async def _serve(
     shared: list[tuple[str, int]],
 ) -> None:
     loop = asyncio.get_running_loop()
-    server = WorkerServer(config, active, settings)
+    server = WorkerServer(config, active, settings, StreamRelay(spec.index, spec.workers))
     summary = log_summary.install()  # refusals and drops: one example, then a summary line
     server.ticker.add(summary.flush)
     await server.start()

@@ -190,7 +190,8 @@ class Supervisor:
             _enlarge_buffers(inbox)
             self._senders.append(sender)
             spec = WorkerSpec(index, inbox.fileno(), self._lifeline_read,
-                              tuple(sock.fileno() for sock in self._tcp), self._send_direct)
+                              tuple(sock.fileno() for sock in self._tcp), self._send_direct,
+                              workers=self._count)
             pid_file = worker_pid_file(self._pid_file, index)
             admin = (None if self._admin_address is None else
                      (self._admin_address[0], worker_port(self._admin_address[1], index)))
@@ -367,6 +368,7 @@ class Supervisor:
             counters["dispatcher_replies"] = dispatch.replies
             counters["dispatcher_sent_ahead_to_shed"] = dispatch.sent_ahead
             counters["dispatcher_backlog_peak"] = dispatch.backlog_peak
+            counters["dispatcher_stream_relayed"] = dispatch.relayed
             for worker_info, sent in zip(workers, dispatch.dispatched, strict=True):
                 worker_info["dispatched"] = sent
         counters["worker_restarts"] = sum(w.restarts for w in self._workers)

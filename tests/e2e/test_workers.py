@@ -186,14 +186,32 @@ def test_workers_stop_when_the_supervisor_is_killed(multi: Multi) -> None:
                "the workers to notice the supervisor is gone")
 
 
-def test_tcp_through_the_shared_listener(tmp_path: Path, rules_file: Path) -> None:
-    """Over TCP the workers share the listening socket: the PBX's connection stays with the
-    worker that accepted it, which dials the trunk and gets its responses on that connection."""
+def test_tcp_calls_over_one_connection_spread_over_both_workers(
+    tmp_path: Path, rules_file: Path
+) -> None:
+    """Over TCP the workers share the listening socket, and the PBX sends every call over the
+    one connection one worker accepted: that worker sends each call whose Call-ID names the
+    other worker there (proxy/stream_relay.py), which dials the trunk itself and sends its
+    answers back to go out on the PBX's connection. Each worker decides its own calls' caller
+    IDs, exactly one decision per call, and every call completes (SIPp checks the caller ID)."""
     with running_multi(tmp_path, rules_file, "tcp") as started:
-        place_outbound(CALL, started.proxy, tmp_path, calls=20, rate=20)
-        decisions = [started.worker_admin_status(i)["counters"].get("caller_id_decisions", 0)
-                     for i in range(WORKERS)]
-        assert sum(decisions) == 20, decisions
+        place_outbound(CALL, started.proxy, tmp_path, calls=40, rate=20)
+        counters = [started.worker_admin_status(i)["counters"] for i in range(WORKERS)]
+        decisions = [c.get("caller_id_decisions", 0) for c in counters]
+        assert all(count > 0 for count in decisions), decisions
+        assert sum(decisions) == 40, decisions
+        holder, owner = sorted(counters, key=lambda c: c.get("stream_relayed_out", 0))[::-1]
+        # Every message of the other worker's calls went there and its answers came back: at
+        # least INVITE, ACK and BYE of each of its calls, and its 100, 180, 200s.
+        relayed = holder.get("stream_relayed_out", 0)
+        assert relayed >= 3 * decisions[counters.index(owner)], counters
+        assert owner.get("stream_relayed_in", 0) == relayed, counters
+        assert owner.get("stream_replies_relayed", 0) >= relayed, counters
+        assert holder.get("stream_replies_sent", 0) == owner.get("stream_replies_relayed"), counters
+        assert not any(c.get(name, 0) for c in counters for name in (
+            "stream_reply_drops", "stream_misdirected", "stream_kept_unrelayable")), counters
+        supervisor = started.supervisor_status()["counters"]
+        assert supervisor["dispatcher_stream_relayed"] == relayed + holder["stream_replies_sent"]
         assert started.proxy.stop() == 0
 
 

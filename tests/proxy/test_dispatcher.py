@@ -15,6 +15,7 @@ from proxy.dispatch_loop import Dispatcher
 from proxy.dispatcher import (
     SCAN_LIMIT,
     Packet,
+    StreamHop,
     call_id_of,
     decode_packet,
     encode_header,
@@ -149,12 +150,41 @@ def test_decode_never_raises(data: bytes) -> None:
         assert 0 <= packet.port <= 65535 and packet.host
 
 
+stream_hops = st.builds(
+    StreamHop, st.integers(0, 255), st.integers(0, 255), st.integers(0, 2**64 - 1),
+    st.sampled_from(["tcp", "tls"]), st.booleans(), st.booleans(),
+).filter(lambda hop: hop.reply or not hop.close_after)
+
+
+@given(addresses, st.integers(0, 65535), stream_hops, st.binary(max_size=2000))
+def test_stream_packet_round_trip(host: str, port: int, hop: StreamHop, datagram: bytes) -> None:
+    """A TCP/TLS message relayed to the worker its Call-ID names, or the answer going back to
+    the worker holding the connection: every field arrives as sent."""
+    packet = decode_packet(encode_header(host, port, stream=hop) + datagram)
+    assert packet == Packet(host, port, 0, datagram, False, hop)
+
+
+@pytest.mark.parametrize("hop", [
+    StreamHop(256, 0, 1), StreamHop(0, -1, 1), StreamHop(0, 0, -1), StreamHop(0, 0, 2**64),
+    StreamHop(0, 0, 1, "udp"),
+])
+def test_encode_refuses_what_is_not_a_stream_hop(hop: StreamHop) -> None:
+    with pytest.raises(ValueError):
+        encode_header("127.0.0.1", 5060, stream=hop)
+
+
 def test_decode_refuses_other_versions_unknown_flags_and_truncation() -> None:
     packet = encode_header("192.0.2.1", 5060) + b"x"
     assert decode_packet(packet) is not None
-    assert decode_packet(b"\x01" + packet[1:]) is None  # the header before the shed flag
-    assert decode_packet(packet[:1] + b"\x02" + packet[2:]) is None
+    assert decode_packet(b"\x02" + packet[1:]) is None  # the header before stream packets
+    assert decode_packet(packet[:1] + b"\x20" + packet[2:]) is None  # an unknown flag
     assert decode_packet(packet[:7]) is None
+    relayed = encode_header("192.0.2.1", 5060, stream=StreamHop(1, 0, 7)) + b"x"
+    assert decode_packet(relayed) is not None
+    assert decode_packet(relayed[:1] + b"\x06" + relayed[2:]) is None  # message and reply
+    assert decode_packet(relayed[:1] + b"\x03" + relayed[2:]) is None  # a stream shed
+    assert decode_packet(relayed[:1] + b"\x0a" + relayed[2:]) is None  # a message closing
+    assert decode_packet(packet[:5] + b"\x01" + packet[6:]) is None  # a worker, no stream
 
 
 def _receive(sockets: list[socket.socket], expected: int) -> list[list[bytes]]:
