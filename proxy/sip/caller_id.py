@@ -144,6 +144,23 @@ def _rewrite_remote_party_id(msg: Message, identity: bytes) -> list[Edit]:
     return edits
 
 
+def asserted_identity_removals(msg: Message) -> list[Edit]:
+    """In a dialog whose caller ID we set, what the PBX asserts about its caller again (in a
+    re-INVITE, an UPDATE, a BYE) goes: P-Asserted-Identity, P-Preferred-Identity and a calling
+    party's Remote-Party-ID would show the trunk the number the rules replaced. The trunk keeps
+    the identity the initial INVITE asserted (RFC 3325 9.1: optional in later requests)."""
+    wire = msg.wire
+    edits = [remove_header(header) for header in
+             wire.get_all("p-asserted-identity") + wire.get_all("p-preferred-identity")]
+    for header in wire.get_all("remote-party-id"):
+        for start, end in split_comma_values(header.value):
+            value = parse_name_addr(header.value[start:end], header.value_start + start)
+            if value.params.get("party", "calling") == "calling":
+                edits.append(remove_header(header))
+                break
+    return edits
+
+
 def replace_identity_header(msg: Message, name: str, value: bytes) -> list[Edit]:
     """Put back (or put again) a whole From or To value, tag included."""
     header = msg.wire.one(name)

@@ -27,6 +27,7 @@ from proxy.sip.addresses import (
 from proxy.sip.caller_id import (
     MessageCallFacts,
     ShownIdentity,
+    asserted_identity_removals,
     replace_identity_header,
     rewrite_caller_id,
 )
@@ -429,6 +430,14 @@ class ProxyCore:
             if remembered is not None:
                 self.counters["dialogs_restored_from_memory"] += 1
                 identity, trunk_index = remembered.identity, remembered.trunk_index
+        if side == PBX and identity is None and not route.known and msg.method == "INVITE":
+            # A To tag, but no token or mark of ours and no memory of it: a dialog that never
+            # went through us. As a re-INVITE it would reach the trunk with the PBX's own From
+            # and P-Asserted-Identity, around the rules: its caller ID is decided as a new
+            # call's (the trunk answers 481 if it knows no such dialog, RFC 3261 12.2.2).
+            self.counters["invites_of_unknown_dialogs"] += 1
+            self._forward_initial(msg, source, side, request_uri, now)
+            return
         target = self.config.trunks[trunk_index] if side == PBX else self.config.pbx
         identity_edits, restore = self._in_dialog_identity(msg, side, identity)
         edits = route.edits + identity_edits
@@ -602,6 +611,7 @@ class ProxyCore:
             return [], None
         if side == PBX:
             edits = replace_identity_header(msg, "from", identity.rewritten_from)
+            edits += asserted_identity_removals(msg)
             return edits, Restore("from", identity.original_from)
         edits = replace_identity_header(msg, "to", identity.original_from)
         return edits, Restore("to", identity.rewritten_from)

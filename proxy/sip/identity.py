@@ -11,6 +11,12 @@ The keys are derived from the secret once (`IdentitySeal`, held by the config), 
 HMAC-SHA256 of the secret and a purpose. Tokens of the previous construction (HMAC-SHA256 for
 both MAC and keystream, a 16-byte IV) are still read, told apart by the IV's length, so that the
 dialogs of calls set up before an upgrade keep restoring; new tokens are always the current one.
+
+A dialog with no identity to carry (an inbound call, a SUBSCRIBE) gets a mark instead: a keyed
+BLAKE2s of its Call-ID (`IdentitySeal.mark`). With it, a request from the PBX that says it is in
+a dialog (a To tag) shows that the dialog went through us; without a token, a mark or a memory
+of it, it is a dialog we never saw: an INVITE with a made-up To tag went out with the PBX's own
+From, around the rules, and now gets its caller ID decided as a new call's (proxy/sip/core.py).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ _IV_BYTES: Final = 18  # 144 bits; base64url: 24 characters
 _IV_CHARS: Final = 24
 _LEGACY_IV_BYTES: Final = 16  # base64url: 22 characters
 _LEGACY_IV_CHARS: Final = 22
+_MARK_BYTES: Final = 12  # 96 bits; base64url: 16 characters
 _TO_URL: Final = bytes.maketrans(b"+/", b"-_")
 _FROM_URL: Final = bytes.maketrans(b"-_", b"+/")
 _PADDING: Final = (b"", b"", b"==", b"=")  # by length % 4 (1 cannot be canonical base64)
@@ -82,10 +89,11 @@ def _xor(data: bytes, stream: bytes) -> bytes:
 class IdentitySeal:
     """Seal and unseal dialog identities with the keys of one secret, derived once."""
 
-    __slots__ = ("_enc_key", "_legacy_enc_key", "_legacy_mac_key", "_mac_key")
+    __slots__ = ("_enc_key", "_legacy_enc_key", "_legacy_mac_key", "_mac_key", "_mark_key")
 
     def __init__(self, secret: bytes) -> None:
         self._mac_key = _subkey(secret, b"siv-blake2s mac")  # 32 bytes: BLAKE2s's key size
+        self._mark_key = _subkey(secret, b"dialog mark blake2s")
         self._enc_key = _subkey(secret, b"siv-shake256 enc")
         self._legacy_mac_key = _subkey(secret, b"mac")
         self._legacy_enc_key = _subkey(secret, b"enc")
@@ -114,6 +122,22 @@ class IdentitySeal:
         if not separator:
             raise BadRequest("malformed caller-identity token in Route")
         return DialogIdentity(original_from=original, rewritten_from=rewritten)
+
+    def mark(self, call_id: str) -> str:
+        """The Record-Route mark of a dialog without an identity token (see above)."""
+        return _b64(self._mark_digest(call_id))
+
+    def check_mark(self, call_id: str, mark: str) -> None:
+        """`mark` must be this dialog's: a forged or foreign one is a 400, like a token."""
+        if len(mark) != 16:
+            raise BadRequest("malformed dialog mark in Route")
+        if not hmac.compare_digest(_unb64(mark), self._mark_digest(call_id)):
+            raise BadRequest("dialog mark in Route failed authentication")
+
+    def _mark_digest(self, call_id: str) -> bytes:
+        return hashlib.blake2s(
+            call_id.encode("latin-1"), key=self._mark_key, digest_size=_MARK_BYTES
+        ).digest()
 
     def _iv(self, call_id: str, plaintext: bytes) -> bytes:
         # The Call-ID length-prefixed, so that (Call-ID, plaintext) pairs never collide.

@@ -30,6 +30,7 @@ from proxy.sip.values import FrozenValue
 
 IDENTITY_PARAM: Final = "cid"
 TRUNK_PARAM: Final = "tr"
+MARK_PARAM: Final = "dlg"  # a dialog without identity token went through us (identity.py)
 _USERLESS_SIP_URI: Final = re.compile(
     r"(sips?):(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-.]+)(?::([0-9]{1,5}))?", re.IGNORECASE
 )
@@ -157,6 +158,9 @@ def record_route_edits(
     if identity is not None:
         token = config.identity_seal.seal(msg.call_id, identity)
         params += b";" + IDENTITY_PARAM.encode() + b"=" + token.encode("ascii")
+    else:
+        mark = config.identity_seal.mark(msg.call_id)
+        params += b";" + MARK_PARAM.encode() + b"=" + mark.encode("ascii")
     lines = [b"Record-Route: " + downstream.record_route_prefix + params + b">\r\n"]
     if upstream.target != downstream.target:
         lines.append(b"Record-Route: " + upstream.record_route_prefix + b">\r\n")
@@ -176,24 +180,28 @@ def _comma_values(value: str) -> list[tuple[int, int]]:
 
 
 class OurRoute(FrozenValue):
-    """What our Route entries said: the edits removing them, the dialog's identity, its trunk."""
+    """What our Route entries said: the edits removing them, the dialog's identity, its trunk,
+    and whether they showed the dialog went through us (`known`: a valid token or mark)."""
 
-    __match_args__ = ("edits", "identity", "trunk_index")
+    __match_args__ = ("edits", "identity", "trunk_index", "known")
     __slots__ = __match_args__
 
     edits: list[Edit]
     identity: DialogIdentity | None
     trunk_index: int
+    known: bool
 
     def __init__(
         self,
         edits: list[Edit],
         identity: DialogIdentity | None,
         trunk_index: int,
+        known: bool = False,
     ) -> None:
         object.__setattr__(self, "edits", edits)
         object.__setattr__(self, "identity", identity)
         object.__setattr__(self, "trunk_index", trunk_index)
+        object.__setattr__(self, "known", known or identity is not None)
 
 
 def pop_our_routes(msg: Message, config: ProxyConfig) -> OurRoute:
@@ -201,6 +209,7 @@ def pop_our_routes(msg: Message, config: ProxyConfig) -> OurRoute:
     edits: list[Edit] = []
     identity: DialogIdentity | None = None
     trunk_index = 0
+    known = False
     for header in msg.wire.get_all("route"):
         spans = _comma_values(header.value)
         mine = 0
@@ -211,6 +220,7 @@ def pop_our_routes(msg: Message, config: ProxyConfig) -> OurRoute:
                 break
             identity = identity or _identity_in(uri.params, msg.call_id, config)
             trunk_index = trunk_index or _trunk_index_in(uri.params, config)
+            known = known or _marked_in(uri.params, msg.call_id, config)
             mine += 1
         if mine == len(spans):
             edits.append(remove_header(header))
@@ -219,7 +229,15 @@ def pop_our_routes(msg: Message, config: ProxyConfig) -> OurRoute:
             cut_end = header.value_start + spans[mine][0]
             edits.append(replace_span(header.value_start, cut_end, b""))
         break
-    return OurRoute(edits, identity, trunk_index)
+    return OurRoute(edits, identity, trunk_index, known)
+
+
+def _marked_in(params: dict[str, str | None], call_id: str, config: ProxyConfig) -> bool:
+    """Our dialog mark is there (and right: a wrong one is a 400)."""
+    if MARK_PARAM not in params:
+        return False
+    config.identity_seal.check_mark(call_id, params[MARK_PARAM] or "")
+    return True
 
 
 def _trunk_index_in(params: dict[str, str | None], config: ProxyConfig) -> int:
@@ -267,8 +285,10 @@ def undo_strict_routing(
         replace_span(uri_start, uri_start + len(msg.wire.uri), target.uri.encode("latin-1")),
         _remove_list_value(header, spans, index),
     ]
-    identity = _identity_in(request_uri.params, msg.call_id, config)
-    return OurRoute(edits, identity, _trunk_index_in(request_uri.params, config))
+    params = request_uri.params
+    identity = _identity_in(params, msg.call_id, config)
+    known = _marked_in(params, msg.call_id, config)
+    return OurRoute(edits, identity, _trunk_index_in(params, config), known)
 
 
 def _remove_list_value(header: Header, spans: list[tuple[int, int]], index: int) -> Edit:

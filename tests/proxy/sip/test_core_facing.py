@@ -81,4 +81,7 @@ def test_an_inbound_call_shows_the_pbx_the_lan_address_on_top() -> None:
     )
     (fwd,) = sent_to(clocked.receive(inbound, TRUNK_SOURCE), PBX)
     assert values(fwd, "Via")[0].startswith(f"SIP/2.0/UDP {LAN}:5060;branch=z9hG4bK")
-    assert values(fwd, "Record-Route") == [f"<sip:{LAN}:5060;lr>", f"<sip:{PUBLIC}:5060;lr>"]
+    mark = clocked.core.config.identity_seal.mark("in-1@trunk")  # no identity: the dialog's mark
+    assert values(fwd, "Record-Route") == [
+        f"<sip:{LAN}:5060;lr;dlg={mark}>", f"<sip:{PUBLIC}:5060;lr>"
+    ]

@@ -391,9 +391,16 @@ def test_a_retransmitted_invite_already_answered_gets_its_answer_again_not_a_503
 
 
 def test_a_reinvite_flows_while_shedding() -> None:
-    """A To tag: in a dialog; never shed (only new INVITEs are), whatever the glance sees."""
+    """A To tag, in a dialog that went through us (our Route, its mark): never shed (only new
+    INVITEs are), whatever the glance sees."""
     clocked = bounded(0)
     request = invite().replace(b"To: <sip:00442079460000@127.0.0.1>", b"To: <sip:a@b>;tag=t-1")
+    request = request.replace(b"INVITE sip:00442079460000@127.0.0.1:5060 ",  # the remote target
+                              b"INVITE sip:callee@127.0.0.1:5080 ")
+    mark = clocked.core.config.identity_seal.mark(parse_message(request, datagram=True).call_id)
+    request = request.replace(
+        b"Max-Forwards:", b"Route: <sip:127.0.0.1:5060;lr;dlg=%s>\r\nMax-Forwards:" % mark.encode()
+    )
     out = clocked.receive(request, PBX_SOURCE)
     assert clocked.core.counters["shed"] == 0
     assert not any(start_line(o.data).startswith("SIP/2.0 503") for o in out)
