@@ -57,6 +57,7 @@ from proxy.sip.events import (
 from proxy.sip.grammar import SipUri, parse_sip_uri, uri_scheme
 from proxy.sip.identity import DialogIdentity
 from proxy.sip.message import SipMessage
+from proxy.sip.next_hop import dialog_next_hop
 from proxy.sip.our_address import OurAddress
 from proxy.sip.parse import Message, lenient_split, parse_message
 from proxy.sip.policy import PBX_SIDE, TRUNK_SIDE, CallerIdPolicy, ProxyConfig
@@ -438,7 +439,8 @@ class ProxyCore:
             self.counters["invites_of_unknown_dialogs"] += 1
             self._forward_initial(msg, source, side, request_uri, now)
             return
-        target = self.config.trunks[trunk_index] if side == PBX else self.config.pbx
+        peer = self.config.trunks[trunk_index] if side == PBX else self.config.pbx
+        target = self._dialog_target(peer, route.next_route, request_uri)
         identity_edits, restore = self._in_dialog_identity(msg, side, identity)
         edits = route.edits + identity_edits
         if msg.method == "ACK":
@@ -446,6 +448,21 @@ class ProxyCore:
             return
         plan = ForwardPlan(side, None, tuple(edits), restore, True, trunk_index)
         self._forward_stateful(msg, source, plan, (target,), now)
+
+    def _dialog_target(
+        self, peer: Target, next_route: str | None, request_uri: SipUri | None
+    ) -> Target:
+        """`dialog_next_hop`, but never to another port of the peer's host that is ours, the
+        other side's or another trunk's (PBX, trunk and proxy on one host: a Contact or Route
+        naming one of those is no way to the peer, and would loop or reflect the request)."""
+        target = dialog_next_hop(peer, next_route, request_uri)
+        if target is peer:
+            return peer
+        config = self.config
+        for known in (config.pbx, *config.trunks, *config.advertised):
+            if (known.host, known.port) == (target.host, target.port):
+                return peer
+        return target
 
     def _forward_initial(
         self, msg: Message, source: Source, side: str, request_uri: SipUri | None, now: float

@@ -183,13 +183,14 @@ class OurRoute(FrozenValue):
     """What our Route entries said: the edits removing them, the dialog's identity, its trunk,
     and whether they showed the dialog went through us (`known`: a valid token or mark)."""
 
-    __match_args__ = ("edits", "identity", "trunk_index", "known")
+    __match_args__ = ("edits", "identity", "trunk_index", "known", "next_route")
     __slots__ = __match_args__
 
     edits: list[Edit]
     identity: DialogIdentity | None
     trunk_index: int
     known: bool
+    next_route: str | None  # the URI of the first Route entry left after ours (next_hop.py)
 
     def __init__(
         self,
@@ -197,11 +198,13 @@ class OurRoute(FrozenValue):
         identity: DialogIdentity | None,
         trunk_index: int,
         known: bool = False,
+        next_route: str | None = None,
     ) -> None:
         object.__setattr__(self, "edits", edits)
         object.__setattr__(self, "identity", identity)
         object.__setattr__(self, "trunk_index", trunk_index)
         object.__setattr__(self, "known", known or identity is not None)
+        object.__setattr__(self, "next_route", next_route)
 
 
 def pop_our_routes(msg: Message, config: ProxyConfig) -> OurRoute:
@@ -210,6 +213,7 @@ def pop_our_routes(msg: Message, config: ProxyConfig) -> OurRoute:
     identity: DialogIdentity | None = None
     trunk_index = 0
     known = False
+    next_route: str | None = None
     for header in msg.wire.get_all("route"):
         spans = _comma_values(header.value)
         mine = 0
@@ -217,6 +221,7 @@ def pop_our_routes(msg: Message, config: ProxyConfig) -> OurRoute:
             value = msg.memo.name_addr(header.value[start:end], header.value_start + start)
             uri = _our_uri(value.uri, config)
             if uri is None:
+                next_route = value.uri
                 break
             identity = identity or _identity_in(uri.params, msg.call_id, config)
             trunk_index = trunk_index or _trunk_index_in(uri.params, config)
@@ -229,7 +234,7 @@ def pop_our_routes(msg: Message, config: ProxyConfig) -> OurRoute:
             cut_end = header.value_start + spans[mine][0]
             edits.append(replace_span(header.value_start, cut_end, b""))
         break
-    return OurRoute(edits, identity, trunk_index, known)
+    return OurRoute(edits, identity, trunk_index, known, next_route)
 
 
 def _marked_in(params: dict[str, str | None], call_id: str, config: ProxyConfig) -> bool:
@@ -288,7 +293,13 @@ def undo_strict_routing(
     params = request_uri.params
     identity = _identity_in(params, msg.call_id, config)
     known = _marked_in(params, msg.call_id, config)
-    return OurRoute(edits, identity, _trunk_index_in(params, config), known)
+    # The next hop: the first Route value left, else the remote target put back (16.12).
+    next_route = target.uri if len(values) == 1 else None
+    if len(values) > 1:
+        first, first_spans, _ = values[0]
+        start, end = first_spans[0]
+        next_route = parse_name_addr(first.value[start:end], first.value_start + start).uri
+    return OurRoute(edits, identity, _trunk_index_in(params, config), known, next_route)
 
 
 def _remove_list_value(header: Header, spans: list[tuple[int, int]], index: int) -> Edit:

@@ -157,7 +157,7 @@ def test_cseq_number_out_of_range(number: str) -> None:
 def in_dialog_bye(tr: str) -> bytes:
     return in_dialog(
         "BYE",
-        uri="sip:callee@127.0.0.1:5080",
+        uri="sip:1001@127.0.0.1:5070",  # the PBX's Contact
         via="SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bK-bye-tr",
         from_="<sip:callee@127.0.0.1>;tag=trunk-1",
         to='"Alice" <sip:1001@pbx.example.com>;tag=pbx-tag-1',
