@@ -58,6 +58,17 @@ def _present(values: Mapping[str, Any]) -> dict[str, Any]:
     return {name: value for name in FIELDS if (value := values.get(name)) is not None}
 
 
+# What JSON leaves raw (it escapes only C0 controls, '"' and '\\'), as JSON escapes: C1 controls
+# and the line and paragraph separators, which line-splitting readers take for line ends.
+_JSON_ESCAPES: dict[int, str] = {
+    code: f"\\u{code:04x}" for code in (0x7F, *range(0x80, 0xA0), 0x2028, 0x2029)
+}
+
+
+def _json_line(encoded: str) -> str:
+    return encoded if encoded.isascii() else encoded.translate(_JSON_ESCAPES)
+
+
 class JsonFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__()
@@ -76,7 +87,7 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             data["exception"] = self.formatException(record.exc_info)
-        return self._encoder.encode(data)
+        return _json_line(self._encoder.encode(data))
 
     def format_fields(
         self, created: float, levelno: int, name: str, message: str, fields: Mapping[str, Any],
@@ -89,7 +100,7 @@ class JsonFormatter(logging.Formatter):
             "message": message,
             **_present(fields),
         }
-        return self._encoder.encode(data)
+        return _json_line(self._encoder.encode(data))
 
     def _time(self, created: float) -> str:
         """`datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")` with Z,
@@ -105,13 +116,39 @@ class JsonFormatter(logging.Formatter):
         return f"{self._stamp}.{micro // 1000:03d}Z"
 
 
+# C0 and C1 controls and DEL, as \xNN: a Call-ID, a user or a display name carrying ESC
+# sequences or NULs (the quoted-pairs of RFC 3261 25.1 allow them) must not reach a terminal or
+# a log file raw, nor split a line (JSON lines escape them anyway).
+_CONTROL_ESCAPES: dict[int, str] = {
+    code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F, *range(0x80, 0xA0))
+}
+
+
+def escape_controls(text: str) -> str:
+    """`text` with its control characters written as `\\xNN`; `text` itself if it has none."""
+    if text.isprintable():
+        return text
+    return text.translate(_CONTROL_ESCAPES)
+
+
 class TextFormatter(logging.Formatter):
-    """The classic line, then the call fields as key=value."""
+    """The classic line, then the call fields as key=value; control characters escaped."""
 
     def __init__(self) -> None:
         super().__init__(TEXT_FORMAT)
         self._second = -1
         self._stamp = ""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        message = record.message
+        safe = escape_controls(message)
+        if safe is message:
+            return super().formatMessage(record)
+        record.message = safe
+        try:
+            return super().formatMessage(record)
+        finally:
+            record.message = message
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
@@ -125,7 +162,8 @@ class TextFormatter(logging.Formatter):
     ) -> str:
         """What `format` writes for a record of these values (no exception), without one:
         TEXT_FORMAT spelled out, the local time of `formatTime` kept per second."""
-        line = f"{self._time(created)} {logging.getLevelName(levelno)} {name}: {message}"
+        line = (f"{self._time(created)} {logging.getLevelName(levelno)} {name}: "
+                f"{escape_controls(message)}")
         present = _present(fields)
         if not present:
             return line
@@ -140,7 +178,7 @@ class TextFormatter(logging.Formatter):
 
 
 def _key_values(fields: dict[str, Any]) -> str:
-    return " ".join([f"{name}={value}" for name, value in fields.items()])
+    return " ".join([f"{name}={escape_controls(str(value))}" for name, value in fields.items()])
 
 
 class LineHandler(logging.StreamHandler[IO[str]]):

@@ -16,6 +16,9 @@ from pathlib import Path
 import pytest
 
 from proxy import control, logs
+from proxy.metrics import EventLog
+from proxy.sip.addresses import Target
+from proxy.sip.events import CallerIdDecided
 from tests.e2e.ports import free_port
 from tests.e2e.proxy_process import wait_for_status_file
 
@@ -179,3 +182,37 @@ def test_only_the_writer_removes_the_status_file(tmp_path: Path) -> None:
     assert control.read_status(state) == status
     control.remove_own_files(pid_file, 4242)
     assert not state.exists()
+
+
+# What the wire may carry into a log line: a Call-ID or user with ESC sequences, NUL, a C1 control
+# (the quoted-pairs of RFC 3261 25.1 allow control characters in a display name).
+HOSTILE = "esc\x1b[2J\x1b[31mFAKE\x00\x85\x7f@x"
+ESCAPED = "esc\\x1b[2J\\x1b[31mFAKE\\x00\\x85\\x7f@x"
+
+
+@pytest.mark.usefixtures("restore_root_logger")
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_control_characters_from_the_wire_never_reach_the_log_raw(log_format: str) -> None:
+    """Logged through a record (a refusal), and through the audit line's direct path."""
+    stream = io.StringIO()
+    logs.configure("info", log_format, stream)
+    logging.getLogger("callerid_proxy.core").warning("refused INVITE %s", HOSTILE,
+                                                     extra={"call_id": HOSTILE})
+    audit = EventLog()
+    audit.handle([CallerIdDecided(HOSTILE, "1002" + HOSTILE, "0044", "+442071234567", None,
+                                  "rule", "v1", Target("udp", "127.0.0.1", 5080), "advanced",
+                                  False)])
+    audit.flush()
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2, lines
+    for line in lines:
+        assert all(ch.isprintable() for ch in line), repr(line)
+        if log_format == "text":
+            assert ESCAPED in line, line
+        else:  # escaped in the line, the same text once decoded
+            assert any(HOSTILE in str(value) for value in json.loads(line).values()), line
+
+
+def test_escaping_leaves_printable_text_alone() -> None:
+    text = "refused INVITE from 127.0.0.1:5070 with 400: Durée \"é\""
+    assert logs.escape_controls(text) is text
