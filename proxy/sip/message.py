@@ -61,6 +61,9 @@ _LINE_END: Final = re.compile(r"\r?\n")
 _FIELD: Final = re.compile(
     r"([!%'*+\-.0-9A-Z_`a-z~]+)[ \t]*:([^\r\n]*(?:\r?\n[ \t][^\r\n]*)*)\r?\n"
 )
+# A control octet but HTAB, or a CR not starting a CRLF (RFC 3261 25.1); and what is none.
+_PLAIN_OCTETS: Final = bytes(range(0x20, 0x7F)) + b"\t\r\n" + bytes(range(0x80, 0x100))
+_CONTROL_OCTET: Final = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)")
 _TOKEN_NAME: Final = re.compile(r"[!%'*+\-.0-9A-Z_`a-z~]+")
 
 
@@ -98,6 +101,7 @@ class SipMessage:
         "_text",
         "body_end",
         "body_start",
+        "crlf_lines",
         "method",
         "raw",
         "reason",
@@ -115,9 +119,11 @@ class SipMessage:
         start_line: str,
         layout: Layout,
         body_start: int,
+        crlf_lines: bool = True,
     ) -> None:
         self.raw = raw
         self._text = text  # latin-1 view of the header block: offsets are those of `raw`
+        self.crlf_lines = crlf_lines  # every line ends with CRLF, no CR elsewhere (the split's)
         self.start_line = start_line
         self.body_start = body_start
         self.body_end = len(raw)
@@ -212,6 +218,19 @@ class SipMessage:
     def names(self) -> KeysView[str]:
         """The canonical names present."""
         return self._first.keys()
+
+    def unquoted_control_octet(self) -> str | None:
+        """The first control octet of the header block that is neither HTAB, nor the CR of a
+        line end, nor quoted by a backslash (a quoted-pair, RFC 3261 25.1; a CR is never)."""
+        text = self._text
+        if self.crlf_lines and not self.raw[: len(text)].translate(None, _PLAIN_OCTETS):
+            return None  # the usual: nothing but text, HTAB and CRLF line ends (one C loop)
+        for found in _CONTROL_OCTET.finditer(text):
+            at = found.start()
+            octet = text[at]
+            if octet == "\r" or at == 0 or text[at - 1] != "\\":
+                return octet
+        return None
 
     def count(self, name: str) -> int:
         """How many fields `name` has, without building them."""
@@ -388,7 +407,7 @@ def _split_general(data: bytes) -> SipMessage:
     start_line = text[: first_line.start()]
     _check_start_line(start_line)
     layout = _general_layout(text, first_line.end())
-    return SipMessage(data, text, start_line, layout, end_match.end())
+    return SipMessage(data, text, start_line, layout, end_match.end(), crlf_lines=False)
 
 
 def _general_layout(text: str, position: int) -> Layout:

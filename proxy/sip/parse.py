@@ -140,6 +140,7 @@ class Message:
             for contact in self.wire.get_all("contact"):
                 _validate_contact(contact.value, contact.value_start, self.memo)
             check_numeric_fields(self.wire)
+            _check_control_octets(self.wire)
         except SipError as error:
             error.wire = self.wire
             raise
@@ -286,6 +287,16 @@ def parse_vias(wire: SipMessage, top: Via | None = None, memo: ValueMemo = NO_ME
                 continue
             vias.append(memo.via(value[start:end], header.value_start + start, position))
     return vias
+
+
+def _check_control_octets(wire: SipMessage) -> None:
+    """RFC 3261 25.1: no control octet in the header block but HTAB, and a CR only in a line
+    end. A message forwarded with one reaches parsers that read it otherwise than we do (a bare
+    CR as a line end, a NUL ending a string), and logs. Only a quoted-pair (a backslash before
+    it, in a quoted string: RFC 4475's wsinv display name) may carry one; a CR never."""
+    octet = wire.unquoted_control_octet()
+    if octet is not None:
+        raise BadRequest(f"control octet {octet!r} in the header fields")
 
 
 def _validate_contact(value: str, offset: int, memo: ValueMemo) -> None:

@@ -154,3 +154,46 @@ def test_max_forwards_1_is_forwarded_with_0() -> None:
     clocked = Clocked(make_core())
     fwd = forwarded_invite(clocked, invite().replace(b"Max-Forwards: 70", b"Max-Forwards: 1"))
     assert value(fwd, "Max-Forwards") == "0"
+
+
+# ------------------------------------------------------------ control octets (RFC 3261 25.1)
+@pytest.mark.parametrize(("source", "old", "new"), [
+    (PBX_SOURCE, b"Call-ID: call-1@pbx", b"Call-ID: call-1\x00@pbx"),
+    (PBX_SOURCE, b'"Alice" <sip:1001@', b'"Alice" <sip:1001\x1b[2J@'),
+    (PBX_SOURCE, b"Max-Forwards: 70\r\n",  # a bare CR: a line end to some parsers, not to us
+     b"Max-Forwards: 70\r\nSubject: x\rP-Asserted-Identity: <sip:+19005551234@h>\r\n"),
+    (PBX_SOURCE, b"To: <sip:00442079460000@127.0.0.1>", b"To: <sip:0044\x7f2079460000@127.0.0.1>"),
+    (TRUNK_SOURCE, b"Call-ID: call-1@pbx", b"Call-ID: call-1\x08@pbx"),
+], ids=["nul-call-id", "esc-from-user", "bare-cr", "del-to", "trunk-bs-call-id"])
+def test_a_control_octet_in_the_header_fields_is_refused(source: Source, old: bytes,
+                                                         new: bytes) -> None:
+    clocked = Clocked(make_core())
+    request = invite().replace(old, new, 1)
+    assert request != invite()
+    out = clocked.receive(request, source)
+    assert sent_to(out, TRUNK if source is PBX_SOURCE else PBX) == []
+    if b"\r" in new.replace(b"\r\n", b""):  # its line cannot be split: dropped, counted
+        assert out == [] and clocked.core.counters["dropped"] == 1
+    else:
+        assert [start_line(o.data) for o in out] == ["SIP/2.0 400 Bad Request"]
+
+
+def test_lf_only_lines_are_read_but_a_control_octet_there_refused_too() -> None:
+    """Bare LF line ends (RFC 3261 7.5 leniency) take the split's other path, and its check."""
+    clocked = Clocked(make_core())
+    head, body = invite().split(b"\r\n\r\n", 1)
+    lf_only = head.replace(b"\r\n", b"\n") + b"\n\n" + body
+    assert len(sent_to(clocked.receive(lf_only, PBX_SOURCE), TRUNK)) == 1
+    hostile = lf_only.replace(b"Call-ID: call-1@pbx", b"Call-ID: call-2\x00@pbx")
+    out = clocked.receive(hostile.replace(b"branch=z9hG4bK-inv-1", b"branch=z9hG4bK-inv-2"),
+                          PBX_SOURCE, at=0.1)
+    assert [start_line(o.data) for o in out] == ["SIP/2.0 400 Bad Request"]
+
+
+@pytest.mark.parametrize("display", [b'"A\\\x00B"', b'"tab\there"'],
+                         ids=["quoted-pair-nul", "htab"])
+def test_a_quoted_pair_or_a_tab_is_no_control_octet(display: bytes) -> None:
+    """RFC 4475's wsinv quotes NUL, BEL and DEL in a display name: legal, forwarded."""
+    clocked = Clocked(make_core())
+    request = invite().replace(b'"Alice"', display, 1)
+    assert len(sent_to(clocked.receive(request, PBX_SOURCE), TRUNK)) == 1
