@@ -263,6 +263,11 @@ def run_command(args: argparse.Namespace) -> int:
             faulthandler.enable()
         config, server_settings, rules_path = build_from(values)
         workers: int = values["workers"]
+        if workers > 1 and any(is_tls for is_tls, _, _ in values["listen"]):
+            # The workers would not listen on it, and worker 0's own port (listen port + 1) is
+            # where TLS usually is (5061): refused rather than served without TLS.
+            raise SettingsError("--workers: listening on tls: is not supported with workers "
+                                "(run one process for TLS, or terminate TLS in front)")
         if not values["worker_spec"]:  # a worker's pid file is its supervisor's business
             control.refuse_live_pid_file(server_settings.pid_file)
     except SettingsError as error:

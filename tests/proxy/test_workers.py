@@ -21,6 +21,7 @@ from proxy.sip.addresses import Target
 from proxy.sip.policy import PBX_SIDE, TRUNK_SIDE
 from proxy.worker_process import WorkerLogTag, WorkerSpec, worker_settings
 from proxy.workers import SupervisorError, _combine, check_ports, worker_arguments
+from tests.certs import TestCa
 
 BASE: dict[str, Any] = {
     "rules": Path("rules.yaml"),
@@ -184,3 +185,17 @@ def test_run_refuses_a_bad_worker_count(value: str, tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 2
     assert "--workers" in result.stderr
+
+
+def test_run_refuses_workers_with_a_tls_listener(tmp_path: Path) -> None:
+    """The workers never listened on a tls: address, and worker 0's own port (5061 here) is
+    where TLS usually is: a TLS client got plain TCP. Refused at start instead."""
+    issued = TestCa(tmp_path).issue("proxy", ["localhost"], ["127.0.0.1"])
+    result = subprocess.run(
+        [sys.executable, "-m", "proxy", "run", "--rules", str(tmp_path / "r.yaml"),
+         "--pbx", "127.0.0.1:5070", "--trunk", "127.0.0.1:5080", "--workers", "2",
+         "--listen", "127.0.0.1:5060", "--listen", "tls:127.0.0.1:5061",
+         "--tls-cert", str(issued.cert), "--tls-key", str(issued.key)],
+        capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2, result.stderr
+    assert "--workers: listening on tls: is not supported" in result.stderr
