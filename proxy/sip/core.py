@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import secrets
 from typing import Final
 
 from proxy.sip import requests as request_edits
@@ -128,6 +129,9 @@ class ProxyCore:
         self._trunk_number = {(t.host, t.port): i for i, t in enumerate(config.trunks)}
         self._next_probe: float | None = None  # when the next round of keepalives is due
         self._probe_sequence = 0
+        # Random per core, as aioquic's connection draws its own ids: a restarted proxy's
+        # keepalives get new Call-IDs, tags and branches (RFC 3261 8.1.1.4, 8.1.1.7, 19.3).
+        self._instance = secrets.token_hex(4)
         self._round_robin = 0
 
     # ----------------------------------------------------------------- adapter interface
@@ -290,8 +294,8 @@ class ProxyCore:
         for index, trunk in enumerate(self.config.trunks):
             self._probe_sequence += 1
             sequence = self._probe_sequence
-            branch = outgoing_branch(("keepalive", str(sequence)), trunk.transport)
-            data = probe_request(trunk, self._facing(trunk), branch, sequence)
+            branch = outgoing_branch(("keepalive", self._instance, str(sequence)), trunk.transport)
+            data = probe_request(trunk, self._facing(trunk), branch, sequence, self._instance)
             client = ClientTransaction(branch, "OPTIONS", trunk, data, None, probe=index)
             self._transactions.start_client(client, now, "probe")
         self._pull()

@@ -54,17 +54,21 @@ class TrunkHealth:
         return [state.target for state in self.states if state.up]
 
 
-def probe_request(trunk: Target, ours: Target, branch: str, sequence: int) -> bytes:
+def probe_request(
+    trunk: Target, ours: Target, branch: str, sequence: int, instance: str
+) -> bytes:
     """An out-of-dialog OPTIONS to the trunk (RFC 3261 11): it answers with its capabilities,
-    which shows it alive; nothing else is asked of it."""
+    which shows it alive; nothing else is asked of it. `instance`: random per core, so that
+    the Call-ID and the From tag of a restarted proxy's probes are new ones (RFC 3261 8.1.1.4:
+    unique over time; 19.3: tags random)."""
     host = ours.uri_host()
     return (
         f"OPTIONS sip:{trunk.hostport()} SIP/2.0\r\n"
         f"Via: SIP/2.0/{ours.transport.upper()} {ours.hostport()};branch={branch};rport\r\n"
         f"Max-Forwards: 70\r\n"
-        f"From: <sip:keepalive@{host}>;tag=cp{sequence:x}\r\n"
+        f"From: <sip:keepalive@{host}>;tag=cp{instance}{sequence:x}\r\n"
         f"To: <sip:{trunk.hostport()}>\r\n"
-        f"Call-ID: keepalive-{sequence}@{host}\r\n"
+        f"Call-ID: keepalive-{instance}-{sequence}@{host}\r\n"
         f"CSeq: {sequence} OPTIONS\r\n"
         f"Content-Length: 0\r\n\r\n"
     ).encode()

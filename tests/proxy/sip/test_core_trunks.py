@@ -19,6 +19,7 @@ from tests.proxy.sip.support import (
     TRUNK_SOURCE,
     Clocked,
     invite,
+    param,
     response_to,
     sent_to,
     start_line,
@@ -197,3 +198,20 @@ def test_round_robin_starts_each_new_call_at_the_next_trunk() -> None:
         out = clocked.receive(invite(branch=f"z9hG4bK-rr-{n}", call_id=f"rr-{n}@pbx"), PBX_SOURCE)
         first_hops += [o.target for o in out if o.data.startswith(b"INVITE")]
     assert first_hops == [TRUNK, BACKUP, TRUNK, BACKUP]
+
+
+def test_a_restarted_proxys_probes_are_new_calls() -> None:
+    """Two cores (a proxy and the same proxy restarted) never send the same keepalive: Call-ID,
+    From tag and branch differ (RFC 3261 8.1.1.4, 8.1.1.7, 19.3); within one, each round's
+    are new too (a retransmission repeats its own, RFC 3261 17.1.2.2)."""
+    per_core: list[set[tuple[str, str, str]]] = []
+    for _ in range(2):
+        clocked = probing(interval=1.0, failures=2)
+        sent = probes(clocked.advance(0.0), TRUNK) + probes(clocked.advance(1.0), TRUNK)
+        per_core.append({(value(probe, "Call-ID"), param(value(probe, "From"), "tag") or "",
+                          param(values(probe, "Via")[0], "branch") or "") for probe in sent})
+    for ids in per_core:
+        assert len(ids) == 2 and all(len({i[f] for i in ids}) == 2 for f in range(3)), ids
+    first, second = per_core
+    for field in range(3):
+        assert not {i[field] for i in first} & {i[field] for i in second}, per_core
