@@ -94,6 +94,7 @@ from proxy.sip.untrusted import (
     shed_glance,
     shed_response,
     short_forbidden,
+    short_response,
     trying_glance,
 )
 from proxy.sip.value_memo import ValueMemo
@@ -339,11 +340,37 @@ class ProxyCore:
     ) -> None:
         wire = error.wire or lenient_split(data)
         if isinstance(error, UnparseableMessage) or wire is None or not wire.is_request:
-            self._drop(f"unparseable message from {source.host}:{source.port}: {error.detail}")
-            if close_after:
-                self._outbox.append(Outgoing(b"", source.reply_target(), source.connection, True))
+            if not self._answer_from_glance(data, source, error, close_after):
+                self._drop(f"unparseable message from {source.host}:{source.port}: {error.detail}")
+                if close_after:
+                    self._outbox.append(
+                        Outgoing(b"", source.reply_target(), source.connection, True)
+                    )
             return
         self._send_error(wire.method or "", wire, source, error, close_after=close_after)
+
+    def _answer_from_glance(
+        self, data: bytes, source: Source, error: SipError, close_after: bool
+    ) -> bool:
+        """A request from a peer we serve that no split can read (a header line without a
+        colon, a name that is no token, a continuation line first): RFC 3261 16.3 still wants
+        an answer when one can be given, so the bounded glance the untrusted path uses finds
+        the lines a 400 copies. An ACK is never answered (17.2.1)."""
+        seen = glance(data)
+        if seen.method is None or seen.method == "ACK":
+            return False
+        response = short_response(seen, b"%d %s" % (error.status_code, error.reason.encode()))
+        if response is None:
+            return False
+        try:  # the glance copies lines as they came: only an answer that itself parses leaves
+            parse_message(response, datagram=True)
+        except SipError:
+            return False
+        self.counters[f"refused_{error.status_code}"] += 1
+        self._events.append(Refused(error.status_code, error.detail, source, seen.method[:32]))
+        self._outbox.append(Outgoing(response, source.reply_target(), source.connection,
+                                     close_after))  # fmt: skip
+        return True
 
     def _refuse(self, msg: Message, source: Source, error: SipError) -> None:
         if not msg.is_request:

@@ -134,6 +134,14 @@ def is_scanner(user_agent: str) -> bool:
 def short_forbidden(seen: Glance, request_size: int) -> bytes | None:
     """The 403 for an untrusted request, or None when it would be larger than the request
     (no amplification, issue 7) or when the request cannot be answered."""
+    response = short_response(seen, b"403 Forbidden")
+    return response if response is not None and len(response) <= request_size else None
+
+
+def short_response(seen: Glance, status: bytes) -> bytes | None:
+    """An answer (`status`: code and reason) built from a glance, for a request no parse can
+    answer, or None when the glance cannot: RFC 3261 8.2.6.2's Via, From, To (with a tag of
+    ours), Call-ID and CSeq, as the sender wrote them."""
     if not seen.answerable:
         return None
     fields = seen.fields
@@ -143,9 +151,9 @@ def short_forbidden(seen: Glance, request_size: int) -> bytes | None:
         # Deterministic, so a retransmitted request gets the very same answer (RFC 3261 8.2.6.2).
         digest = hashlib.sha1(via + fields[b"from"] + fields[b"call-id"] + fields[b"cseq"])
         to += b";tag=cp" + digest.hexdigest()[:10].encode()
-    response = b"".join(
+    return b"".join(
         (
-            b"SIP/2.0 403 Forbidden\r\nVia: ", via,
+            b"SIP/2.0 ", status, b"\r\nVia: ", via,
             b"\r\nFrom: ", fields[b"from"],
             b"\r\nTo: ", to,
             b"\r\nCall-ID: ", fields[b"call-id"],
@@ -153,7 +161,6 @@ def short_forbidden(seen: Glance, request_size: int) -> bytes | None:
             b"\r\nContent-Length: 0\r\n\r\n",
         )
     )
-    return response if len(response) <= request_size else None
 
 
 def _first_value(via: bytes) -> bytes:
