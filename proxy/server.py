@@ -191,9 +191,13 @@ class ProxyServer:
     async def adopt_listening_socket(self, sock: socket.socket) -> None:
         """Also accept TCP on a listening socket bound by someone else (the `--workers`
         supervisor's shared port); its connections are served like those of `start()`."""
-        acceptor = Acceptor(self._budget, self._accepted_connection, self.transport_counters)
+        acceptor = Acceptor(self._budget, self._adopted_connection, self.transport_counters)
         acceptor.adopt(sock)
         self._acceptors.append(acceptor)
+
+    def _adopted_connection(self, host: str) -> TcpConnection:
+        """A connection accepted on an adopted socket (a worker marks those, stream_relay.py)."""
+        return self._accepted_connection(host)
 
     async def serve_until_stopped(self) -> None:
         await self._stopped.wait()

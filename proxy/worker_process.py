@@ -29,7 +29,6 @@ from proxy.server import ProxyServer, ServerSettings
 from proxy.sip.addresses import Outgoing, Source, Target
 from proxy.sip.policy import ProxyConfig
 from proxy.stream_relay import REMOTE_STREAMS, StreamRelay, remote_stream
-from proxy.tcp_accept import Acceptor
 from proxy.transport import TcpConnection
 
 log = logging.getLogger("callerid_proxy.worker")
@@ -156,13 +155,8 @@ class WorkerServer(ProxyServer):
         self.relay = relay or StreamRelay(0, 1)
 
     # ------------------------------------------- TCP/TLS on the shared port (stream_relay.py)
-    async def adopt_listening_socket(self, sock: socket.socket) -> None:
-        """The shared port's listener: its connections' calls are spread over the workers."""
-        acceptor = Acceptor(self._budget, self._accepted_on_shared_port, self.transport_counters)
-        acceptor.adopt(sock)
-        self._acceptors.append(acceptor)
-
-    def _accepted_on_shared_port(self, host: str) -> TcpConnection:
+    def _adopted_connection(self, host: str) -> TcpConnection:
+        """On the shared port's listener: this connection's calls are spread over the workers."""
         connection = self._accepted_connection(host)
         self.relay.shared.add(connection.id)
         return connection

@@ -9,14 +9,15 @@ RFC 3325). What the PBX sees: always its own From back.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from types import MappingProxyType
 from typing import Final
 
 from proxy.sip.edits import Edit, remove_header, replace_span, replace_value
 from proxy.sip.errors import SipError
-from proxy.sip.grammar import parse_name_addr, parse_sip_uri, split_comma_values
+from proxy.sip.grammar import NameAddr, parse_name_addr, parse_sip_uri, split_comma_values
 from proxy.sip.identity import DialogIdentity
+from proxy.sip.message import Header
 from proxy.sip.parse import Message
 from proxy.sip.policy import CallerIdDecision, TrunkIdentity
 from proxy.sip.values import FrozenValue
@@ -83,9 +84,7 @@ def rewrite_caller_id(
     form = shown.for_trunk(trunk_index)
     identity = shown.name_addr(_host_for(msg, form, host), form.user)
     rewritten = (ANONYMOUS_FROM if shown.privacy else identity) + params  # the tag is kept
-    edits = [replace_value(from_header, rewritten)]
-    for header in wire.get_all("p-asserted-identity") + wire.get_all("p-preferred-identity"):
-        edits.append(remove_header(header))
+    edits = [replace_value(from_header, rewritten), *_assertion_removals(msg)]
     pai_line = b"P-Asserted-Identity: " + identity + b"\r\n"
     edits.append(replace_span(from_header.end, from_header.end, pai_line))
     edits.extend(_privacy_edits(msg, shown.privacy, from_header.end))
@@ -135,13 +134,27 @@ def privacy_requested(msg: Message) -> bool:
 def _rewrite_remote_party_id(msg: Message, identity: bytes) -> list[Edit]:
     """Remote-Party-ID (draft-ietf-sip-privacy) still used by many PBXes: replace the calling
     party's address, keep its parameters (privacy, screen...)."""
-    edits: list[Edit] = []
+    return [
+        replace_span(value.start, value.params_start, identity)
+        for _, value in _calling_party_ids(msg)
+    ]
+
+
+def _calling_party_ids(msg: Message) -> Iterator[tuple[Header, NameAddr]]:
+    """Each Remote-Party-ID value of the calling party (no `party` parameter means calling),
+    with its header."""
     for header in msg.wire.get_all("remote-party-id"):
         for start, end in split_comma_values(header.value):
             value = parse_name_addr(header.value[start:end], header.value_start + start)
             if value.params.get("party", "calling") == "calling":
-                edits.append(replace_span(value.start, value.params_start, identity))
-    return edits
+                yield header, value
+
+
+def _assertion_removals(msg: Message) -> list[Edit]:
+    """Every P-Asserted-Identity and P-Preferred-Identity the PBX sent, removed."""
+    wire = msg.wire
+    headers = wire.get_all("p-asserted-identity") + wire.get_all("p-preferred-identity")
+    return [remove_header(header) for header in headers]
 
 
 def asserted_identity_removals(msg: Message) -> list[Edit]:
@@ -149,16 +162,8 @@ def asserted_identity_removals(msg: Message) -> list[Edit]:
     re-INVITE, an UPDATE, a BYE) goes: P-Asserted-Identity, P-Preferred-Identity and a calling
     party's Remote-Party-ID would show the trunk the number the rules replaced. The trunk keeps
     the identity the initial INVITE asserted (RFC 3325 9.1: optional in later requests)."""
-    wire = msg.wire
-    edits = [remove_header(header) for header in
-             wire.get_all("p-asserted-identity") + wire.get_all("p-preferred-identity")]
-    for header in wire.get_all("remote-party-id"):
-        for start, end in split_comma_values(header.value):
-            value = parse_name_addr(header.value[start:end], header.value_start + start)
-            if value.params.get("party", "calling") == "calling":
-                edits.append(remove_header(header))
-                break
-    return edits
+    calling = {header.start: header for header, _ in _calling_party_ids(msg)}  # each once
+    return [*_assertion_removals(msg), *(remove_header(header) for header in calling.values())]
 
 
 def replace_identity_header(msg: Message, name: str, value: bytes) -> list[Edit]:

@@ -14,11 +14,10 @@ from __future__ import annotations
 
 from typing import Final
 
-from proxy.sip.addresses import Target, normalise_host
+from proxy.sip.addresses import VIA_TRANSPORTS, Target, normalise_host
 from proxy.sip.errors import SipError
 from proxy.sip.grammar import SipUri, parse_sip_uri
 
-_TRANSPORTS: Final = {"udp": "udp", "tcp": "tcp", "tls": "tls"}
 _DEFAULT_PORTS: Final = {"udp": 5060, "tcp": 5060, "tls": 5061}
 
 
@@ -57,4 +56,4 @@ def _transport_of(uri: SipUri) -> str | None:
     if uri.scheme == "sips":
         return "tls"
     value = uri.params.get("transport")
-    return _TRANSPORTS.get(value.lower()) if value else None
+    return VIA_TRANSPORTS.get(value.upper()) if value else None

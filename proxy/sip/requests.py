@@ -294,7 +294,7 @@ def undo_strict_routing(
     identity = _identity_in(params, msg.call_id, config)
     known = _marked_in(params, msg.call_id, config)
     # The next hop: the first Route value left, else the remote target put back (16.12).
-    next_route = target.uri if len(values) == 1 else None
+    next_route = target.uri
     if len(values) > 1:
         first, first_spans, _ = values[0]
         start, end = first_spans[0]
