@@ -122,7 +122,13 @@ class GcPacer:
         self.start(loop)
         # After the other timers of this loop turn: the overload check shares the beat, and
         # measures the loop's lateness before this collection, not including it.
-        loop.call_soon(self.tick, context=self._context)
+        loop.call_soon(self._paced_tick, context=self._context)
+
+    def _paced_tick(self) -> None:
+        # stop() may come between the beat and this turn (the call_soon handle is not kept):
+        # a stopped pacer collects nothing more
+        if self._handle is not None:
+            self.tick()
 
 
 class GenerationPauses:

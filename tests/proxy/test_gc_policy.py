@@ -86,6 +86,27 @@ def test_the_pacer_runs_on_the_loop_until_stopped() -> None:
     assert after == during  # stopped: no collection after
 
 
+def test_a_pacer_stopped_between_its_beat_and_its_collection_collects_nothing() -> None:
+    """CI found it: the beat schedules the collection for the next loop turn; a stop() that came
+    in between let that one collection run after the pacer was stopped."""
+    collected: list[int] = []
+
+    def collect(generation: int) -> int:
+        collected.append(generation)
+        return 0
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        pacer = GcPacer(interval=3600.0, collect=collect)
+        pacer._run(loop)  # the beat fires: the collection is queued for the next turn
+        pacer.stop()
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+
+    asyncio.run(main())
+    assert collected == []
+
+
 def test_the_pacer_keeps_its_count_unboxed() -> None:
     """Issue 7: an int re-made per paced collection and kept would pin a flood's arena."""
     pacer = GcPacer(collect=lambda generation: 0)
